@@ -11,6 +11,8 @@ Conventions (the reference's): ``t`` in [0, 1] with 0 = noise and 1 = data, outp
 the velocity ``x1 - x0``; a negative motion score means "no motion condition".
 """
 
+import json
+from dataclasses import asdict, dataclass, fields
 from typing import Optional, Sequence
 
 import torch
@@ -235,3 +237,48 @@ def masked_mean(feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """[B, L, D] averaged over the positions where mask [B, L] is set -> [B, D], in feats' dtype."""
     weights = mask.to(feats).unsqueeze(-1)
     return ((feats * weights).sum(dim=1) / weights.sum(dim=1)).to(feats)
+
+
+@dataclass(frozen=True)
+class NextDiTConfig:
+    """The constructor arguments of MultiScaleNextDiT, as stored beside a checkpoint."""
+
+    all_patch_size: tuple[int, ...] = (2, 2, 4)
+    all_f_patch_size: tuple[int, ...] = (1, 2, 2)
+    in_channels: int = 16
+    dim: int = 2304
+    n_layers: int = 24
+    n_heads: int = 16
+    n_kv_heads: Optional[int] = 8
+    multiple_of: int = 256
+    ffn_dim_multiplier: Optional[float] = None
+    norm_eps: float = 1e-5
+    qk_norm: bool = True
+    cap_feat_dim: int = 2304
+    rope_theta: float = 256.0
+    t_scale: float = 1000.0
+    motion_scale: float = 20.0
+
+    def build(self, dtype=None, device=None) -> MultiScaleNextDiT:
+        return MultiScaleNextDiT(**asdict(self), dtype=dtype, device=device)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "NextDiTConfig":
+        values = json.loads(text)
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown Next-DiT config fields {sorted(unknown)}")
+        for key in ("all_patch_size", "all_f_patch_size"):
+            if key in values:
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+
+FACTORIES = {
+    "MultiScaleNextDiT_2B": dict(dim=2304, n_layers=24, n_heads=16, n_kv_heads=None),
+    "MultiScaleNextDiT_2B_GQA": dict(dim=2304, n_layers=24, n_heads=16, n_kv_heads=8),
+    "MultiScaleNextDiT_4B_GQA": dict(dim=3072, n_layers=32, n_heads=24, n_kv_heads=8),
+}

@@ -1,0 +1,101 @@
+"""Benchmarks that print ratios measured in one run (absolute times on a shared CPU are noise).
+
+DiT: forward time per patch size, model FLOPs per forward (counted by torch's FlopCounterMode),
+achieved FLOP/s as a share of this machine's matmul peak measured in the same run, and
+multi-scale sampling time over single-scale sampling time at equal steps.
+"""
+
+import statistics
+import time
+from collections import Counter
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from .nextdit import NextDiTConfig
+from .sampler import PRESETS, TextCondition, make_noise, sample
+
+BENCH_CONFIG = NextDiTConfig(dim=512, n_layers=4, n_heads=8, n_kv_heads=4, cap_feat_dim=256, multiple_of=256)
+BENCH_LATENT = (1, 16, 8, 32, 32)  # a 256x256, 32-frame video
+CAPTION_TOKENS = 24
+
+
+def timed(fn, repeats: int) -> float:
+    """Median wall time of ``repeats`` calls after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_peak(dtype=torch.float32, size: int = 2048, repeats: int = 5) -> float:
+    """Achieved FLOP/s of one large square matmul: the ceiling a transformer forward can approach."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    return 2 * size**3 / timed(lambda: a @ b, repeats)
+
+
+def bench_model(seed: int = 0):
+    torch.manual_seed(seed)
+    model = BENCH_CONFIG.build().eval().requires_grad_(False)
+    model.initialize_weights(torch.Generator().manual_seed(seed))
+    with torch.no_grad():  # non-zero gates and modulation, so every branch does real work
+        for p in model.parameters():
+            if p.abs().sum() == 0:
+                p.normal_(0, 0.02)
+    cond = TextCondition(torch.randn(1, CAPTION_TOKENS, BENCH_CONFIG.cap_feat_dim), torch.ones(1, CAPTION_TOKENS, dtype=torch.long))
+    return model, cond
+
+
+def forward_rows(model, cond, repeats: int, peak: float) -> list[dict]:
+    x = make_noise(BENCH_LATENT, 0)
+    rows = []
+    for f_patch, patch in [(1, 2), (2, 2), (2, 4)]:
+        args = (x, torch.full((1,), 0.5), cond.features, cond.mask, torch.tensor([6.0]), patch, f_patch)
+        with torch.no_grad():
+            with FlopCounterMode(display=False) as counter:
+                model(*args)
+            seconds = timed(lambda: model(*args), repeats)
+        flops = counter.get_total_flops()
+        rows.append(dict(scale=f"{f_patch}x{patch}", seconds=seconds, gflops=flops / 1e9, share_of_peak=flops / seconds / peak))
+    base = rows[0]["seconds"]
+    for row in rows:
+        row["time_vs_1x2"] = row["seconds"] / base
+    return rows
+
+
+def sampling_ratio(model, cond, steps: int) -> dict:
+    noise = make_noise(BENCH_LATENT, 1)
+    single = PRESETS["f24F96R960"].with_(steps=steps)
+    multi = PRESETS["f24F96R960-MultiScale"].with_(steps=steps)
+    times = {}
+    for name, config in (("single", single), ("multi", multi)):
+        start = time.perf_counter()
+        sample(model, noise, cond, cond, config)
+        times[name] = time.perf_counter() - start
+    counts = Counter(f"{pf}x{p}" for pf, p in multi.patch_schedule())
+    return dict(steps=steps, multi_over_single=times["multi"] / times["single"], schedule=dict(counts), **times)
+
+
+def run_dit_benchmark(quick: bool = False) -> dict:
+    torch.set_grad_enabled(False)
+    repeats = 2 if quick else 5
+    peak = matmul_peak(repeats=repeats)
+    model, cond = bench_model()
+    rows = forward_rows(model, cond, repeats, peak)
+    ratio = sampling_ratio(model, cond, steps=10 if quick else 24)
+    c = BENCH_CONFIG
+    print(
+        f"DiT benchmark: dim {c.dim}, {c.n_layers} layers, {c.n_heads}/{c.n_kv_heads} heads, latent {BENCH_LATENT}, "
+        f"{torch.get_num_threads()} threads, fp32; matmul peak {peak / 1e9:.1f} GFLOP/s"
+    )
+    print(f"{'scale':>6} {'GFLOP/fwd':>10} {'time vs 1x2':>12} {'share of matmul peak':>21}")
+    for row in rows:
+        print(f"{row['scale']:>6} {row['gflops']:>10.1f} {row['time_vs_1x2']:>12.3f} {row['share_of_peak']:>20.0%}")
+    print(
+        f"sampling, {ratio['steps']} steps, CFG as the f24F96R960 presets: multi-scale / single-scale time = "
+        f"{ratio['multi_over_single']:.3f} (schedule {ratio['schedule']})"
+    )
+    return dict(peak_flops=peak, forward=rows, sampling=ratio)

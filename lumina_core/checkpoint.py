@@ -1,0 +1,230 @@
+"""Loading Lumina-Video checkpoints safely, exactly, and without two copies in memory.
+
+Accepted: a ``.safetensors`` file (ours carry the config in their metadata), the released
+``consolidated.00-of-01.pth`` pickle (read with ``torch.load(weights_only=True)``), or the
+released folder holding it and ``model_args.pth``. The config comes from, in order: the
+safetensors metadata, ``model_args.pth`` beside the weights, or the tensor shapes.
+"""
+
+import os
+import pickle
+import types
+from dataclasses import replace
+from pathlib import Path
+from typing import Optional
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .nextdit import FACTORIES, MultiScaleNextDiT, NextDiTConfig
+
+CONFIG_METADATA_KEY = "lumina_video_config"
+WRAPPER_PREFIXES = ("_orig_mod.", "_checkpoint_wrapped_module.", "_fsdp_wrapped_module.")
+PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+# Not recoverable from tensor shapes: the released training recipe's values (train_exps/f8F32R256).
+RECIPE_DEFAULTS = dict(rope_theta=256.0, t_scale=1000.0, motion_scale=20.0)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that can't be loaded; the message names the file and what to do."""
+
+
+def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors (memory-mapped where the format allows) and string metadata of a weights file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    if path.suffix == ".safetensors":
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            return {key: handle.get_tensor(key) for key in handle.keys()}, metadata
+    if path.suffix in PICKLE_SUFFIXES:
+        loaded = safe_torch_load(path)
+        for nested in ("model", "state_dict", "module"):
+            if isinstance(loaded, dict) and isinstance(loaded.get(nested), dict):
+                loaded = loaded[nested]
+        if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+            raise CheckpointError(f"{path}: expected a state dict (a mapping of names to tensors), found {type(loaded).__name__}")
+        return dict(loaded), {}
+    raise CheckpointError(f"{path}: unknown weights format {path.suffix!r}; use .safetensors or the released .pth")
+
+
+def safe_torch_load(path: Path, allowed_globals: tuple = ()):
+    """torch.load with weights_only=True: tensors and plain containers, plus ``allowed_globals``; never code."""
+    try:
+        with torch.serialization.safe_globals(list(allowed_globals)):
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as error:
+                if "mmap" not in str(error):
+                    raise
+                return torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) pickles can't be mapped
+    except pickle.UnpicklingError as error:
+        reason = str(error).split("\n\n")[0].strip() or "it holds objects other than tensors"
+        raise CheckpointError(
+            f"{path}: refused to unpickle it, because loading it could run code ({reason}). "
+            "Only plain tensor checkpoints are read; if you trust the file, convert it to .safetensors yourself."
+        ) from None
+
+
+def strip_wrapper_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove the segments torch.compile, activation checkpointing and FSDP insert into key names."""
+    out = {}
+    for key, value in state_dict.items():
+        for prefix in WRAPPER_PREFIXES:
+            key = key.replace(prefix, "")
+        out[key] = value
+    return out
+
+
+def read_model_args(path: Path) -> dict:
+    """The released ``model_args.pth`` (a pickled types.SimpleNamespace) as a dict."""
+    args = safe_torch_load(path, allowed_globals=(types.SimpleNamespace,))
+    if not isinstance(args, types.SimpleNamespace):
+        raise CheckpointError(f"{path}: expected the training arguments (a SimpleNamespace), found {type(args).__name__}")
+    return vars(args)
+
+
+def config_from_model_args(args: dict, state_dict: dict[str, torch.Tensor]) -> NextDiTConfig:
+    """The config generate.py builds from model_args.pth; feature sizes it takes from elsewhere come from the shapes."""
+    inferred, _ = infer_config(state_dict)
+    factory = FACTORIES.get(args.get("model"), {})
+    return replace(
+        inferred,
+        **factory,
+        qk_norm=bool(args.get("qk_norm", inferred.qk_norm)),
+        all_patch_size=tuple(args.get("patch_sizes", inferred.all_patch_size)),
+        all_f_patch_size=tuple(args.get("f_patch_sizes", inferred.all_f_patch_size)),
+        rope_theta=float(args.get("rope_theta", 10000.0)),
+        t_scale=float(args.get("t_scale", 1.0)),
+        motion_scale=float(args.get("motion_scale", 1.0)),
+    )
+
+
+def infer_config(state_dict: dict[str, torch.Tensor]) -> tuple[NextDiTConfig, list[str]]:
+    """Recover the architecture from tensor shapes; returns the config and notes on what was assumed."""
+    embedders = sorted(k[len("all_x_embedder.") : -len(".weight")] for k in state_dict if k.startswith("all_x_embedder.") and k.endswith(".weight"))
+    required = ("cap_embedder.1.weight", "layers.0.attention.gate", "layers.0.attention.wk.weight", "layers.0.feed_forward.w1.weight")
+    if not embedders or any(k not in state_dict for k in required):
+        raise CheckpointError(describe_mismatch(state_dict, expected=None))
+    patch_pairs = [tuple(int(v) for v in name.split("-")) for name in embedders]  # (patch, f_patch)
+    patch_pairs.sort(key=lambda pair: (pair[0], pair[1]))
+    dim, patch_in = state_dict[f"all_x_embedder.{embedders[0]}.weight"].shape
+    p, pf = (int(v) for v in embedders[0].split("-"))
+    n_heads = state_dict["layers.0.attention.gate"].shape[0]
+    head_dim = dim // n_heads
+    n_kv_heads = state_dict["layers.0.attention.wk.weight"].shape[0] // head_dim
+    n_layers = len({k.split(".")[1] for k in state_dict if k.startswith("layers.")})
+    hidden = state_dict["layers.0.feed_forward.w1.weight"].shape[0]
+    multiple_of, ffn_dim_multiplier = ffn_settings_for(dim, hidden)
+    config = NextDiTConfig(
+        all_patch_size=tuple(pair[0] for pair in patch_pairs),
+        all_f_patch_size=tuple(pair[1] for pair in patch_pairs),
+        in_channels=patch_in // (pf * p * p),
+        dim=dim,
+        n_layers=n_layers,
+        n_heads=n_heads,
+        n_kv_heads=n_kv_heads,
+        multiple_of=multiple_of,
+        ffn_dim_multiplier=ffn_dim_multiplier,
+        qk_norm="layers.0.attention.q_norm.weight" in state_dict,
+        cap_feat_dim=state_dict["cap_embedder.1.weight"].shape[1],
+        **RECIPE_DEFAULTS,
+    )
+    notes = [
+        f"inferred from shapes: dim {dim}, {n_layers} layers, {n_heads} heads, {n_kv_heads} kv heads, "
+        f"patch sizes {[f'{pf}x{p}' for p, pf in patch_pairs]}, caption features {config.cap_feat_dim}, qk_norm {config.qk_norm}",
+        "not stored in the file, taken from the released training recipe: "
+        + ", ".join(f"{k}={v}" for k, v in RECIPE_DEFAULTS.items()),
+    ]
+    return config, notes
+
+
+def ffn_settings_for(dim: int, hidden: int) -> tuple[int, Optional[float]]:
+    """(multiple_of, ffn_dim_multiplier) that reproduce a SwiGLU hidden size under the reference's rule."""
+    base = int(2 * 4 * dim / 3)
+    for multiple_of in (256, 128, 64, 32, 16, 8, 4, 2, 1):
+        if multiple_of * ((base + multiple_of - 1) // multiple_of) == hidden:
+            return multiple_of, None
+    multiplier = hidden / base
+    if int(multiplier * base) != hidden:
+        multiplier = (hidden + 0.5) / base
+    return 1, multiplier
+
+
+def describe_mismatch(state_dict: dict[str, torch.Tensor], expected: Optional[dict[str, torch.Size]]) -> str:
+    keys = set(state_dict)
+    lines = ["these weights are not a Lumina-Video Multi-scale Next-DiT"]
+    if any(k.startswith(("noise_refiner.", "context_refiner.", "x_embedder.")) for k in keys):
+        lines[0] += " (they look like a Lumina-Image 2.0 NextDiT: load those with ComfyUI's own Load Diffusion Model)"
+    if expected is not None:
+        missing = sorted(set(expected) - keys)
+        unexpected = sorted(keys - set(expected))
+        wrong = sorted(k for k in keys & set(expected) if state_dict[k].shape != expected[k])
+        for label, names in (("missing", missing), ("unexpected", unexpected)):
+            if names:
+                lines.append(f"{len(names)} {label} keys, e.g. {names[:5]}")
+        if wrong:
+            lines.append(f"{len(wrong)} keys with other shapes, e.g. " + ", ".join(f"{k} {tuple(state_dict[k].shape)} vs {tuple(expected[k])}" for k in wrong[:3]))
+    else:
+        lines.append(f"no all_x_embedder.* / layers.N.attention keys; found e.g. {sorted(keys)[:5]}")
+    return "; ".join(lines)
+
+
+def find_weights(path: Path) -> Path:
+    """A file as given, or the consolidated weights inside a released folder."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("consolidated.00-of-01.safetensors", "consolidated.00-of-01.pth"):
+            if (path / name).is_file():
+                return path / name
+        raise CheckpointError(f"{path}: no consolidated.00-of-01.safetensors or .pth in this folder")
+    return path
+
+
+def resolve_config(weights: Path, state_dict, metadata: dict[str, str]) -> tuple[NextDiTConfig, list[str]]:
+    if CONFIG_METADATA_KEY in metadata:
+        return NextDiTConfig.from_json(metadata[CONFIG_METADATA_KEY]), [f"config from {weights.name} metadata"]
+    args_path = weights.parent / "model_args.pth"
+    if args_path.is_file():
+        return config_from_model_args(read_model_args(args_path), state_dict), [f"config from {args_path}"]
+    return infer_config(state_dict)
+
+
+def load_nextdit(path, dtype: Optional[torch.dtype] = None, device="cpu") -> tuple[MultiScaleNextDiT, NextDiTConfig, list[str]]:
+    """Build the model on the meta device and adopt the file's tensors (assign=True): one copy in memory.
+
+    Returns the model in eval mode, its config, and notes on where the config came from.
+    """
+    weights = find_weights(Path(path))
+    state_dict, metadata = read_state_dict(weights)
+    state_dict = strip_wrapper_prefixes(state_dict)
+    config, notes = resolve_config(weights, state_dict, metadata)
+    with torch.device("meta"):
+        model = config.build()
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    if set(expected) != set(state_dict) or any(state_dict[k].shape != s for k, s in expected.items()):
+        raise CheckpointError(f"{weights}: " + describe_mismatch(state_dict, expected))
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    del state_dict
+    model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    return model, config, notes
+
+
+def convert(src, dst, dtype: Optional[torch.dtype] = None) -> tuple[NextDiTConfig, list[str]]:
+    """Rewrite a checkpoint as .safetensors with its config in the metadata; tensors are cast one at a time."""
+    weights = find_weights(Path(src))
+    state_dict, metadata = read_state_dict(weights)
+    state_dict = strip_wrapper_prefixes(state_dict)
+    config, notes = resolve_config(weights, state_dict, metadata)
+    with torch.device("meta"):
+        expected = {k: v.shape for k, v in config.build().state_dict().items()}
+    if set(expected) != set(state_dict):
+        raise CheckpointError(f"{weights}: " + describe_mismatch(state_dict, expected))
+    tensors = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous() for k, v in state_dict.items()}
+    dst = Path(dst)
+    partial = dst.with_name(dst.name + ".partial")
+    save_file(tensors, str(partial), metadata={CONFIG_METADATA_KEY: config.to_json(), "format": "pt"})
+    os.replace(partial, dst)
+    return config, notes
