@@ -21,6 +21,7 @@ into place only after the container is finalised, so an exception or an interrup
 never leaves a partial file at ``path``.
 """
 
+import itertools
 import math
 import os
 import tempfile
@@ -165,7 +166,11 @@ def read_video(path: Union[str, os.PathLike]) -> DecodedVideo:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"read_video: no file at {str(path)!r}.")
-    with av.open(str(path)) as container:
+    try:
+        container = av.open(str(path))
+    except av.error.FFmpegError as error:
+        raise ValueError(f"read_video: {str(path)!r} is not a readable video file ({error}).") from error
+    with container:
         if not container.streams.video:
             raise ValueError(f"read_video: {str(path)!r} has no video stream.")
         video_stream = container.streams.video[0]
@@ -195,6 +200,10 @@ def read_video(path: Union[str, os.PathLike]) -> DecodedVideo:
         return DecodedVideo(frames, fps, None, None)
     channels = audio_stream.codec_context.channels
     samples = np.concatenate(sound, axis=1) if sound else np.zeros((channels, 0), np.float32)
+    if audio_stream.duration and audio_stream.time_base:
+        # MP4 declares the true length; AAC's last frame is decoded whole, padding included.
+        declared = round(audio_stream.duration * audio_stream.time_base * audio_stream.rate)
+        samples = samples[:, :declared]
     return DecodedVideo(frames, fps, torch.from_numpy(samples.astype(np.float32)), int(audio_stream.rate))
 
 
@@ -232,7 +241,7 @@ def _encode(filename, container_name, frames, rate, audio, sample_rate, crf, aud
             soundtrack = _Soundtrack(container, spec, audio, sample_rate, rate, audio_bitrate)
 
         index = 0
-        for picture in _chain(first, frame_iter):
+        for picture in itertools.chain([first], frame_iter):
             if picture.shape[:2] != (height, width):
                 raise ValueError(
                     f"write_video: frame {index} is {picture.shape[1]}x{picture.shape[0]} but frame 0 is "
@@ -296,11 +305,6 @@ class _Soundtrack:
             for piece in self.resampler.resample(None):
                 self.container.mux(self.stream.encode(piece))
         self.container.mux(self.stream.encode(None))
-
-
-def _chain(first, rest):
-    yield first
-    yield from rest
 
 
 def _to_numpy(value: ArrayLike, name: str) -> np.ndarray:
