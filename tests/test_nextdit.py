@@ -1,0 +1,144 @@
+import pytest
+import torch
+
+from tiny_models import TINY, randomized
+from lumina_core import MultiScaleNextDiT
+
+SCALES = [(1, 2), (2, 2), (2, 4)]
+
+
+def caption(batch=2, length=7, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, length, TINY.cap_feat_dim, generator=g), torch.ones(batch, length, dtype=torch.long)
+
+
+def assert_same(a, b):
+    assert (a - b).abs().max() <= 1e-5 * b.abs().max()
+
+
+def run(model, x, cap, mask, motion=6.0, t=0.3, scale=(1, 2)):
+    b = x.shape[0]
+    return model(x, torch.full((b,), t), cap, mask, torch.full((b,), motion), scale[1], scale[0])
+
+
+@pytest.mark.parametrize("frames", [1, 4])
+@pytest.mark.parametrize("scale", SCALES)
+def test_patchify_round_trip(tiny_model, scale, frames):
+    f_patch, patch = scale
+    x = torch.randn(2, 16, frames, 8, 16)
+    tokens, grid = tiny_model.patchify(x, patch, f_patch)
+    assert tokens.shape == (2, grid[0] * grid[1] * grid[2], f_patch * patch * patch * 16)
+    assert torch.equal(tiny_model.unpatchify(tokens, grid, patch, f_patch, frames), x)
+
+
+def test_patchify_puts_channels_innermost_and_frames_first(tiny_model):
+    x = torch.arange(16 * 2 * 4 * 4, dtype=torch.float32).view(1, 16, 2, 4, 4)
+    tokens, _ = tiny_model.patchify(x, 2, 2)
+    assert torch.equal(tokens[0, 0, :16], x[0, :, 0, 0, 0])  # (pf ph pw c): channel runs fastest
+    assert torch.equal(tokens[0, 1, :16], x[0, :, 0, 0, 2])  # the next token is the next patch along width
+
+
+def expected_keys(n_layers, scales):
+    keys = {"pad_token"}
+    for f_patch, patch in scales:
+        keys |= {f"all_x_embedder.{patch}-{f_patch}.{p}" for p in ("weight", "bias")}
+        keys |= {f"all_final_layer.{patch}-{f_patch}.{m}.{p}" for m in ("linear", "adaLN_modulation.1") for p in ("weight", "bias")}
+    for e in ("t_embedder", "motion_embedder"):
+        keys |= {f"{e}.mlp.{i}.{p}" for i in (0, 2) for p in ("weight", "bias")}
+    keys |= {"cap_embedder.0.weight", "cap_embedder.0.bias", "cap_embedder.1.weight", "cap_embedder.1.bias"}
+    for n in range(n_layers):
+        a = f"layers.{n}.attention"
+        keys |= {f"{a}.{w}.weight" for w in ("wq", "wk", "wv", "wk_y", "wv_y", "wo")} | {f"{a}.gate"}
+        keys |= {f"{a}.{norm}.{p}" for norm in ("q_norm", "k_norm", "ky_norm") for p in ("weight", "bias")}
+        keys |= {f"layers.{n}.feed_forward.{w}.weight" for w in ("w1", "w2", "w3")}
+        keys |= {f"layers.{n}.{norm}.weight" for norm in ("attention_norm1", "attention_norm2", "ffn_norm1", "ffn_norm2", "attention_y_norm")}
+        keys |= {f"layers.{n}.adaLN_modulation.1.{p}" for p in ("weight", "bias")}
+    return keys
+
+
+def test_state_dict_keys_are_the_released_ones():
+    state = TINY.build(device="meta").state_dict()
+    assert set(state) == expected_keys(TINY.n_layers, SCALES)
+
+
+def test_released_config_has_released_shapes_and_size():
+    state = MultiScaleNextDiT(
+        all_patch_size=(2, 2, 4), all_f_patch_size=(1, 2, 2), in_channels=16, dim=2304, n_layers=24, n_heads=16,
+        n_kv_heads=8, qk_norm=True, cap_feat_dim=2304, device="meta",
+    ).state_dict()
+    assert len(state) == 583
+    assert sum(v.numel() for v in state.values()) == 1_771_364_672
+    shapes = {
+        "all_x_embedder.2-1.weight": (2304, 64), "all_x_embedder.2-2.weight": (2304, 128), "all_x_embedder.4-2.weight": (2304, 512),
+        "all_final_layer.4-2.linear.weight": (512, 2304), "all_final_layer.2-1.adaLN_modulation.1.weight": (2304, 1024),
+        "t_embedder.mlp.0.weight": (1024, 256), "motion_embedder.mlp.2.weight": (1024, 1024), "cap_embedder.1.weight": (1024, 2304),
+        "layers.0.attention.wq.weight": (2304, 2304), "layers.0.attention.wk_y.weight": (1152, 2304), "layers.0.attention.gate": (16,),
+        "layers.0.attention.k_norm.weight": (1152,), "layers.0.feed_forward.w1.weight": (6144, 2304),
+        "layers.0.adaLN_modulation.1.weight": (9216, 1024), "layers.23.attention_y_norm.weight": (2304,),
+    }
+    for key, shape in shapes.items():
+        assert tuple(state[key].shape) == shape, key
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_caption_padding_changes_nothing(tiny_model, scale):
+    x = torch.randn(1, 16, 4, 8, 8)
+    cap, mask = caption(batch=1, length=5)
+    padded = torch.cat([cap, torch.randn(1, 6, TINY.cap_feat_dim) * 100], dim=1)
+    padded_mask = torch.cat([mask, torch.zeros(1, 6, dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        assert_same(run(tiny_model, x, padded, padded_mask, scale=scale), run(tiny_model, x, cap, mask, scale=scale))
+
+
+def test_batch_items_are_independent(tiny_model):
+    x = torch.randn(2, 16, 4, 8, 8)
+    cap, mask = caption(batch=2, length=9)
+    mask[1, 4:] = 0
+    with torch.no_grad():
+        together = run(tiny_model, x, cap, mask)
+        alone = run(tiny_model, x[1:], cap[1:, :4], mask[1:, :4])
+    assert_same(together[1:], alone)
+
+
+def test_negative_motion_means_no_condition(tiny_model):
+    x = torch.randn(1, 16, 2, 8, 8)
+    cap, mask = caption(batch=1)
+    with torch.no_grad():
+        a, b, c = (run(tiny_model, x, cap, mask, motion=m) for m in (-1.0, -7.0, 4.0))
+        zero_emb = tiny_model.motion_embedder(torch.tensor([0.0]))
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+    assert zero_emb.abs().sum() > 0  # so "no condition" is not the same as motion 0
+
+
+def test_velocity_shape_for_a_single_image_with_temporal_patch(tiny_model):
+    x = torch.randn(1, 16, 1, 8, 8)
+    cap, mask = caption(batch=1)
+    with torch.no_grad():
+        out = run(tiny_model, x, cap, mask, scale=(2, 2))
+    assert out.shape == x.shape and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_tracks_fp32(dtype):
+    model32 = randomized()
+    model_half = randomized(dtype=dtype)
+    x = torch.randn(1, 16, 2, 8, 8)
+    cap, mask = caption(batch=1)
+    with torch.no_grad():
+        ref = run(model32, x, cap, mask)
+        half = model_half(x.to(dtype), torch.full((1,), 0.3, dtype=dtype), cap.to(dtype), mask, torch.full((1,), 6.0, dtype=dtype), 2, 1)
+    assert half.dtype == dtype
+    assert (half.float() - ref).abs().max() / ref.abs().max() < 0.05
+
+
+def test_bad_inputs_are_named(tiny_model):
+    cap, mask = caption(batch=1)
+    with pytest.raises(ValueError, match="patch size 2x8 is not in this model"):
+        run(tiny_model, torch.randn(1, 16, 2, 8, 8), cap, mask, scale=(2, 8))
+    with pytest.raises(ValueError, match="channels"):
+        run(tiny_model, torch.randn(1, 4, 2, 8, 8), cap, mask)
+    with pytest.raises(ValueError, match="even latent frame count"):
+        run(tiny_model, torch.randn(1, 16, 3, 8, 8), cap, mask, scale=(2, 2))
+    with pytest.raises(ValueError, match="RoPE table"):
+        run(tiny_model, torch.randn(1, 16, 1, 8, 260), cap, mask)
