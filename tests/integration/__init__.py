@@ -1,0 +1,1 @@
+"""Integration tier: a real ComfyUI server with this pack (see conftest.py)."""
