@@ -144,9 +144,7 @@ def write_video(
     if not path.parent.is_dir():
         raise FileNotFoundError(f"Cannot write {str(path)!r}: the folder {str(path.parent)!r} does not exist.")
 
-    handle, temporary_name = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=".partial", dir=path.parent
-    )
+    handle, temporary_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     os.close(handle)
     try:
         _encode(temporary_name, container_name, frames, rate, audio, sample_rate, crf, audio_bitrate)
@@ -360,9 +358,18 @@ def _frames_as_uint8(frames) -> Iterable[np.ndarray]:
 def _validated_audio(audio: ArrayLike, sample_rate) -> tuple:
     """``audio`` as a float32 ``[C, T]`` array in -1..1 with C in (1, 2), and an int sample rate."""
     if sample_rate is None:
-        raise ValueError("write_video: audio was given without sample_rate; pass sample_rate=16000 (or the audio's rate).")
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, Real) or sample_rate <= 0 or int(sample_rate) != sample_rate:
-        raise ValueError(f"write_video: sample_rate={sample_rate!r} must be a positive whole number of samples per second.")
+        raise ValueError(
+            "write_video: audio was given without sample_rate; pass sample_rate=16000 (or the audio's rate)."
+        )
+    if (
+        isinstance(sample_rate, bool)
+        or not isinstance(sample_rate, Real)
+        or sample_rate <= 0
+        or int(sample_rate) != sample_rate
+    ):
+        raise ValueError(
+            f"write_video: sample_rate={sample_rate!r} must be a positive whole number of samples per second."
+        )
     array = _to_numpy(audio, "audio").astype(np.float32, copy=False)
     if array.ndim == 3 and array.shape[0] == 1:
         array = array[0]  # ComfyUI AUDIO waveform [batch=1, C, T]

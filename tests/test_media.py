@@ -74,7 +74,11 @@ def test_audio_is_trimmed_or_padded_to_the_video_duration(tmp_path, suffix):
 
 
 def test_fractional_frame_rates_are_stored_as_rationals(tmp_path):
-    for fps, expected in ((Fraction(24000, 1001), Fraction(24000, 1001)), (12.5, Fraction(25, 2)), (29.97, Fraction(2997, 100))):
+    for fps, expected in (
+        (Fraction(24000, 1001), Fraction(24000, 1001)),
+        (12.5, Fraction(25, 2)),
+        (29.97, Fraction(2997, 100)),
+    ):
         path = write_video(tmp_path / "rate.mp4", moving_square_frames(frames=4), fps)
         assert read_video(path).fps == expected
 
