@@ -1,0 +1,290 @@
+"""Training recipes for the embedded default: tiny models of the real classes, on the toy world.
+
+    python -m lumina_core.toyworld.train vae --steps 1500
+    python -m lumina_core.toyworld.train dit --steps 6000
+    python -m lumina_core.toyworld.train v2a --steps 3000
+
+Each stage is seeded, checkpoints to ``--runs/<stage>/checkpoint.pt`` every ``--save-every``
+steps and resumes from there when run again, and exports its final weights (EMA for the
+generators) as safetensors with the config in the metadata into ``--export`` (by default
+the package's ``embedded/`` folder), where the loaders of real weights read them.
+"""
+
+import argparse
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from ..checkpoint import CONFIG_METADATA_KEY
+from ..nextdit import NextDiTConfig
+from ..text import TinyTextEncoder, TinyTextEncoderConfig
+from ..vae import CogVideoXVAE, CogVideoXVAEConfig, load_vae, save_vae
+from .world import PAD_TOKEN, UNKNOWN_TOKEN, VOCABULARY, train_clips
+
+EMBEDDED_DIR = Path(__file__).resolve().parent.parent / "embedded"
+TEXT_CONFIG_METADATA_KEY = "lumina_text_encoder_config"
+TOY_DIT_CONFIG = NextDiTConfig(
+    all_patch_size=(2, 2, 4),
+    all_f_patch_size=(1, 2, 2),
+    in_channels=16,
+    dim=128,
+    n_layers=4,
+    n_heads=4,
+    n_kv_heads=2,
+    multiple_of=32,
+    qk_norm=True,
+    cap_feat_dim=64,
+    rope_theta=256.0,
+    t_scale=1000.0,
+    motion_scale=20.0,
+)
+TOY_TEXT_CONFIG = TinyTextEncoderConfig(
+    vocabulary=tuple(w for w in VOCABULARY if w not in (PAD_TOKEN, UNKNOWN_TOKEN)), dim=64
+)
+# Coarse patch sizes serve the noisy start of sampling, so they train on times shifted towards noise
+# (the paper trains each scale with its own shift; ours are smaller because the toy latents are tiny).
+TRAIN_TIME_SHIFT = {(1, 2): 1.0, (2, 2): 2.0, (2, 4): 4.0}
+MOTION_DROPOUT, CAPTION_DROPOUT = 0.3, 0.1
+
+
+class Checkpoint:
+    """Resumable training state in one file: modules, optimizer, step and RNG, read back with weights_only=True."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def load(self, modules: dict, optimizer) -> int:
+        if not self.path.is_file():
+            return 0
+        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        for name, module in modules.items():
+            module.load_state_dict(state["modules"][name])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        print(f"resumed {self.path} at step {state['step']}")
+        return state["step"]
+
+    def save(self, modules: dict, optimizer, step: int):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        state = dict(
+            modules={n: m.state_dict() for n, m in modules.items()},
+            optimizer=optimizer.state_dict(),
+            step=step,
+            torch_rng=torch.get_rng_state(),
+        )
+        partial = self.path.with_suffix(".partial")
+        torch.save(state, partial)
+        partial.replace(self.path)
+
+
+def clip_batch(clips) -> torch.Tensor:
+    """Toy clips -> frames [B, 3, F, H, W] in [-1, 1], the VAE's input."""
+    frames = torch.from_numpy(np.stack([c.frames for c in clips]))
+    return frames.permute(0, 4, 1, 2, 3) * 2 - 1
+
+
+def warmup_lr(step: int, base: float, warmup: int, total: int) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+TOY_VAE_CONFIG = CogVideoXVAEConfig(block_out_channels=(16, 32, 32, 32), layers_per_block=1, norm_num_groups=8)
+
+
+def random_crops(frames: torch.Tensor, size: int, generator) -> torch.Tensor:
+    """[B, 3, F, H, W] -> [B, 3, F, size, size], one random window per clip (convolutions are local)."""
+    b, _, _, h, w = frames.shape
+    ys = torch.randint(0, h - size + 1, (b,), generator=generator).tolist()
+    xs = torch.randint(0, w - size + 1, (b,), generator=generator).tolist()
+    return torch.stack([clip[:, :, y : y + size, x : x + size] for clip, y, x in zip(frames, ys, xs)])
+
+
+def train_vae(args):
+    """Reconstruction (L1 + MSE) with a small KL term; afterwards the latent scale is set so model-space latents have unit variance.
+
+    Most steps see random crops (a quarter of the pixels: conv3d backward is what a CPU spends
+    its time on); the last ``--vae-full-steps`` see whole frames, so GroupNorm's statistics are
+    the ones inference will meet.
+    """
+    torch.manual_seed(args.seed)
+    vae = CogVideoXVAE(TOY_VAE_CONFIG).to(args.device)
+    lr = args.lr or 2e-3
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    checkpoint = Checkpoint(args.runs / "vae" / "checkpoint.pt")
+    start = checkpoint.load({"vae": vae}, optimizer)
+    generator = torch.Generator().manual_seed(args.seed + start)
+    progress = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="vae")
+    for step in progress:
+        for group in optimizer.param_groups:
+            group["lr"] = warmup_lr(step, lr, 50, args.steps)
+        frames = clip_batch(train_clips(args.seed * 1_000_003 + step, args.batch))
+        if step < args.steps - args.vae_full_steps:
+            frames = random_crops(frames, args.vae_crop, generator)
+        frames = frames.to(args.device)
+        posterior = vae.encode_posterior(frames)
+        recon = vae.decode_model_latent(vae.to_model_latent(posterior.sample(generator=None)))
+        kl = 0.5 * (posterior.mean.pow(2) + posterior.logvar.exp() - 1 - posterior.logvar).mean()
+        loss = (recon - frames).abs().mean() + F.mse_loss(recon, frames) + 1e-4 * kl
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        progress.set_postfix(loss=f"{loss.item():.4f}", kl=f"{kl.item():.2f}")
+        if (step + 1) % args.save_every == 0 or step + 1 == args.steps:
+            checkpoint.save({"vae": vae}, optimizer, step + 1)
+    vae.eval()
+    with torch.no_grad():
+        frames = clip_batch(train_clips(args.seed + 7, 32)).to(args.device)
+        latents = vae.encode_posterior(frames).mode()
+        psnr = -10 * torch.log10(F.mse_loss(vae.decode_model_latent(vae.to_model_latent(latents)), frames) / 4)
+    scale = 1.0 / latents.std().item()
+    exported = CogVideoXVAE(replace(TOY_VAE_CONFIG, scaling_factor=scale))
+    exported.load_state_dict(vae.state_dict())
+    args.export.mkdir(parents=True, exist_ok=True)
+    save_vae(exported, args.export / "vae.safetensors")
+    print(f"exported {args.export / 'vae.safetensors'}: reconstruction PSNR {psnr:.1f} dB on 32 clips, latent std {latents.std():.3f} -> scaling_factor {scale:.4f}")
+
+
+def encode_dataset(vae, n: int, seed: int, device, batch: int = 32) -> dict:
+    """Model-space latents, captions and motion scores of ``n`` training clips."""
+    latents, captions, motion = [], [], []
+    with torch.no_grad():
+        for start in tqdm(range(0, n, batch), desc="encoding clips"):
+            clips = [c for c in train_clips(seed + start, min(batch, n - start))]
+            latents.append(vae.encode_to_model_latent(clip_batch(clips).to(device)).cpu())
+            captions += [c.caption for c in clips]
+            motion += [c.motion_score for c in clips]
+    return dict(latents=torch.cat(latents), captions=captions, motion=torch.tensor(motion))
+
+
+def shifted_times(n: int, shift: float, generator) -> torch.Tensor:
+    t = torch.rand(n, generator=generator)
+    return t / (t + shift - shift * t)
+
+
+class EMA:
+    """Exponential moving average of a module's parameters (the exported weights)."""
+
+    def __init__(self, module, decay: float):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    def update(self, module):
+        with torch.no_grad():
+            for k, v in module.state_dict().items():
+                self.shadow[k].lerp_(v, 1 - self.decay) if v.is_floating_point() else self.shadow[k].copy_(v)
+
+
+def train_dit(args):
+    """Rectified flow on VAE latents, all patch sizes, motion and caption dropout; text encoder trained jointly."""
+    torch.manual_seed(args.seed)
+    vae = load_vae(args.export / "vae.safetensors", device=args.device).eval()
+    data_path = args.runs / "dit" / "latents.pt"
+    if data_path.is_file():
+        data = torch.load(data_path, weights_only=True)
+    else:
+        data = encode_dataset(vae, args.clips, args.seed, args.device)
+        data_path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(data, data_path)
+    del vae
+    latents, captions, motion = data["latents"], data["captions"], data["motion"]
+    print(f"{len(captions)} clips, latent {tuple(latents.shape[1:])}, latent std {latents.std():.3f}")
+
+    model = TOY_DIT_CONFIG.build(device=args.device)
+    model.initialize_weights(torch.Generator().manual_seed(args.seed))
+    text = TinyTextEncoder(TOY_TEXT_CONFIG, device=args.device)
+    modules = {"dit": model, "text": text}
+    params = list(model.parameters()) + list(text.parameters())
+    optimizer = torch.optim.AdamW(params, lr=args.lr or 5e-4, weight_decay=0.0, betas=(0.9, 0.95))
+    checkpoint = Checkpoint(args.runs / "dit" / "checkpoint.pt")
+    start = checkpoint.load(modules, optimizer)
+    emas = {name: EMA(m, 0.999) for name, m in modules.items()}
+    ema_path = args.runs / "dit" / "ema.pt"
+    if start and ema_path.is_file():
+        for name, shadow in torch.load(ema_path, weights_only=True).items():
+            emas[name].shadow = shadow
+
+    generator = torch.Generator().manual_seed(args.seed + start)
+    scales = model.patch_sizes
+    progress = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="dit")
+    for step in progress:
+        for group in optimizer.param_groups:
+            group["lr"] = warmup_lr(step, args.lr or 5e-4, 300, args.steps)
+        index = torch.randint(len(captions), (args.batch,), generator=generator)
+        f_patch, patch = scales[step % len(scales)]
+        x1 = latents[index].to(args.device)
+        x0 = torch.randn(x1.shape, generator=generator).to(args.device)
+        t = shifted_times(args.batch, TRAIN_TIME_SHIFT[(f_patch, patch)], generator).to(args.device)
+        xt = t.view(-1, 1, 1, 1, 1) * x1 + (1 - t.view(-1, 1, 1, 1, 1)) * x0
+        prompts = ["" if torch.rand(1, generator=generator) < CAPTION_DROPOUT else captions[i] for i in index.tolist()]
+        scores = torch.where(torch.rand(args.batch, generator=generator) < MOTION_DROPOUT, -1.0, motion[index]).to(
+            args.device
+        )
+        cond = text.encode(prompts)
+        v = model(xt, t, cond.features, cond.mask, scores, patch, f_patch)
+        loss = F.mse_loss(v, x1 - x0)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        for name, m in modules.items():
+            emas[name].update(m)
+        progress.set_postfix(loss=f"{loss.item():.4f}")
+        if (step + 1) % args.save_every == 0 or step + 1 == args.steps:
+            checkpoint.save(modules, optimizer, step + 1)
+            torch.save({n: e.shadow for n, e in emas.items()}, ema_path)
+    export_dit(emas, args.export)
+
+
+def export_dit(emas: dict, folder: Path):
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {k: v.contiguous() for k, v in emas["dit"].shadow.items()},
+        str(folder / "dit.safetensors"),
+        metadata={CONFIG_METADATA_KEY: TOY_DIT_CONFIG.to_json(), "format": "pt"},
+    )
+    save_file(
+        {k: v.contiguous() for k, v in emas["text"].shadow.items()},
+        str(folder / "text_encoder.safetensors"),
+        metadata={TEXT_CONFIG_METADATA_KEY: TOY_TEXT_CONFIG.to_json(), "format": "pt"},
+    )
+    print(f"exported {folder / 'dit.safetensors'} and {folder / 'text_encoder.safetensors'}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m lumina_core.toyworld.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("stage", choices=("vae", "dit"))
+    parser.add_argument("--steps", type=int, required=True)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, help="peak learning rate (default per stage)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--clips", type=int, default=6000, help="training clips to encode for the DiT stage")
+    parser.add_argument("--vae-crop", type=int, default=32, help="crop size for most VAE steps")
+    parser.add_argument("--vae-full-steps", type=int, default=60, help="final VAE steps on whole frames")
+    parser.add_argument("--save-every", type=int, default=200)
+    parser.add_argument("--runs", type=Path, default=Path("runs/toyworld"), help="checkpoints and caches")
+    parser.add_argument("--export", type=Path, default=EMBEDDED_DIR, help="where the final safetensors go")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    start = time.time()
+    {"vae": train_vae, "dit": train_dit}[args.stage](args)
+    print(f"{args.stage}: {time.time() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
