@@ -24,12 +24,11 @@ from tqdm import tqdm
 
 from ..checkpoint import CONFIG_METADATA_KEY
 from ..nextdit import NextDiTConfig
+from ..pipeline import EMBEDDED_DIR, TEXT_CONFIG_METADATA_KEY
 from ..text import TinyTextEncoder, TinyTextEncoderConfig
 from ..vae import CogVideoXVAE, CogVideoXVAEConfig, load_vae, save_vae
 from .world import PAD_TOKEN, UNKNOWN_TOKEN, VOCABULARY, train_clips
 
-EMBEDDED_DIR = Path(__file__).resolve().parent.parent / "embedded"
-TEXT_CONFIG_METADATA_KEY = "lumina_text_encoder_config"
 TOY_DIT_CONFIG = NextDiTConfig(
     all_patch_size=(2, 2, 4),
     all_f_patch_size=(1, 2, 2),
