@@ -99,20 +99,22 @@ def warmup_lr(step: int, base: float, warmup: int, total: int) -> float:
 TOY_VAE_CONFIG = CogVideoXVAEConfig(block_out_channels=(16, 32, 32, 32), layers_per_block=1, norm_num_groups=8)
 
 
-def random_crops(frames: torch.Tensor, size: int, generator) -> torch.Tensor:
-    """[B, 3, F, H, W] -> [B, 3, F, size, size], one random window per clip (convolutions are local)."""
-    b, _, _, h, w = frames.shape
+def random_crops(frames: torch.Tensor, size: int, length: int, generator) -> torch.Tensor:
+    """[B, 3, F, H, W] -> [B, 3, length, size, size]: one random window per clip, starting on an 8-frame group."""
+    b, _, f, h, w = frames.shape
+    ts = (torch.randint(0, (f - length) // 8 + 1, (b,), generator=generator) * 8).tolist()
     ys = torch.randint(0, h - size + 1, (b,), generator=generator).tolist()
     xs = torch.randint(0, w - size + 1, (b,), generator=generator).tolist()
-    return torch.stack([clip[:, :, y : y + size, x : x + size] for clip, y, x in zip(frames, ys, xs)])
+    return torch.stack([clip[:, t : t + length, y : y + size, x : x + size] for clip, t, y, x in zip(frames, ts, ys, xs)])
 
 
 def train_vae(args):
     """Reconstruction (L1 + MSE) with a small KL term; afterwards the latent scale is set so model-space latents have unit variance.
 
-    Most steps see random crops (a quarter of the pixels: conv3d backward is what a CPU spends
-    its time on); the last ``--vae-full-steps`` see whole frames, so GroupNorm's statistics are
-    the ones inference will meet.
+    Most steps see random windows (8 frames of 32x32: an eighth of a clip, because conv3d
+    backward is what a CPU spends its time on); the last ``--vae-full-steps`` see whole
+    clips, so GroupNorm's statistics and the causal cache between 8-frame groups are the
+    ones inference will meet.
     """
     torch.manual_seed(args.seed)
     vae = CogVideoXVAE(TOY_VAE_CONFIG).to(args.device)
@@ -127,7 +129,7 @@ def train_vae(args):
             group["lr"] = warmup_lr(step, lr, 50, args.steps)
         frames = clip_batch(train_clips(args.seed * 1_000_003 + step, args.batch))
         if step < args.steps - args.vae_full_steps:
-            frames = random_crops(frames, args.vae_crop, generator)
+            frames = random_crops(frames, args.vae_crop, args.vae_crop_frames, generator)
         frames = frames.to(args.device)
         posterior = vae.encode_posterior(frames)
         recon = vae.decode_model_latent(vae.to_model_latent(posterior.sample(generator=None)))
@@ -271,6 +273,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--clips", type=int, default=6000, help="training clips to encode for the DiT stage")
     parser.add_argument("--vae-crop", type=int, default=32, help="crop size for most VAE steps")
+    parser.add_argument("--vae-crop-frames", type=int, default=8, help="frames per crop (a multiple of 8)")
     parser.add_argument("--vae-full-steps", type=int, default=60, help="final VAE steps on whole frames")
     parser.add_argument("--save-every", type=int, default=200)
     parser.add_argument("--runs", type=Path, default=Path("runs/toyworld"), help="checkpoints and caches")
