@@ -48,10 +48,11 @@ def cmd_generate(args):
     from tqdm import tqdm
 
     from .media import write_video
-    from .pipeline import ALL_PRESETS, EMBEDDED_DIR, decode_latent, encode_prompts, generate_audio, load_embedded, sample_latent
+    from .pipeline import ALL_PRESETS, EMBEDDED_DIR, check_video_size, decode_latent, encode_prompts, generate_audio, load_embedded, sample_latent
     from .sampler import parse_time_aware
 
     models = load_embedded(folder=args.models or EMBEDDED_DIR, with_audio=not args.no_audio)
+    check_video_size(args.width, args.height, args.frames, models.dit, models.embedded)
     unknown = models.text_encoder.unknown_words(args.prompt)
     if unknown:
         print(f"warning: the embedded text encoder doesn't know {unknown}; it knows {sorted(models.text_encoder.index)}", file=sys.stderr)

@@ -22,13 +22,20 @@ CAPTION_TOKENS = 24
 
 def timed(fn, repeats: int) -> float:
     """Median wall time of ``repeats`` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+    return interleaved({"fn": fn}, repeats)["fn"]
+
+
+def interleaved(fns: dict, repeats: int) -> dict:
+    """Median wall time of each function, measured round-robin so drift on a shared machine hits all alike."""
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def matmul_peak(dtype=torch.float32, size: int = 2048, repeats: int = 5) -> float:
@@ -51,30 +58,28 @@ def bench_model(seed: int = 0):
 
 def forward_rows(model, cond, repeats: int, peak: float) -> list[dict]:
     x = make_noise(BENCH_LATENT, 0)
-    rows = []
-    for f_patch, patch in [(1, 2), (2, 2), (2, 4)]:
+    scales = [(1, 2), (2, 2), (2, 4)]
+    calls, flops = {}, {}
+    for f_patch, patch in scales:
         args = (x, torch.full((1,), 0.5), cond.features, cond.mask, torch.tensor([6.0]), patch, f_patch)
-        with torch.no_grad():
-            with FlopCounterMode(display=False) as counter:
-                model(*args)
-            seconds = timed(lambda: model(*args), repeats)
-        flops = counter.get_total_flops()
-        rows.append(dict(scale=f"{f_patch}x{patch}", seconds=seconds, gflops=flops / 1e9, share_of_peak=flops / seconds / peak))
-    base = rows[0]["seconds"]
-    for row in rows:
-        row["time_vs_1x2"] = row["seconds"] / base
-    return rows
+        calls[f"{f_patch}x{patch}"] = lambda args=args: model(*args)
+        with FlopCounterMode(display=False) as counter:
+            model(*args)
+        flops[f"{f_patch}x{patch}"] = counter.get_total_flops()
+    seconds = interleaved(calls, repeats)
+    base = seconds["1x2"]
+    return [
+        dict(scale=name, seconds=seconds[name], gflops=flops[name] / 1e9, share_of_peak=flops[name] / seconds[name] / peak, time_vs_1x2=seconds[name] / base)
+        for name in calls
+    ]
 
 
-def sampling_ratio(model, cond, steps: int) -> dict:
+def sampling_ratio(model, cond, steps: int, repeats: int) -> dict:
+    """Multi-scale over single-scale sampling time at equal steps, both with the f24F96R960 CFG and motion settings."""
     noise = make_noise(BENCH_LATENT, 1)
     single = PRESETS["f24F96R960"].with_(steps=steps)
     multi = PRESETS["f24F96R960-MultiScale"].with_(steps=steps)
-    times = {}
-    for name, config in (("single", single), ("multi", multi)):
-        start = time.perf_counter()
-        sample(model, noise, cond, cond, config)
-        times[name] = time.perf_counter() - start
+    times = interleaved({"single": lambda: sample(model, noise, cond, cond, single), "multi": lambda: sample(model, noise, cond, cond, multi)}, repeats)
     counts = Counter(f"{pf}x{p}" for pf, p in multi.patch_schedule())
     return dict(steps=steps, multi_over_single=times["multi"] / times["single"], schedule=dict(counts), **times)
 
@@ -82,10 +87,10 @@ def sampling_ratio(model, cond, steps: int) -> dict:
 def run_dit_benchmark(quick: bool = False) -> dict:
     torch.set_grad_enabled(False)
     repeats = 2 if quick else 5
-    peak = matmul_peak(repeats=repeats)
     model, cond = bench_model()
+    peak = matmul_peak(repeats=repeats)
     rows = forward_rows(model, cond, repeats, peak)
-    ratio = sampling_ratio(model, cond, steps=10 if quick else 24)
+    ratio = sampling_ratio(model, cond, steps=10 if quick else 24, repeats=1 if quick else 2)
     c = BENCH_CONFIG
     print(
         f"DiT benchmark: dim {c.dim}, {c.n_layers} layers, {c.n_heads}/{c.n_kv_heads} heads, latent {BENCH_LATENT}, "
