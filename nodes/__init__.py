@@ -1,0 +1,30 @@
+"""ComfyUI nodes of the Lumina-Video pack (V3 schema), thin adapters over ``lumina_core``.
+
+One module per stage: ``loaders`` (video model, VAE, V2A), ``text``, ``motion``,
+``sampling`` (empty latent, sampler), ``decode``, ``audio``, ``save``. ``sockets`` holds
+the pack's own types; ``_comfy`` is the only module that imports ComfyUI.
+
+Importing this package needs nothing from ComfyUI: the node modules are imported when
+ComfyUI calls ``comfy_entrypoint``. Node ids are stored in every saved workflow, so they
+never change.
+"""
+
+NODE_IDS = (
+    "LuminaVideoModelLoader",
+    "LuminaVideoVAELoader",
+    "LuminaVideoTextEncode",
+    "LuminaVideoMotionScore",
+    "LuminaVideoEmptyLatent",
+    "LuminaVideoSampler",
+    "LuminaVideoVAEDecode",
+    "LuminaVideoV2ALoader",
+    "LuminaVideoAudioGenerate",
+    "LuminaVideoSaveVideo",
+)
+
+
+async def comfy_entrypoint():
+    """ComfyUI's V3 entry point: the extension listing this pack's nodes."""
+    from .extension import LuminaVideoExtension
+
+    return LuminaVideoExtension()

@@ -1,0 +1,212 @@
+"""Everything this pack takes from ComfyUI, in one place.
+
+This is the only module of the pack that imports ``comfy``, ``comfy_api`` or
+``folder_paths``. The node modules import the V3 API (``io``, ``ui``) and the
+services below from here, so a change in ComfyUI's internals is fixed here once:
+
+- the V3 node API (``comfy_api.latest``, which ComfyUI says changes without warning,
+  so it is imported behind a gate with the frozen ``v0_0_2`` as fallback);
+- progress bar and interruption (``comfy.utils.ProgressBar``, whose every update is
+  also a cancellation point, and ``throw_exception_if_processing_interrupted``);
+- model folders (``folder_paths``): the ``lumina_video`` folder is registered here;
+- memory management (``comfy.model_patcher.ModelPatcher`` + ``load_models_gpu``);
+- the output folder and numbered file names;
+- ComfyUI's VIDEO type (``VideoFromComponents``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from fractions import Fraction
+from typing import Optional
+
+import torch
+
+try:  # the newest V3 API, gated: it is "latest" because it still changes
+    from comfy_api.latest import ComfyExtension, InputImpl, Types, io, ui
+    API_VERSION = "latest"
+except ImportError:  # pragma: no cover - depends on the ComfyUI version
+    from comfy_api.v0_0_2 import ComfyExtension, InputImpl, Types, io, ui  # type: ignore[no-redef]
+    API_VERSION = "v0_0_2"
+
+for _name in ("ComfyNode", "Schema", "NodeOutput", "Custom", "Hidden"):
+    if not hasattr(io, _name):  # pragma: no cover - depends on the ComfyUI version
+        raise ImportError(f"this ComfyUI's comfy_api.{API_VERSION}.io has no {_name}: the Lumina-Video nodes need ComfyUI 0.3.60 or newer")
+
+import comfy.model_management as mm  # noqa: E402
+import comfy.model_patcher  # noqa: E402
+import comfy.utils  # noqa: E402
+import folder_paths  # noqa: E402
+
+log = logging.getLogger("lumina_video")
+
+# --------------------------------------------------------------------------- model folders
+
+LUMINA_FOLDER = "lumina_video"
+MODEL_SUFFIXES = (".safetensors", ".pth")
+
+
+def register_model_folders() -> None:
+    """Add ``models/lumina_video`` (after any path extra_model_paths.yaml gave) and accept .safetensors/.pth there."""
+    folder_paths.add_model_folder_path(LUMINA_FOLDER, os.path.join(folder_paths.models_dir, LUMINA_FOLDER), is_default=False)
+    paths, extensions = folder_paths.folder_names_and_paths[LUMINA_FOLDER]
+    extensions.update(MODEL_SUFFIXES)  # a new folder's set is empty (= every file); keep it a filter
+
+
+def model_files(folder: str, suffixes: tuple[str, ...] = MODEL_SUFFIXES) -> list[str]:
+    """Relative names of the model files ComfyUI finds in ``folder`` (empty when it isn't registered)."""
+    try:
+        names = folder_paths.get_filename_list(folder)
+    except KeyError:
+        return []
+    return [n for n in names if n.lower().endswith(suffixes)]
+
+
+def model_path(folder: str, name: str) -> Optional[str]:
+    """Absolute path of ``name`` in ``folder``, or None."""
+    try:
+        return folder_paths.get_full_path(folder, name)
+    except KeyError:
+        return None
+
+
+def folder_locations(folder: str) -> list[str]:
+    try:
+        return folder_paths.get_folder_paths(folder)
+    except KeyError:
+        return []
+
+
+# --------------------------------------------------------------------------- progress and interruption
+
+
+def throw_if_interrupted() -> None:
+    """Raise ComfyUI's InterruptProcessingException when the user pressed Cancel."""
+    mm.throw_exception_if_processing_interrupted()
+
+
+class Progress:
+    """A node's progress bar; every update is also a cancellation point."""
+
+    def __init__(self, total: int, node_id: Optional[str] = None):
+        self.bar = comfy.utils.ProgressBar(total, node_id=node_id)
+
+    def update(self, value: int, total: Optional[int] = None, preview=None, preview_size: Optional[int] = 512) -> None:
+        """Report ``value`` of ``total``; ``preview`` is a PIL image shown on the node."""
+        throw_if_interrupted()
+        self.bar.update_absolute(value, total, None if preview is None else ("JPEG", preview, preview_size))
+
+
+# --------------------------------------------------------------------------- devices and memory
+
+
+def torch_device() -> torch.device:
+    return mm.get_torch_device()
+
+
+def offload_device() -> torch.device:
+    return mm.unet_offload_device()
+
+
+def intermediate_device() -> torch.device:
+    return mm.intermediate_device()
+
+
+def vae_device() -> torch.device:
+    return mm.vae_device()
+
+
+def auto_dtype(device: torch.device) -> torch.dtype:
+    """fp32 on the CPU; bf16 where the accelerator supports it, else fp16."""
+    if device.type == "cpu":
+        return torch.float32
+    return torch.bfloat16 if mm.should_use_bf16(device) else torch.float16
+
+
+def managed(module: torch.nn.Module, load_device: torch.device, offload_to: torch.device):
+    """Wrap a plain torch module in a ModelPatcher so ComfyUI can account for it, load and unload it."""
+    return comfy.model_patcher.ModelPatcher(module, load_device=load_device, offload_device=offload_to)
+
+
+def load_for_inference(patcher) -> torch.nn.Module:
+    """Move the whole model to its load device through ComfyUI (freeing others as needed); returns the module.
+
+    ``force_full_load``: the pack's layers are plain ``torch.nn`` modules, not ``comfy.ops``,
+    so ComfyUI's partial ("lowvram") loading would leave them split across devices.
+    """
+    mm.load_models_gpu([patcher], force_full_load=True)
+    return patcher.model
+
+
+def offload(patcher) -> None:
+    """Send one model back to its offload device now (a no-op when it lives on the CPU anyway)."""
+    if patcher.load_device == patcher.offload_device:
+        return
+    try:
+        for index, loaded in enumerate(mm.current_loaded_models):
+            if loaded.model is patcher:
+                loaded.model_unload()
+                mm.current_loaded_models.pop(index)
+                break
+    except Exception as error:  # internals vary between versions; ComfyUI will evict it later anyway
+        log.debug("could not offload %s: %s", type(patcher.model).__name__, error)
+    mm.soft_empty_cache()
+
+
+# --------------------------------------------------------------------------- output files
+
+
+def output_directory() -> str:
+    return folder_paths.get_output_directory()
+
+
+def save_path(filename_prefix: str, width: int, height: int) -> tuple[str, str, int, str]:
+    """(folder, file stem, first free counter, subfolder) for a numbered output file.
+
+    Refuses a prefix that would leave the output folder, with a message saying so.
+    """
+    output_dir = output_directory()
+    prefix = filename_prefix.strip()
+    if not prefix:
+        raise ValueError("filename_prefix is empty; give a name such as 'lumina_video/clip'")
+    target = os.path.abspath(os.path.join(output_dir, os.path.normpath(prefix)))
+    if os.path.isabs(prefix) or os.path.commonpath((os.path.abspath(output_dir), target)) != os.path.abspath(output_dir):
+        raise ValueError(
+            f"filename_prefix {filename_prefix!r} points outside ComfyUI's output folder {output_dir}; "
+            "use a relative name such as 'lumina_video/clip' (subfolders are fine, '..' and absolute paths are not)"
+        )
+    try:
+        folder, stem, counter, subfolder, _ = folder_paths.get_save_image_path(prefix, output_dir, width, height)
+    except Exception as error:  # ComfyUI raises a bare Exception for paths outside the output folder
+        raise ValueError(f"filename_prefix {filename_prefix!r} can't be used: {str(error).strip('* ').splitlines()[0]}") from None
+    return folder, stem, counter, subfolder
+
+
+def preview_video(filename: str, subfolder: str):
+    """The UI entry that makes the frontend play a saved video on the node."""
+    return ui.PreviewVideo([ui.SavedResult(filename, subfolder, io.FolderType.output)])
+
+
+def metadata_disabled() -> bool:
+    try:
+        from comfy.cli_args import args
+    except ImportError:  # pragma: no cover
+        return False
+    return bool(getattr(args, "disable_metadata", False))
+
+
+# --------------------------------------------------------------------------- VIDEO type
+
+
+def make_video(images: torch.Tensor, frame_rate: Fraction, audio: Optional[dict]):
+    """ComfyUI's VIDEO (VideoFromComponents), or None when this ComfyUI has no such type."""
+    try:
+        components = Types.VideoComponents(images=images, frame_rate=Fraction(frame_rate), audio=audio)
+        return InputImpl.VideoFromComponents(components)
+    except (AttributeError, TypeError) as error:  # pragma: no cover - depends on the ComfyUI version
+        log.warning("this ComfyUI can't build a VIDEO from frames (%s); the VIDEO output is empty", error)
+        return None
+
+
+HAS_VIDEO_TYPE = hasattr(io, "Video")

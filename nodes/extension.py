@@ -1,0 +1,33 @@
+"""The pack's V3 extension: registers the model folders and lists the nodes."""
+
+from __future__ import annotations
+
+from ._comfy import ComfyExtension, register_model_folders
+
+register_model_folders()  # before any schema lists the folders' files
+
+from .audio import LuminaVideoAudioGenerate  # noqa: E402
+from .decode import LuminaVideoVAEDecode  # noqa: E402
+from .loaders import LuminaVideoModelLoader, LuminaVideoV2ALoader, LuminaVideoVAELoader  # noqa: E402
+from .motion import LuminaVideoMotionScore  # noqa: E402
+from .sampling import LuminaVideoEmptyLatent, LuminaVideoSampler  # noqa: E402
+from .save import LuminaVideoSaveVideo  # noqa: E402
+from .text import LuminaVideoTextEncode  # noqa: E402
+
+NODES = [
+    LuminaVideoModelLoader,
+    LuminaVideoVAELoader,
+    LuminaVideoTextEncode,
+    LuminaVideoMotionScore,
+    LuminaVideoEmptyLatent,
+    LuminaVideoSampler,
+    LuminaVideoVAEDecode,
+    LuminaVideoV2ALoader,
+    LuminaVideoAudioGenerate,
+    LuminaVideoSaveVideo,
+]
+
+
+class LuminaVideoExtension(ComfyExtension):
+    async def get_node_list(self):
+        return list(NODES)

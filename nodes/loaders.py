@@ -1,0 +1,262 @@
+"""Loader nodes: the video model, the VAE, and the video-to-audio model.
+
+Each lists the files ComfyUI finds in its model folders plus the embedded default
+(tiny models trained on the toy world, shipped in ``lumina_core/embedded``), and loads
+them through the engine's loaders, the same code for both.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from ..lumina_core.checkpoint import load_nextdit
+from ..lumina_core.pipeline import EMBEDDED_DIR, load_text_encoder
+from ..lumina_core.v2a import load_v2a
+from ..lumina_core.vae import load_vae
+from . import _comfy
+from ._comfy import io
+from .sockets import LoadedModel, LoadedV2A, LoadedVAE, LuminaModel, LuminaV2A, LuminaVAE
+
+log = logging.getLogger("lumina_video")
+
+EMBEDDED_MODEL = "embedded (toy world, CPU)"
+EMBEDDED_VAE = "embedded (toy world, CPU)"
+EMBEDDED_V2A = "embedded (toy world, CPU)"
+RELEASED_REPO = "Alpha-VLLM/Lumina-Video-f24R960"
+RELEASED_FOLDER = "Lumina-Video-f24R960"
+RELEASED_FILES = ("consolidated.00-of-01.pth", "model_args.pth")
+# Always offered, so a workflow naming it loads everywhere; the file is downloaded on request.
+RELEASED_MODEL = f"{RELEASED_FOLDER}/{RELEASED_FILES[0]}"
+DTYPES = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+CPU = torch.device("cpu")
+
+
+def embedded_dir() -> Path:
+    """The embedded default's folder; LUMINA_VIDEO_EMBEDDED_DIR overrides it (used by the tests)."""
+    override = os.environ.get("LUMINA_VIDEO_EMBEDDED_DIR", "").strip()
+    return Path(override) if override else EMBEDDED_DIR
+
+
+def _embedded_file(name: str) -> Path:
+    folder = embedded_dir()
+    path = folder / name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"the embedded default's {name} is missing from {folder}; it is made by "
+            "python -m lumina_core.toyworld.train (and train_v2a for v2a.safetensors). "
+            "Reinstall the pack, or pick a weights file instead."
+        )
+    return path
+
+
+def _dtype(choice: str, device: torch.device) -> torch.dtype:
+    if choice not in DTYPES:
+        raise ValueError(f"dtype {choice!r} is not one of {list(DTYPES)}")
+    return DTYPES[choice] or _comfy.auto_dtype(device)
+
+
+def _dtype_input(what: str):
+    return io.Combo.Input(
+        "dtype",
+        options=list(DTYPES),
+        default="auto",
+        tooltip=f"Precision of the {what} weights. auto: fp32 on the CPU, bf16 on GPUs that support it, else fp16. "
+        "The released video model is stored in fp32 (7 GB); bf16 halves its memory.",
+    )
+
+
+# --------------------------------------------------------------------------- video model
+
+
+def model_choices() -> list[str]:
+    files = set(_comfy.model_files(_comfy.LUMINA_FOLDER)) | set(_comfy.model_files("diffusion_models"))
+    files = {f for f in files if os.path.basename(f) != "model_args.pth"}
+    return [EMBEDDED_MODEL, RELEASED_MODEL] + sorted(files - {RELEASED_MODEL}, key=str.lower)
+
+
+def find_model_file(name: str) -> str | None:
+    for folder in (_comfy.LUMINA_FOLDER, "diffusion_models"):
+        path = _comfy.model_path(folder, name)
+        if path is not None:
+            return path
+    return None
+
+
+def download_released() -> str:
+    """Fetch the released weights into the first lumina_video folder (resumable); returns the weights' path."""
+    locations = _comfy.folder_locations(_comfy.LUMINA_FOLDER)
+    target = Path(locations[0]) / RELEASED_FOLDER
+    by_hand = (
+        f"download {' and '.join(RELEASED_FILES)} from https://huggingface.co/{RELEASED_REPO} "
+        f"into {target} yourself, then choose {RELEASED_MODEL}"
+    )
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        raise RuntimeError(f"huggingface_hub is not installed (pip install -r requirements.txt), so {RELEASED_REPO} can't be downloaded; {by_hand}") from None
+    target.mkdir(parents=True, exist_ok=True)
+    log.info("downloading %s into %s (7 GB; resumes where it stopped)", RELEASED_REPO, target)
+    try:
+        for filename in reversed(RELEASED_FILES):  # the small model_args.pth first: fails fast when offline
+            hf_hub_download(RELEASED_REPO, filename, local_dir=str(target))
+    except Exception as error:  # offline, proxy, HTTP errors: all end the same way for the user
+        raise RuntimeError(f"could not reach the Hugging Face hub for {RELEASED_REPO} ({type(error).__name__}: {error}); {by_hand}") from None
+    return str(target / RELEASED_FILES[0])
+
+
+class LuminaVideoModelLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LuminaVideoModelLoader",
+            display_name="Lumina-Video Model Loader",
+            category="Lumina-Video/loaders",
+            description=(
+                "Loads a Lumina-Video Multi-scale Next-DiT. 'embedded (toy world, CPU)' is the tiny model shipped with the pack "
+                "(64x64 shapes, with its own text encoder; runs on a CPU in seconds). Released weights go in models/lumina_video "
+                f"(or models/diffusion_models): the {RELEASED_REPO} folder, a .pth, or a converted .safetensors; they need Gemma-2-2B "
+                "(Load CLIP, type lumina2) for the prompts."
+            ),
+            inputs=[
+                io.Combo.Input(
+                    "model_name",
+                    options=model_choices(),
+                    default=EMBEDDED_MODEL,
+                    tooltip=(
+                        "Weights to load, from models/lumina_video and models/diffusion_models (.safetensors, .pth). "
+                        f"{RELEASED_MODEL} is where the download puts the released weights. A tiny text encoder saved beside "
+                        "a DiT as text_encoder.safetensors (a toy-world training export) is loaded with it."
+                    ),
+                ),
+                _dtype_input("video model"),
+                io.Boolean.Input(
+                    "download",
+                    default=False,
+                    tooltip=f"Download {RELEASED_REPO} (7 GB) from the Hugging Face hub into models/lumina_video/{RELEASED_FOLDER} when "
+                    f"{RELEASED_MODEL} is chosen and missing. Off: nothing is downloaded. Interrupted downloads resume.",
+                ),
+            ],
+            outputs=[LuminaModel.Output(display_name="model", tooltip="The video model (and, for the embedded default, its text encoder).")],
+        )
+
+    @classmethod
+    def execute(cls, model_name: str, dtype: str = "auto", download: bool = False) -> io.NodeOutput:
+        if model_name == EMBEDDED_MODEL:
+            dit_path, text_path = _embedded_file("dit.safetensors"), _embedded_file("text_encoder.safetensors")
+            load_device = offload_to = CPU
+            embedded = True
+        else:
+            path = find_model_file(model_name)
+            if path is None and model_name == RELEASED_MODEL:
+                if not download:
+                    target = Path(_comfy.folder_locations(_comfy.LUMINA_FOLDER)[0]) / RELEASED_FOLDER
+                    raise FileNotFoundError(
+                        f"{RELEASED_MODEL} is not in models/lumina_video yet. Turn on 'download' to fetch {RELEASED_REPO} "
+                        f"into {target}, or download {' and '.join(RELEASED_FILES)} from https://huggingface.co/{RELEASED_REPO} there yourself."
+                    )
+                path = download_released()
+            if path is None:
+                raise FileNotFoundError(f"model file {model_name!r} is not in {_comfy.folder_locations(_comfy.LUMINA_FOLDER)} or the diffusion_models folders")
+            dit_path = Path(path)
+            sibling = dit_path.with_name("text_encoder.safetensors")
+            text_path = sibling if sibling.is_file() and dit_path.suffix == ".safetensors" else None
+            load_device, offload_to = _comfy.torch_device(), _comfy.offload_device()
+            embedded = False
+        torch_dtype = _dtype(dtype, load_device)
+        dit, _, notes = load_nextdit(dit_path, dtype=torch_dtype, device=offload_to)
+        # the tiny text encoder is a few hundred kB: it stays on the CPU in fp32, whatever the DiT does
+        text_encoder = None if text_path is None else load_text_encoder(text_path, dtype=torch.float32, device=CPU)
+        for note in notes:
+            log.info("%s: %s", model_name, note)
+        patcher = _comfy.managed(dit, load_device, offload_to)
+        return io.NodeOutput(LoadedModel(dit, patcher, model_name, embedded, text_encoder, tuple(notes)))
+
+
+# --------------------------------------------------------------------------- VAE
+
+
+def vae_choices() -> list[str]:
+    return [EMBEDDED_VAE] + sorted(_comfy.model_files("vae", (".safetensors",)), key=str.lower)
+
+
+class LuminaVideoVAELoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LuminaVideoVAELoader",
+            display_name="Lumina-Video VAE Loader",
+            category="Lumina-Video/loaders",
+            description=(
+                "Loads a CogVideoX video VAE (diffusers layout: THUDM/CogVideoX-2b vae/diffusion_pytorch_model.safetensors, "
+                "renamed into models/vae) or the embedded toy-world VAE. ComfyUI's own Load VAE can't read this VAE."
+            ),
+            inputs=[
+                io.Combo.Input(
+                    "vae_name",
+                    options=vae_choices(),
+                    default=EMBEDDED_VAE,
+                    tooltip="A CogVideoX VAE .safetensors from models/vae, or the embedded toy-world VAE (pair it with the embedded model).",
+                ),
+                _dtype_input("VAE"),
+            ],
+            outputs=[LuminaVAE.Output(display_name="vae", tooltip="The video VAE.")],
+        )
+
+    @classmethod
+    def execute(cls, vae_name: str, dtype: str = "auto") -> io.NodeOutput:
+        if vae_name == EMBEDDED_VAE:
+            path, load_device, offload_to, embedded = _embedded_file("vae.safetensors"), CPU, CPU, True
+        else:
+            path = _comfy.model_path("vae", vae_name)
+            if path is None:
+                raise FileNotFoundError(f"VAE file {vae_name!r} is not in {_comfy.folder_locations('vae')}")
+            load_device, offload_to, embedded = _comfy.vae_device(), _comfy.offload_device(), False
+        vae = load_vae(path, dtype=_dtype(dtype, load_device), device=offload_to)
+        return io.NodeOutput(LoadedVAE(vae, _comfy.managed(vae, load_device, offload_to), vae_name, embedded))
+
+
+# --------------------------------------------------------------------------- video-to-audio
+
+
+def v2a_choices() -> list[str]:
+    return [EMBEDDED_V2A] + sorted(_comfy.model_files(_comfy.LUMINA_FOLDER, (".safetensors",)), key=str.lower)
+
+
+class LuminaVideoV2ALoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LuminaVideoV2ALoader",
+            display_name="Lumina-Video V2A Loader",
+            category="Lumina-Video/loaders",
+            description=(
+                "Loads a video-to-audio generator in the Lumina-V2A design. No V2A weights have been published by Alpha-VLLM; "
+                "the embedded one was trained on the toy world's sounds (a click when a shape bounces, pitched by its shape)."
+            ),
+            inputs=[
+                io.Combo.Input(
+                    "v2a_name",
+                    options=v2a_choices(),
+                    default=EMBEDDED_V2A,
+                    tooltip="A V2A checkpoint (.safetensors written by lumina_core.v2a.save_v2a) from models/lumina_video, or the embedded one.",
+                ),
+                _dtype_input("video-to-audio"),
+            ],
+            outputs=[LuminaV2A.Output(display_name="v2a", tooltip="The video-to-audio model.")],
+        )
+
+    @classmethod
+    def execute(cls, v2a_name: str, dtype: str = "auto") -> io.NodeOutput:
+        if v2a_name == EMBEDDED_V2A:
+            path, load_device, offload_to, embedded = _embedded_file("v2a.safetensors"), CPU, CPU, True
+        else:
+            path = _comfy.model_path(_comfy.LUMINA_FOLDER, v2a_name)
+            if path is None:
+                raise FileNotFoundError(f"V2A file {v2a_name!r} is not in {_comfy.folder_locations(_comfy.LUMINA_FOLDER)}")
+            load_device, offload_to, embedded = _comfy.torch_device(), _comfy.offload_device(), False
+        v2a = load_v2a(path, dtype=_dtype(dtype, load_device), device=offload_to)
+        return io.NodeOutput(LoadedV2A(v2a, _comfy.managed(v2a, load_device, offload_to), v2a_name, embedded))

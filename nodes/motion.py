@@ -1,0 +1,69 @@
+"""The motion-score condition: how much the video moves."""
+
+from __future__ import annotations
+
+from ._comfy import io
+from .sockets import LuminaMotion, Motion
+
+# The reference's inference settings (configs/sample: motion 6.0, negMotion (2.0, (0.05, 6.0))).
+DEFAULT_MOTION, DEFAULT_NEG_START, DEFAULT_NEG_AFTER, DEFAULT_SWITCH = 6.0, 2.0, 6.0, 0.05
+
+
+def motion_condition(motion: float, negative_start: float, negative_after: float, switch_t: float) -> Motion:
+    """The time-aware values the sampler reads: the negative pass switches once t reaches ``switch_t``."""
+    for name, value in (("motion", motion), ("negative_motion_start", negative_start), ("negative_motion_after", negative_after)):
+        if value != value or abs(value) > 1e4:
+            raise ValueError(f"{name} must be a finite number (the reference uses 0..10), got {value}")
+    if not 0.0 <= switch_t <= 1.0:
+        raise ValueError(f"switch_t {switch_t} must be a time in [0, 1] (0 = noise, 1 = finished video)")
+    return Motion(motion=float(motion), neg_motion=(float(negative_start), (float(switch_t), float(negative_after))))
+
+
+def _score(name: str, default: float, tooltip: str):
+    return io.Float.Input(name, default=default, min=-1.0, max=20.0, step=0.1, round=0.01, display_mode=io.NumberDisplay.slider, tooltip=tooltip)
+
+
+class LuminaVideoMotionScore(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LuminaVideoMotionScore",
+            display_name="Lumina-Video Motion Score",
+            category="Lumina-Video/conditioning",
+            description=(
+                "Motion conditioning. Lumina-Video was trained with each clip's measured motion (optical-flow magnitude) as a "
+                "condition, and at sampling time the positive pass gets 'motion' while the negative (CFG) pass gets the negative "
+                "motion: the video's dynamics follow the gap between the two. A larger gap gives more motion but lower quality; "
+                "no gap gives the model's average motion. The reference uses 6.0 against 2.0, switching the negative to 6.0 "
+                "(no gap) once t reaches 0.05, so the gap only shapes the first, noisiest steps. -1 means 'no motion condition'."
+            ),
+            inputs=[
+                _score("motion", DEFAULT_MOTION, "Motion score of the positive pass (reference 6.0). Higher = more movement. -1 = no motion condition."),
+                _score(
+                    "negative_motion_start",
+                    DEFAULT_NEG_START,
+                    "Motion score of the negative pass until switch_t (reference 2.0). The gap motion - this drives the dynamics early on.",
+                ),
+                _score(
+                    "negative_motion_after",
+                    DEFAULT_NEG_AFTER,
+                    "Motion score of the negative pass from switch_t on (reference 6.0 = no gap for the rest of sampling).",
+                ),
+                io.Float.Input(
+                    "switch_t",
+                    default=DEFAULT_SWITCH,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                    round=0.001,
+                    display_mode=io.NumberDisplay.slider,
+                    tooltip="Time at which the negative motion switches (0 = pure noise, 1 = finished video; reference 0.05). "
+                    "With a large time shift most steps happen at small t, so 0.05 covers many steps.",
+                ),
+            ],
+            outputs=[LuminaMotion.Output(display_name="motion", tooltip="Motion conditions for the Lumina-Video Sampler.")],
+        )
+
+    @classmethod
+    def execute(cls, motion: float, negative_motion_start: float, negative_motion_after: float, switch_t: float) -> io.NodeOutput:
+        return io.NodeOutput(motion_condition(motion, negative_motion_start, negative_motion_after, switch_t))
