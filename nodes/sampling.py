@@ -276,6 +276,13 @@ class LuminaVideoSampler(io.ComfyNode):
             patch=resolve_patch_schedule(patch_schedule, custom_schedule),
             solver=solver,
         )
+        missing = sorted(config.patch_sizes() - set(model.dit.patch_sizes))
+        if missing:
+            label = f"custom_schedule {custom_schedule!r}" if patch_schedule == CUSTOM else f"patch_schedule {patch_schedule!r}"
+            raise ValueError(
+                f"{label} uses {', '.join(f'{pf}x{p}' for pf, p in missing)}, which the model {model.name!r} lacks; "
+                f"it has {', '.join(f'{pf}x{p}' for pf, p in model.dit.patch_sizes)}"
+            )
         progress = _comfy.Progress(steps - 1, node_id=cls.hidden.unique_id if cls.hidden is not None else None)
 
         def on_step(step: int, total: int, scale, x: torch.Tensor) -> None:

@@ -1,0 +1,363 @@
+"""Node tier: every node, called the way ComfyUI calls it, on the embedded default, without ComfyUI.
+
+ComfyUI's modules are replaced by the stand-ins of ``comfy_stubs`` and the repository is
+imported as a package from its ``__init__.py``, as ComfyUI's ``load_custom_node`` does; each
+node goes through schema -> widget validation -> ``validate_inputs`` -> ``PREPARE_CLASS_CLONE``
+-> ``EXECUTE_NORMALIZED``. The embedded default's real weights are used when they are in
+``lumina_core/embedded``, random-weight files of the same format otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import comfy_stubs
+from comfy_stubs import RECORDER, InterruptProcessingException, ValidationFailed, run_node
+from lumina_core.media import read_video
+from toy_weights import embedded_dir_for_tests
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = "lumina_video_pack_under_test"
+EMBEDDED = "embedded (toy world, CPU)"
+FAST_STEPS = 6
+AAC_FRAME = 1024  # samples; what an mp4's audio may read back longer by
+
+
+@dataclass
+class Env:
+    package: object
+    nodes: dict
+    models: Path
+    output: Path
+    embedded: Path
+    real_weights: bool
+
+    def run(self, node_id: str, **inputs):
+        return run_node(self.nodes[node_id], **inputs)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("comfyui")
+    models, output = root / "models", root / "output"
+    for folder in ("lumina_video", "diffusion_models", "vae"):
+        (models / folder).mkdir(parents=True)
+    output.mkdir()
+    embedded, real = embedded_dir_for_tests(root / "embedded")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    patch = pytest.MonkeyPatch()
+    patch.setenv("LUMINA_VIDEO_EMBEDDED_DIR", str(embedded))
+    saved = comfy_stubs.install(models, output)
+    try:
+        package = comfy_stubs.load_pack(REPO, PACKAGE)
+        extension = asyncio.run(package.comfy_entrypoint())
+        node_list = asyncio.run(extension.get_node_list())
+        nodes = {cls.GET_SCHEMA().node_id: cls for cls in node_list}
+        yield Env(package, nodes, models, output, embedded, real)
+    finally:
+        comfy_stubs.uninstall(saved, PACKAGE)
+        patch.undo()
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def loaded(env):
+    model = env.run("LuminaVideoModelLoader", model_name=EMBEDDED, dtype="auto", download=False)[0]
+    vae = env.run("LuminaVideoVAELoader", vae_name=EMBEDDED, dtype="auto")[0]
+    v2a = env.run("LuminaVideoV2ALoader", v2a_name=EMBEDDED, dtype="auto")[0]
+    cond = env.run("LuminaVideoTextEncode", model=model, positive="a red circle moving right", negative="")[0]
+    latent = env.run("LuminaVideoEmptyLatent", width=64, height=64, frames=16, batch_size=1)[0]
+    return dict(model=model, vae=vae, v2a=v2a, conditioning=cond, latent=latent)
+
+
+def sampler_inputs(loaded, **changes):
+    inputs = dict(
+        model=loaded["model"], conditioning=loaded["conditioning"], latent=loaded["latent"], seed=1, steps=FAST_STEPS,
+        cfg=4.0, cfg_cutoff=0.6, time_shift=3.0, renorm=2.0, patch_schedule="embedded-MultiScale",
+        custom_schedule='("2x4", (0.3, "2x2"), (0.6, "1x2"))', solver="euler",
+    )
+    inputs.update(changes)
+    return inputs
+
+
+# --------------------------------------------------------------------------- registration and schemas
+
+
+def test_node_ids_are_the_registered_ones(env):
+    from nodes import NODE_IDS
+
+    assert list(env.nodes) == list(NODE_IDS)
+    assert list(env.package.nodes.NODE_IDS) == list(NODE_IDS)
+    assert all(node_id.startswith("LuminaVideo") for node_id in NODE_IDS)
+    assert not hasattr(env.package, "NODE_CLASS_MAPPINGS"), "V1 mappings would make ComfyUI ignore comfy_entrypoint"
+    assert env.package.WEB_DIRECTORY == "./web"
+
+
+@pytest.mark.parametrize("node_id", [
+    "LuminaVideoModelLoader", "LuminaVideoVAELoader", "LuminaVideoTextEncode", "LuminaVideoMotionScore", "LuminaVideoEmptyLatent",
+    "LuminaVideoSampler", "LuminaVideoVAEDecode", "LuminaVideoV2ALoader", "LuminaVideoAudioGenerate", "LuminaVideoSaveVideo",
+])
+def test_schema_is_well_formed(env, node_id):
+    schema = env.nodes[node_id].GET_SCHEMA()
+    assert schema.node_id == node_id
+    assert schema.display_name and schema.display_name.startswith("Lumina-Video ")
+    assert schema.category.startswith("Lumina-Video/")
+    assert len(schema.description) > 60
+    assert schema.outputs, "every node has an output"
+    for out in schema.outputs:
+        assert out.display_name and out.tooltip
+    for inp in schema.inputs:
+        assert inp.tooltip and len(inp.tooltip) > 15, f"{node_id}.{inp.id} needs a tooltip"
+        if inp.is_widget:
+            assert inp.default is not None, f"{node_id}.{inp.id} needs a default"
+            assert comfy_stubs.check_widget_value(inp, inp.default) is None, f"{node_id}.{inp.id}: default {inp.default!r} is invalid"
+    for io_type in {i.io_type for i in schema.inputs} | {o.io_type for o in schema.outputs}:
+        assert io_type == io_type.upper()
+    pack_types = {t for t in {i.io_type for i in schema.inputs} | {o.io_type for o in schema.outputs} if t.startswith("LUMINAVIDEO_")}
+    assert pack_types <= {"LUMINAVIDEO_MODEL", "LUMINAVIDEO_VAE", "LUMINAVIDEO_V2A", "LUMINAVIDEO_CONDITIONING", "LUMINAVIDEO_MOTION"}
+
+
+def test_only_the_comfy_module_imports_comfyui():
+    for path in (REPO / "nodes").glob("*.py"):
+        text = path.read_text()
+        imports_comfy = any(f"import {m}" in text or f"from {m}" in text for m in ("comfy", "comfy_api", "folder_paths"))
+        assert imports_comfy == (path.name == "_comfy.py"), path.name
+
+
+# --------------------------------------------------------------------------- the whole chain
+
+
+def test_text_to_video_with_sound(env, loaded):
+    RECORDER.reset()
+    motion = env.run("LuminaVideoMotionScore", motion=6.0, negative_motion_start=2.0, negative_motion_after=6.0, switch_t=0.05)[0]
+    assert motion.neg_motion == (2.0, (0.05, 6.0))
+    latent = env.run("LuminaVideoSampler", motion=motion, **sampler_inputs(loaded))[0]
+    samples = latent["samples"]
+    assert samples.shape == (1, 16, 4, 8, 8) and torch.isfinite(samples).all()
+
+    # one progress update per model step, each with a preview picture; the model was loaded through ComfyUI first
+    steps = [(value, total) for node, value, total, _ in RECORDER.progress]
+    assert steps == [(i, FAST_STEPS - 1) for i in range(1, FAST_STEPS)]
+    kind, picture, size = RECORDER.progress[-1][3]
+    assert kind == "JPEG" and picture.size == (4 * 8 * 8, 8 * 8) and size == 512
+    (patchers, force_full_load), = RECORDER.loaded
+    assert patchers == [loaded["model"].patcher] and force_full_load
+
+    images = env.run("LuminaVideoVAEDecode", vae=loaded["vae"], latent=latent, tiled=True, tile_size=256, tile_overlap=64)[0]
+    assert images.shape == (16, 64, 64, 3) and images.min() >= 0 and images.max() <= 1
+
+    audio = env.run("LuminaVideoAudioGenerate", v2a=loaded["v2a"], images=images, fps=8.0, steps=4, seed=3, cfg=3.5)[0]
+    rate = audio["sample_rate"]
+    assert audio["waveform"].shape == (1, 1, 16 * rate // 8)  # exactly frames / fps seconds
+
+    out = env.run("LuminaVideoSaveVideo", images=images, audio=audio, fps=8.0, format="mp4", filename_prefix="lumina_video/chain")
+    (saved,) = out.ui.as_dict()["images"]
+    assert out.ui.as_dict()["animated"] == (True,)
+    assert saved == {"filename": "chain_00001_.mp4", "subfolder": "lumina_video", "type": "output"}
+    frames, fps, sound, sample_rate = read_video(env.output / "lumina_video" / "chain_00001_.mp4")
+    assert frames.shape == (16, 64, 64, 3) and fps == 8 and sample_rate == rate
+    assert abs(sound.shape[-1] - 16 * rate // 8) <= AAC_FRAME  # the decoder returns whole AAC frames
+    video = out[0].get_components()
+    assert video.frame_rate == 8 and video.images.shape == (16, 64, 64, 3) and video.audio["sample_rate"] == rate
+
+
+def test_a_batch_repeats_single_runs(env, loaded):
+    batch = env.run("LuminaVideoEmptyLatent", width=64, height=64, frames=16, batch_size=2)[0]
+    both = env.run("LuminaVideoSampler", **sampler_inputs(loaded, latent=batch, seed=5, steps=3))[0]["samples"]
+    second = env.run("LuminaVideoSampler", **sampler_inputs(loaded, seed=6, steps=3))[0]["samples"]
+    torch.testing.assert_close(both[1:], second, atol=1e-4, rtol=1e-4)
+    frames = env.run("LuminaVideoVAEDecode", vae=loaded["vae"], latent={"samples": both}, tiled=False, tile_size=256, tile_overlap=64)[0]
+    assert frames.shape == (32, 64, 64, 3)
+
+
+def test_cancel_stops_within_one_step(env, loaded):
+    RECORDER.reset()
+    RECORDER.interrupt_after = 2  # the user presses Cancel during the second step's update
+    with pytest.raises(InterruptProcessingException):
+        env.run("LuminaVideoSampler", **sampler_inputs(loaded, steps=20))
+    assert len(RECORDER.progress) == 2, "the step after the cancel must not finish"
+    RECORDER.reset()
+
+
+def test_unconnected_motion_uses_the_reference_values(env, loaded):
+    RECORDER.reset()
+    default = env.run("LuminaVideoSampler", **sampler_inputs(loaded, steps=3))[0]["samples"]
+    motion = env.run("LuminaVideoMotionScore", motion=6.0, negative_motion_start=2.0, negative_motion_after=6.0, switch_t=0.05)[0]
+    same = env.run("LuminaVideoSampler", motion=motion, **sampler_inputs(loaded, steps=3))[0]["samples"]
+    torch.testing.assert_close(default, same)
+    strong = env.run("LuminaVideoMotionScore", motion=12.0, negative_motion_start=0.0, negative_motion_after=12.0, switch_t=1.0)[0]
+    other = env.run("LuminaVideoSampler", motion=strong, **sampler_inputs(loaded, steps=3))[0]["samples"]
+    assert not torch.allclose(default, other)
+
+
+@pytest.mark.parametrize("schedule,custom", [("1x2", ""), ("2x4", ""), ("embedded", ""), ("custom", '("2x4", (0.5, "1x2"))'), ("custom", "2x2")])
+def test_patch_schedules(env, loaded, schedule, custom):
+    RECORDER.reset()
+    out = env.run("LuminaVideoSampler", **sampler_inputs(loaded, steps=3, patch_schedule=schedule, custom_schedule=custom))[0]
+    assert out["samples"].shape == (1, 16, 4, 8, 8)
+
+
+# --------------------------------------------------------------------------- clear errors
+
+
+@pytest.mark.parametrize("size,message", [
+    (dict(width=70, height=64, frames=16), "width 70 must be a multiple of 32 between 32 and 2048 (try 64 or 96)"),
+    (dict(width=64, height=64, frames=12), "try 8 or 16"),
+    (dict(width=64, height=4096, frames=16), "height 4096"),
+])
+def test_empty_latent_names_the_nearest_valid_size(env, size, message):
+    with pytest.raises(ValidationFailed, match=message.replace("(", r"\(").replace(")", r"\)")):
+        env.run("LuminaVideoEmptyLatent", batch_size=1, **size)
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        env.nodes["LuminaVideoEmptyLatent"].execute(batch_size=1, **size)
+
+
+def test_sampler_refuses_sizes_the_model_cant_draw(env, loaded):
+    big = env.run("LuminaVideoEmptyLatent", width=128, height=64, frames=16, batch_size=1)[0]
+    with pytest.raises(ValueError, match="width 128 is outside what the embedded default was trained for"):
+        env.run("LuminaVideoSampler", **sampler_inputs(loaded, latent=big))
+    with pytest.raises(ValueError, match="not a video latent"):
+        env.run("LuminaVideoSampler", **sampler_inputs(loaded, latent={"samples": torch.zeros(1, 4, 8, 8)}))
+
+
+@pytest.mark.parametrize("custom", ["(2x4, oops", '("2x4", (1.5, "1x2"))', '("2x4", (0.5, "fine"))'])
+def test_custom_schedule_errors_quote_the_users_text(env, loaded, custom):
+    with pytest.raises(ValidationFailed) as error:
+        env.run("LuminaVideoSampler", **sampler_inputs(loaded, patch_schedule="custom", custom_schedule=custom))
+    assert repr(custom) in str(error.value)
+
+
+def test_schedule_with_a_scale_the_model_lacks(env, loaded):
+    custom = '("1x4", (0.5, "3x5"))'
+    with pytest.raises(ValueError) as error:
+        env.run("LuminaVideoSampler", **sampler_inputs(loaded, patch_schedule="custom", custom_schedule=custom))
+    assert f"custom_schedule {custom!r} uses 1x4, 3x5, which the model" in str(error.value)
+    assert str(error.value).endswith("it has 1x2, 2x2, 2x4")
+
+
+def test_widget_ranges_are_enforced(env, loaded):
+    with pytest.raises(ValidationFailed, match="smaller than min"):
+        env.run("LuminaVideoSampler", **sampler_inputs(loaded, steps=1))
+    with pytest.raises(ValidationFailed, match="not in list"):
+        env.run("LuminaVideoSampler", **sampler_inputs(loaded, solver="dpm"))
+
+
+class FakeGemma:
+    """ComfyUI's CLIP interface (lumina2): tokenize(text, disable_weights) and encode_from_tokens(return_dict)."""
+
+    def __init__(self, dim: int):
+        self.dim, self.texts = dim, []
+
+    def tokenize(self, text, disable_weights=False):
+        assert disable_weights, "prompt weights must not be parsed"
+        self.texts.append(text)
+        return {"gemma2_2b": [[(i + 2, 1.0) for i in range(len(text.split()) + 1)]]}
+
+    def encode_from_tokens(self, tokens, return_pooled=False, return_dict=False):
+        n = len(tokens["gemma2_2b"][0])
+        return {"cond": torch.randn(1, n, self.dim), "pooled_output": None, "attention_mask": torch.ones(1, n, dtype=torch.long)}
+
+
+def test_text_encode_with_clip_adds_the_system_prompt(env, loaded):
+    from lumina_core.text import SYSTEM_PROMPT
+
+    clip = FakeGemma(dim=loaded["model"].caption_dim)
+    cond = env.run("LuminaVideoTextEncode", model=loaded["model"], positive="(a red:1.5) circle", negative="blurry", clip=clip)[0]
+    assert clip.texts == [SYSTEM_PROMPT + "(a red:1.5) circle", SYSTEM_PROMPT + "blurry"]
+    assert cond.encoder == "clip" and cond.positive.features.shape[-1] == clip.dim
+    assert cond.positive.mask.sum() == cond.positive.features.shape[1]
+
+
+def test_text_encode_refuses_a_clip_of_the_wrong_width(env, loaded):
+    with pytest.raises(ValueError, match="2304-wide caption features but the model .* reads 64-wide ones. Disconnect the clip input"):
+        env.run("LuminaVideoTextEncode", model=loaded["model"], positive="a red circle", negative="", clip=FakeGemma(dim=2304))
+
+
+def test_model_files_load_from_the_folders(env):
+    toy = env.models / "lumina_video" / "toy"
+    toy.mkdir(exist_ok=True)
+    shutil.copy(env.embedded / "dit.safetensors", toy / "dit.safetensors")
+    shutil.copy(env.embedded / "dit.safetensors", env.models / "diffusion_models" / "bare_dit.safetensors")
+    (toy / "model_args.pth").write_bytes(b"")
+    schema = env.nodes["LuminaVideoModelLoader"].GET_SCHEMA()
+    options = schema.inputs[0].options
+    assert options[:2] == [EMBEDDED, "Lumina-Video-f24R960/consolidated.00-of-01.pth"]
+    assert "toy/dit.safetensors" in options and "bare_dit.safetensors" in options and "toy/model_args.pth" not in options
+
+    bare = env.run("LuminaVideoModelLoader", model_name="bare_dit.safetensors", dtype="fp32", download=False)[0]
+    assert bare.text_encoder is None and not bare.embedded
+    with pytest.raises(ValueError, match="has no built-in text encoder: connect Gemma-2-2B"):
+        env.run("LuminaVideoTextEncode", model=bare, positive="a red circle", negative="")
+
+    shutil.copy(env.embedded / "text_encoder.safetensors", toy / "text_encoder.safetensors")
+    with_encoder = env.run("LuminaVideoModelLoader", model_name="toy/dit.safetensors", dtype="auto", download=False)[0]
+    assert with_encoder.text_encoder is not None
+    env.run("LuminaVideoTextEncode", model=with_encoder, positive="a red circle", negative="")
+
+    shutil.copy(env.embedded / "vae.safetensors", env.models / "vae" / "toy_vae.safetensors")
+    assert "toy_vae.safetensors" in env.nodes["LuminaVideoVAELoader"].GET_SCHEMA().inputs[0].options
+    env.run("LuminaVideoVAELoader", vae_name="toy_vae.safetensors", dtype="auto")
+
+
+def test_released_weights_are_downloaded_only_on_request(env, monkeypatch):
+    released = "Lumina-Video-f24R960/consolidated.00-of-01.pth"
+    with pytest.raises(FileNotFoundError, match="Turn on 'download' to fetch Alpha-VLLM/Lumina-Video-f24R960 into .*lumina_video"):
+        env.run("LuminaVideoModelLoader", model_name=released, dtype="auto", download=False)
+
+    import huggingface_hub
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no route to host")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    with pytest.raises(RuntimeError, match=r"could not reach the Hugging Face hub for Alpha-VLLM/Lumina-Video-f24R960 .*no route to host.*into .*lumina_video/Lumina-Video-f24R960"):
+        env.run("LuminaVideoModelLoader", model_name=released, dtype="auto", download=True)
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def _frames(n=8, h=32, w=48):
+    return torch.rand(n, h, w, 3)
+
+
+def test_save_never_overwrites_and_stays_in_the_output_folder(env):
+    names = []
+    for _ in range(2):
+        out = env.run("LuminaVideoSaveVideo", images=_frames(), fps=8.0, format="webm", filename_prefix="numbered/clip")
+        names.append(out.ui.as_dict()["images"][0]["filename"])
+    assert names == ["clip_00001_.webm", "clip_00002_.webm"]
+    frames, fps, sound, _ = read_video(env.output / "numbered" / names[1])
+    assert frames.shape == (8, 32, 48, 3) and fps == 8 and sound is None
+    for prefix in ("../outside/clip", "/tmp/clip", "a/../../clip"):
+        with pytest.raises(ValueError, match="outside ComfyUI's output folder"):
+            env.run("LuminaVideoSaveVideo", images=_frames(), fps=8.0, format="mp4", filename_prefix=prefix)
+    assert not list(env.output.parent.glob("outside*"))
+
+
+@pytest.mark.parametrize("rate,channels,seconds,expected_rate", [(44100, 2, 3.0, 44100), (12345, 1, 0.5, 16000), (48000, 6, 1.0, 48000)])
+def test_save_takes_native_audio(env, rate, channels, seconds, expected_rate):
+    """LoadAudio's {"waveform": [1, C, T], "sample_rate"}: resampled when AAC needs it, cut or padded to the video."""
+    audio = {"waveform": torch.rand(1, channels, int(rate * seconds)) * 0.2 - 0.1, "sample_rate": rate}
+    out = env.run("LuminaVideoSaveVideo", images=_frames(n=8), fps=8.0, format="mp4", filename_prefix="audio/native", audio=audio)
+    name = out.ui.as_dict()["images"][0]["filename"]
+    _, fps, sound, sample_rate = read_video(env.output / "audio" / name)
+    assert sample_rate == expected_rate and sound.shape[0] == (channels if channels <= 2 else 1)
+    assert abs(sound.shape[-1] - expected_rate) <= AAC_FRAME  # 8 frames at 8 fps = one second
+
+
+def test_latent_preview_is_stable_and_sized(env):
+    latent_preview = env.package.nodes.sampling.latent_preview
+    x = torch.randn(1, 16, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    first, again = latent_preview(x), latent_preview(x * 1.0001)
+    assert first.size == (4 * 64, 64)
+    difference = (torch.from_numpy(np.asarray(first)).float() - torch.from_numpy(np.asarray(again)).float()).abs().mean()
+    assert difference < 2, "colours must not flip between nearly equal latents"
