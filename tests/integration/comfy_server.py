@@ -162,6 +162,7 @@ class ComfyServer:
         port: int | None = None,
         extra_args: list[str] | None = None,
         isolate: bool = True,
+        extra_env: dict[str, str] | None = None,
     ):
         self.comfyui_root = Path(comfyui_root).resolve()
         self.python = python
@@ -170,6 +171,7 @@ class ComfyServer:
         self.port = port or free_port(self.host)
         self.extra_args = list(extra_args or [])
         self.isolate = isolate
+        self.extra_env = dict(extra_env or {})
         self.proc: subprocess.Popen | None = None
         self._log_file = None
 
@@ -214,6 +216,7 @@ class ComfyServer:
         env.setdefault("PYTHONUNBUFFERED", "1")
         env.setdefault("HF_HUB_OFFLINE", "1")  # tests never download
         env.setdefault("DO_NOT_TRACK", "1")
+        env.update(self.extra_env)
         self._log_file = open(self.workdir.log, "wb")
         self._log_file.write(("$ %s\n" % " ".join(self.command())).encode())
         self._log_file.flush()
@@ -458,12 +461,13 @@ class ComfyClient:
             raise ComfyError("POST /prompt -> %d: %s" % (status, answer))
         return answer["prompt_id"]
 
-    def wait(self, prompt_id: str, timeout: float = 300.0) -> ExecutionResult:
+    def wait(self, prompt_id: str, timeout: float = 300.0, on_message=None) -> ExecutionResult:
         """Follow the websocket until the prompt has finished, then read /history.
 
         Finished means ComfyUI sent ``executing`` with node None for this prompt
         (sent after the history entry is stored). Messages of other prompts are
-        dropped; binary frames (previews) are kept in order.
+        dropped; binary frames (previews) are kept in order. ``on_message(kind, data)``
+        is called for each message of this prompt as it arrives (e.g. to interrupt).
         """
         import websocket
 
@@ -507,6 +511,8 @@ class ComfyClient:
             if kind in ("status", "feature_flags") or (kind == "executing" and "prompt_id" not in data):
                 continue
             messages.append((kind, data))
+            if on_message is not None:
+                on_message(kind, data)
             if kind == "execution_success":
                 status = "success"
             elif kind == "execution_error":

@@ -18,7 +18,15 @@ work directory.
 Fixtures (session scope, one server for the whole run):
   comfy_workdir  Workdir: custom_nodes/ with the pack linked in, models/<folder>
                  (registered first in ComfyUI's search order), input/, output/,
-                 temp/, the YAML and the server log.
+                 temp/, the YAML and the server log. The model folders hold the
+                 embedded default's files under other names (models/lumina_video/toy/,
+                 models/vae/toy_vae.safetensors, models/lumina_video/toy_v2a.safetensors)
+                 and empty placeholders named like the released files the shipped
+                 workflows use (they are validated, never run).
+  embedded_weights  (folder, real): the embedded default's four files; the trained
+                 ones from lumina_core/embedded when present, else random-weight
+                 files of the same format (the server then reads them through
+                 LUMINA_VIDEO_EMBEDDED_DIR).
   comfy_server   ComfyServer, started and ready.
   comfy_client   ComfyClient for that server.
 """
@@ -71,14 +79,43 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         )
 
 
+# Names the shipped released-weights workflows use; empty files make them valid choices.
+RELEASED_PLACEHOLDERS = {
+    "text_encoders": "gemma_2_2b_fp16.safetensors",
+    "vae": "cogvideox_2b_vae.safetensors",
+}
+
+
 @pytest.fixture(scope="session")
-def comfy_workdir(tmp_path_factory):
+def embedded_weights(tmp_path_factory):
+    from toy_weights import embedded_dir_for_tests
+
+    return embedded_dir_for_tests(tmp_path_factory.mktemp("embedded"))
+
+
+def _link(target: Path, link: Path) -> None:
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(target)
+
+
+@pytest.fixture(scope="session")
+def comfy_workdir(tmp_path_factory, embedded_weights):
     pack_dir = Path(os.environ.get("LUMINA_VIDEO_PACK_DIR") or REPO_ROOT)
-    return make_workdir(tmp_path_factory.mktemp("comfyui"), pack_dir)
+    wd = make_workdir(tmp_path_factory.mktemp("comfyui"), pack_dir)
+    embedded, _ = embedded_weights
+    _link(embedded / "dit.safetensors", wd.model_dir("lumina_video") / "toy" / "dit.safetensors")
+    _link(embedded / "text_encoder.safetensors", wd.model_dir("lumina_video") / "toy" / "text_encoder.safetensors")
+    _link(embedded / "v2a.safetensors", wd.model_dir("lumina_video") / "toy_v2a.safetensors")
+    _link(embedded / "vae.safetensors", wd.model_dir("vae") / "toy_vae.safetensors")
+    for folder, name in RELEASED_PLACEHOLDERS.items():
+        (wd.model_dir(folder) / name).write_bytes(b"")
+    return wd
 
 
 @pytest.fixture(scope="session")
-def comfy_server(comfy_workdir):
+def comfy_server(comfy_workdir, embedded_weights):
     root = _comfyui_root()
     if not root:
         pytest.skip(SKIP_REASON)
@@ -87,6 +124,7 @@ def comfy_server(comfy_workdir):
         python=os.environ.get("COMFYUI_PYTHON") or sys.executable,
         workdir=comfy_workdir,
         extra_args=shlex.split(os.environ.get("COMFYUI_EXTRA_ARGS", "")),
+        extra_env={} if embedded_weights[1] else {"LUMINA_VIDEO_EMBEDDED_DIR": str(embedded_weights[0])},
     )
     try:
         server.start()
