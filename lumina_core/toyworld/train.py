@@ -27,7 +27,7 @@ from ..nextdit import NextDiTConfig
 from ..pipeline import EMBEDDED_DIR, TEXT_CONFIG_METADATA_KEY
 from ..text import TinyTextEncoder, TinyTextEncoderConfig
 from ..vae import CogVideoXVAE, CogVideoXVAEConfig, load_vae, save_vae
-from .world import PAD_TOKEN, UNKNOWN_TOKEN, VOCABULARY, train_clips
+from .world import DEFAULT_CONFIG, PAD_TOKEN, UNKNOWN_TOKEN, VOCABULARY, train_clips
 
 TOY_DIT_CONFIG = NextDiTConfig(
     all_patch_size=(2, 2, 4),
@@ -51,6 +51,7 @@ TOY_TEXT_CONFIG = TinyTextEncoderConfig(
 # (the paper trains each scale with its own shift; ours are smaller because the toy latents are tiny).
 TRAIN_TIME_SHIFT = {(1, 2): 1.0, (2, 2): 2.0, (2, 4): 4.0}
 MOTION_DROPOUT, CAPTION_DROPOUT = 0.3, 0.1
+FOREGROUND_WEIGHT = 20.0
 
 
 class Checkpoint:
@@ -99,20 +100,37 @@ def warmup_lr(step: int, base: float, warmup: int, total: int) -> float:
 TOY_VAE_CONFIG = CogVideoXVAEConfig(block_out_channels=(16, 32, 32, 32), layers_per_block=1, norm_num_groups=8)
 
 
-def random_crops(frames: torch.Tensor, size: int, length: int, generator) -> torch.Tensor:
-    """[B, 3, F, H, W] -> [B, 3, length, size, size]: one random window per clip, starting on an 8-frame group."""
+def shape_windows(clips, frames: torch.Tensor, size: int, length: int, generator) -> torch.Tensor:
+    """[B, 3, F, H, W] -> [B, 3, length, size, size]: a window per clip that starts on an 8-frame group and is
+    centred (with jitter) on where the shape is, so nearly every window shows it.
+
+    Random windows mostly show plain background, and a VAE trained on them learns to draw only that.
+    """
     b, _, f, h, w = frames.shape
-    ts = (torch.randint(0, (f - length) // 8 + 1, (b,), generator=generator) * 8).tolist()
-    ys = torch.randint(0, h - size + 1, (b,), generator=generator).tolist()
-    xs = torch.randint(0, w - size + 1, (b,), generator=generator).tolist()
-    return torch.stack([clip[:, t : t + length, y : y + size, x : x + size] for clip, t, y, x in zip(frames, ts, ys, xs)])
+    windows = []
+    for clip, video in zip(clips, frames):
+        t = int(torch.randint(0, (f - length) // 8 + 1, (1,), generator=generator)) * 8
+        x, y = clip.positions[t : t + length].mean(axis=0)
+        jx, jy = (torch.randint(-size // 4, size // 4 + 1, (2,), generator=generator)).tolist()
+        left = min(max(int(round(x)) - size // 2 + jx, 0), w - size)
+        top = min(max(int(round(y)) - size // 2 + jy, 0), h - size)
+        windows.append(video[:, t : t + length, top : top + size, left : left + size])
+    return torch.stack(windows)
+
+
+def reconstruction_loss(recon: torch.Tensor, frames: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """L1 + MSE with pixels that differ from the plain background weighted up (the shape is a few % of a frame)."""
+    foreground = ((frames - background.view(1, 3, 1, 1, 1)).abs().sum(dim=1, keepdim=True) > 0.1).float()
+    weight = 1 + FOREGROUND_WEIGHT * foreground
+    error = recon - frames
+    return ((error.abs() + error.pow(2)) * weight).sum() / (weight.sum() * 3)
 
 
 def train_vae(args):
     """Reconstruction (L1 + MSE) with a small KL term; afterwards the latent scale is set so model-space latents have unit variance.
 
-    Most steps see random windows (8 frames of 32x32: an eighth of a clip, because conv3d
-    backward is what a CPU spends its time on); the last ``--vae-full-steps`` see whole
+    Most steps see windows around the shape (8 frames of 32x32: an eighth of a clip, because
+    conv3d backward is what a CPU spends its time on); the last ``--vae-full-steps`` see whole
     clips, so GroupNorm's statistics and the causal cache between 8-frame groups are the
     ones inference will meet.
     """
@@ -123,18 +141,20 @@ def train_vae(args):
     checkpoint = Checkpoint(args.runs / "vae" / "checkpoint.pt")
     start = checkpoint.load({"vae": vae}, optimizer)
     generator = torch.Generator().manual_seed(args.seed + start)
+    background = torch.tensor(DEFAULT_CONFIG.background, device=args.device) * 2 - 1
     progress = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="vae")
     for step in progress:
         for group in optimizer.param_groups:
             group["lr"] = warmup_lr(step, lr, 50, args.steps)
-        frames = clip_batch(train_clips(args.seed * 1_000_003 + step, args.batch))
+        clips = train_clips(args.seed * 1_000_003 + step, args.batch)
+        frames = clip_batch(clips)
         if step < args.steps - args.vae_full_steps:
-            frames = random_crops(frames, args.vae_crop, args.vae_crop_frames, generator)
+            frames = shape_windows(clips, frames, args.vae_crop, args.vae_crop_frames, generator)
         frames = frames.to(args.device)
         posterior = vae.encode_posterior(frames)
         recon = vae.decode_model_latent(vae.to_model_latent(posterior.sample(generator=None)))
         kl = 0.5 * (posterior.mean.pow(2) + posterior.logvar.exp() - 1 - posterior.logvar).mean()
-        loss = (recon - frames).abs().mean() + F.mse_loss(recon, frames) + 1e-4 * kl
+        loss = reconstruction_loss(recon, frames, background) + 1e-4 * kl
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
