@@ -359,5 +359,5 @@ def test_latent_preview_is_stable_and_sized(env):
     x = torch.randn(1, 16, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     first, again = latent_preview(x), latent_preview(x * 1.0001)
     assert first.size == (4 * 64, 64)
-    difference = (torch.from_numpy(np.asarray(first)).float() - torch.from_numpy(np.asarray(again)).float()).abs().mean()
+    difference = (torch.from_numpy(np.array(first)).float() - torch.from_numpy(np.array(again)).float()).abs().mean()
     assert difference < 2, "colours must not flip between nearly equal latents"

@@ -147,9 +147,14 @@ def _layout(graph: dict) -> dict[str, int]:
     return depth
 
 
+# Room for what the pack's nodes draw under their widgets (web/lumina_video.js, previews).
+EXTRA_HEIGHT = {"LuminaVideoSampler": 74 + 150, "LuminaVideoMotionScore": 100, "LuminaVideoSaveVideo": 300}
+
+
 def _node_size(info: dict, values: dict) -> list[int]:
     width = 340
     height = 46 + 26 * max(len(socket_inputs(info)), len(info.get("output", [])))
+    height += EXTRA_HEIGHT.get(info.get("name"), 0)
     for name in widget_names(info):
         base = name.split(":")[0]
         options = dict(((n, o) for n, _, o, _ in _inputs(info)))[base]

@@ -1,0 +1,150 @@
+"""The real ComfyUI frontend: the pack's workflows load, run and preview; the web extension draws.
+
+Each UI workflow is loaded as a user would (``app.loadGraphData``, what drag-and-drop
+calls): no node may be missing, and the prompt the frontend builds from it
+(``app.graphToPrompt``) must equal the API-format copy in workflows/api/. The embedded
+workflow with sound is queued from the page; the saved video must appear on the Save
+node, playable, with its sound track. The web extension's schedule arithmetic is
+compared with the engine's for every preset. Screenshots land in the screenshots folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lumina_core.pipeline import ALL_PRESETS
+from lumina_core.sampler import SamplingConfig, parse_time_aware
+
+REPO = Path(__file__).resolve().parents[2]
+WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+APP = "window.comfyAPI.app.app"
+SOUND_WORKFLOW = REPO / "workflows" / "lumina_video_embedded_t2v_sound.json"
+
+
+def load_workflow(page, path: Path) -> dict:
+    """Load a UI workflow like drag-and-drop does; report node types the frontend doesn't know and open dialogs."""
+    workflow = json.loads(path.read_text())
+    return page.evaluate(
+        f"""
+        const app = {APP};
+        await app.loadGraphData({json.dumps(workflow)}, true, true, {json.dumps(path.name)});
+        await new Promise((r) => setTimeout(r, 300));
+        const nodes = app.graph.nodes;
+        const missing = nodes.filter((n) => !LiteGraph.registered_node_types[n.type]).map((n) => n.type);
+        const dialogs = [...document.querySelectorAll('.p-dialog')].map((d) => d.textContent.slice(0, 300));
+        const canvasWidgets = nodes.flatMap((n) => (n.widgets || []).filter((w) => w.name?.startsWith('lumina_')).map((w) => w.name));
+        return {{ count: nodes.length, missing, dialogs, canvasWidgets }};
+        """,
+        timeout=60,
+    )
+
+
+def fit_view(page) -> None:
+    page.evaluate(
+        f"""
+        const app = {APP};
+        const nodes = app.graph.nodes;
+        const xs = nodes.flatMap((n) => [n.pos[0], n.pos[0] + n.size[0]]);
+        const ys = nodes.flatMap((n) => [n.pos[1] - 30, n.pos[1] + n.size[1]]);
+        const [w, h] = [app.canvas.canvas.width / (window.devicePixelRatio || 1), app.canvas.canvas.height / (window.devicePixelRatio || 1)];
+        const scale = Math.min(w / (Math.max(...xs) - Math.min(...xs) + 80), (h - 60) / (Math.max(...ys) - Math.min(...ys) + 80), 1.2);
+        app.canvas.ds.scale = scale;
+        app.canvas.ds.offset = [-Math.min(...xs) + 40 / scale, -Math.min(...ys) + 60 / scale];
+        app.canvas.setDirty(true, true);
+        await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+        return true;
+        """
+    )
+
+
+def test_extension_is_loaded(page):
+    names = page.evaluate(f"return {APP}.extensions.map((e) => e.name);")
+    assert "LuminaVideo.Widgets" in names
+    assert not [m for m in page.console if "lumina" in m.lower() and m.startswith(("error", "exception"))]
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_ui_workflow_loads_and_builds_its_api_prompt(page, path, screenshots):
+    loaded = load_workflow(page, path)
+    assert loaded["missing"] == [], f"missing node types {loaded['missing']}"
+    assert not [d for d in loaded["dialogs"] if "missing" in d.lower()], loaded["dialogs"]
+    assert sorted(loaded["canvasWidgets"]) == ["lumina_motion_gap", "lumina_patch_schedule"]
+    prompt = page.evaluate(f"return (await {APP}.graphToPrompt()).output;")
+    api = json.loads((REPO / "workflows" / "api" / path.name).read_text())
+    assert {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in prompt.items()} == {
+        k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in api.items()
+    }
+    fit_view(page)
+    page.screenshot(screenshots / f"loaded_{path.stem}.png")
+
+
+SCHEDULE_CASES = [(name, config.steps, config.time_shift, config.patch) for name, config in ALL_PRESETS.items()] + [
+    ("custom-a", 30, 3.0, '("2x4", (0.3, "2x2"), (0.6, "1x2"))'),
+    ("custom-b", 70, 24.0, "('2x4', (0.03, '2x2'), (0.125, '1x2'))"),
+    ("custom-c", 17, 1.0, "2x2"),
+    ("custom-d", 45, 8.0, '["2x4", [0.5, "1x2"]]'),
+    ("boundary", 11, 1.0, '("2x4", (0.5, "1x2"))'),
+]
+
+
+@pytest.mark.parametrize("name,steps,shift,schedule", SCHEDULE_CASES, ids=[c[0] for c in SCHEDULE_CASES])
+def test_strip_uses_the_engines_schedule(page, name, steps, shift, schedule):
+    if isinstance(schedule, str) and name.startswith(("custom", "boundary")):
+        parsed = parse_time_aware(schedule, "custom_schedule", str)
+        js_schedule = f"m.parseTimeAware({json.dumps(schedule)})"
+    else:
+        parsed = schedule
+        js_schedule = f"m.PRESET_SCHEDULES[{json.dumps(name)}]"
+    expected = [f"{pf}x{p}" for pf, p in SamplingConfig(steps=steps, time_shift=shift, patch=parsed).patch_schedule()]
+    got = page.evaluate(
+        f"const m = await import('/extensions/lumina_video/lumina_video.js'); return m.patchSchedule({steps}, {shift}, {js_schedule});"
+    )
+    assert got == expected
+
+
+def test_strip_reports_a_bad_custom_schedule(page):
+    message = page.evaluate(
+        "const m = await import('/extensions/lumina_video/lumina_video.js');"
+        "try { m.parseTimeAware('(\"2x4\", (0.5'); return null; } catch (e) { return e.message; }"
+    )
+    assert message
+
+
+def test_embedded_workflow_runs_from_the_page_and_plays(page, screenshots, comfy_workdir):
+    loaded = load_workflow(page, SOUND_WORKFLOW)
+    assert loaded["missing"] == []
+    fit_view(page)  # the frontend builds a node's preview when it draws the node: keep them all on screen
+    page.evaluate(f"await {APP}.queuePrompt(0, 1); return true;")
+    page.wait_for(
+        f"""(() => {{
+            {APP}.graph.setDirtyCanvas(true, true);
+            const node = {APP}.graph.nodes.find((n) => n.type === 'LuminaVideoSaveVideo');
+            const video = node?.videoContainer?.querySelector('video');
+            return video && video.readyState >= 2 && video.src.includes('embedded_sound');
+        }})()""",
+        timeout=180,
+    )
+    state = page.evaluate(
+        f"""
+        const node = {APP}.graph.nodes.find((n) => n.type === 'LuminaVideoSaveVideo');
+        const video = node.videoContainer.querySelector('video');
+        video.muted = true;
+        await video.play();
+        await new Promise((r) => setTimeout(r, 1200));
+        video.pause();
+        return {{ src: video.src, duration: video.duration, width: video.videoWidth, height: video.videoHeight,
+                 controls: video.controls, audioBytes: video.webkitAudioDecodedByteCount, videoBytes: video.webkitVideoDecodedByteCount }};
+        """,
+        timeout=60,
+    )
+    assert "/view?" in state["src"] and "type=output" in state["src"]
+    assert abs(state["duration"] - 2.0) < 0.1 and (state["width"], state["height"]) == (64, 64) and state["controls"]
+    assert state["videoBytes"] > 0 and state["audioBytes"] > 0, state
+    saved = sorted((comfy_workdir.output / "lumina_video").glob("embedded_sound_*.mp4"))
+    assert saved, "the file the preview plays is in the output folder"
+    fit_view(page)
+    shot = page.screenshot(screenshots / "ran_lumina_video_embedded_t2v_sound.png")
+    assert shot.stat().st_size > 10_000
