@@ -307,6 +307,14 @@ def test_model_files_load_from_the_folders(env):
     env.run("LuminaVideoVAELoader", vae_name="toy_vae.safetensors", dtype="auto")
 
 
+def test_missing_embedded_files_are_named(env, monkeypatch, tmp_path):
+    monkeypatch.setenv("LUMINA_VIDEO_EMBEDDED_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"the embedded default's dit.safetensors is missing from .*lumina_core.toyworld.train"):
+        env.run("LuminaVideoModelLoader", model_name=EMBEDDED, dtype="auto", download=False)
+    with pytest.raises(FileNotFoundError, match="v2a.safetensors is missing"):
+        env.run("LuminaVideoV2ALoader", v2a_name=EMBEDDED, dtype="auto")
+
+
 def test_released_weights_are_downloaded_only_on_request(env, monkeypatch):
     released = "Lumina-Video-f24R960/consolidated.00-of-01.pth"
     with pytest.raises(FileNotFoundError, match="Turn on 'download' to fetch Alpha-VLLM/Lumina-Video-f24R960 into .*lumina_video"):

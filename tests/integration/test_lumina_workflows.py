@@ -75,6 +75,13 @@ def test_every_node_is_registered(object_info):
                 assert spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
 
 
+def test_server_log_has_no_complaint_about_the_pack(comfy_server, object_info):
+    log = comfy_server.log_text()
+    assert "Unable to parse pyproject.toml" not in log
+    complaints = [line for line in log.splitlines() if "lumina" in line.lower() and any(w in line for w in ("Error", "Traceback", "WARNING", "Skip"))]
+    assert complaints == []
+
+
 def test_web_extension_and_templates_are_served(comfy_client):
     scripts = comfy_client.get_json("/extensions")
     ours = [s for s in scripts if s.startswith(f"/extensions/{PACK_NAME}/")]
