@@ -73,7 +73,6 @@ class LuminaVideoSaveVideo(io.ComfyNode):
                 io.Audio.Input("audio", optional=True, tooltip="Soundtrack (AUDIO), e.g. from Lumina-Video Audio Generate or Load Audio."),
             ],
             outputs=[io.Video.Output(display_name="video", tooltip="The same frames and sound as ComfyUI's VIDEO (for Save Video, Get Video Components, ...).")],
-            hidden=[io.Hidden.unique_id],
             is_output_node=True,
         )
 

@@ -125,6 +125,20 @@ def test_schema_is_well_formed(env, node_id):
     assert pack_types <= {"LUMINAVIDEO_MODEL", "LUMINAVIDEO_VAE", "LUMINAVIDEO_V2A", "LUMINAVIDEO_CONDITIONING", "LUMINAVIDEO_MOTION"}
 
 
+def test_package_metadata_matches_requirements():
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    requirements = [line.strip() for line in (REPO / "requirements.txt").read_text().splitlines() if line.strip() and not line.startswith("#")]
+    assert project["project"]["dependencies"] == requirements
+    assert not [r for r in requirements if r.split("=")[0].split(">")[0].strip() in ("torch", "torchvision", "torchaudio")]
+    assert "comfyui" not in project["project"]["name"].lower()
+    assert project["project"]["urls"]["Repository"].startswith("https://")
+    assert {"PublisherId", "DisplayName", "Icon", "includes"} <= set(project["tool"]["comfy"])
+    assert "web" not in project["tool"]["comfy"], "WEB_DIRECTORY serves web/; a second registration would load the extension twice"
+    assert project["tool"]["pytest"]["ini_options"]["testpaths"] == ["tests"]
+
+
 def test_only_the_comfy_module_imports_comfyui():
     for path in (REPO / "nodes").glob("*.py"):
         text = path.read_text()
