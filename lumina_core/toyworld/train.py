@@ -136,6 +136,13 @@ def train_vae(args):
     """
     torch.manual_seed(args.seed)
     vae = CogVideoXVAE(TOY_VAE_CONFIG).to(args.device)
+    exported_path = args.export / "vae.safetensors"
+    if args.vae_freeze_encoder:
+        # The DiT trains on this encoder's latents: keep them (and their scale) fixed, improve only the decoder.
+        frozen = load_vae(exported_path)
+        scale = frozen.config.scaling_factor
+        vae.load_state_dict(frozen.state_dict())
+        vae.encoder.requires_grad_(False)
     lr = args.lr or 2e-3
     optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     checkpoint = Checkpoint(args.runs / "vae" / "checkpoint.pt")
@@ -166,12 +173,13 @@ def train_vae(args):
         frames = clip_batch(train_clips(args.seed + 7, 32)).to(args.device)
         latents = vae.encode_posterior(frames).mode()
         psnr = -10 * torch.log10(F.mse_loss(vae.decode_model_latent(vae.to_model_latent(latents)), frames) / 4)
-    scale = 1.0 / latents.std().item()
+    if not args.vae_freeze_encoder:
+        scale = 1.0 / latents.std().item()
     exported = CogVideoXVAE(replace(TOY_VAE_CONFIG, scaling_factor=scale))
     exported.load_state_dict(vae.state_dict())
     args.export.mkdir(parents=True, exist_ok=True)
-    save_vae(exported, args.export / "vae.safetensors")
-    print(f"exported {args.export / 'vae.safetensors'}: reconstruction PSNR {psnr:.1f} dB on 32 clips, latent std {latents.std():.3f} -> scaling_factor {scale:.4f}")
+    save_vae(exported, exported_path)
+    print(f"exported {exported_path}: reconstruction PSNR {psnr:.1f} dB on 32 clips, latent std {latents.std():.3f} -> scaling_factor {scale:.4f}")
 
 
 def encode_dataset(vae, n: int, seed: int, device, batch: int = 32) -> dict:
@@ -294,6 +302,7 @@ def main(argv=None):
     parser.add_argument("--clips", type=int, default=6000, help="training clips to encode for the DiT stage")
     parser.add_argument("--vae-crop", type=int, default=32, help="crop size for most VAE steps")
     parser.add_argument("--vae-crop-frames", type=int, default=8, help="frames per crop (a multiple of 8)")
+    parser.add_argument("--vae-freeze-encoder", action="store_true", help="train only the decoder of the exported VAE (its latents stay valid for a DiT trained on them)")
     parser.add_argument("--vae-full-steps", type=int, default=60, help="final VAE steps on whole frames")
     parser.add_argument("--save-every", type=int, default=200)
     parser.add_argument("--runs", type=Path, default=Path("runs/toyworld"), help="checkpoints and caches")
