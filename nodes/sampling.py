@@ -262,6 +262,12 @@ class LuminaVideoSampler(io.ComfyNode):
         batch, _, latent_frames, h, w = samples.shape
         width, height, frames = w * 8, h * 8, frames_for(latent_frames)
         check_video_size(width, height, frames, model.dit, model.embedded)
+        width_of_captions = conditioning.positive.features.shape[-1]
+        if width_of_captions != model.caption_dim:
+            raise ValueError(
+                f"the conditioning has {width_of_captions}-wide caption features but the model {model.name!r} reads "
+                f"{model.caption_dim}-wide ones: encode the prompt with Lumina-Video Text Encode for this model"
+            )
         if motion is None:
             motion_value, neg_motion = DEFAULT_MOTION, (DEFAULT_NEG_START, (DEFAULT_SWITCH, DEFAULT_NEG_AFTER))
         else:

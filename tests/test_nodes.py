@@ -290,6 +290,14 @@ def test_text_encode_with_clip_adds_the_system_prompt(env, loaded):
     assert cond.positive.mask.sum() == cond.positive.features.shape[1]
 
 
+def test_sampler_refuses_conditioning_made_for_another_model(env, loaded):
+    """Gemma features wired into the embedded model's sampler (the text node's own check bypassed)."""
+    gemma = env.package.lumina_core.sampler.TextCondition(torch.randn(1, 4, 2304), torch.ones(1, 4, dtype=torch.long))
+    wrong = type(loaded["conditioning"])(gemma, gemma, "a fox", "", "clip")
+    with pytest.raises(ValueError, match="2304-wide caption features but the model .* reads 64-wide ones"):
+        env.run("LuminaVideoSampler", **sampler_inputs(loaded, conditioning=wrong))
+
+
 def test_text_encode_refuses_a_clip_of_the_wrong_width(env, loaded):
     with pytest.raises(ValueError, match="2304-wide caption features but the model .* reads 64-wide ones. Disconnect the clip input"):
         env.run("LuminaVideoTextEncode", model=loaded["model"], positive="a red circle", negative="", clip=FakeGemma(dim=2304))
