@@ -51,7 +51,6 @@ TOY_TEXT_CONFIG = TinyTextEncoderConfig(
 # (the paper trains each scale with its own shift; ours are smaller because the toy latents are tiny).
 TRAIN_TIME_SHIFT = {(1, 2): 1.0, (2, 2): 2.0, (2, 4): 4.0}
 MOTION_DROPOUT, CAPTION_DROPOUT = 0.3, 0.1
-FOREGROUND_WEIGHT = 20.0
 
 
 class Checkpoint:
@@ -118,10 +117,10 @@ def shape_windows(clips, frames: torch.Tensor, size: int, length: int, generator
     return torch.stack(windows)
 
 
-def reconstruction_loss(recon: torch.Tensor, frames: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+def reconstruction_loss(recon: torch.Tensor, frames: torch.Tensor, background: torch.Tensor, foreground_weight: float) -> torch.Tensor:
     """L1 + MSE with pixels that differ from the plain background weighted up (the shape is a few % of a frame)."""
     foreground = ((frames - background.view(1, 3, 1, 1, 1)).abs().sum(dim=1, keepdim=True) > 0.1).float()
-    weight = 1 + FOREGROUND_WEIGHT * foreground
+    weight = 1 + foreground_weight * foreground
     error = recon - frames
     return ((error.abs() + error.pow(2)) * weight).sum() / (weight.sum() * 3)
 
@@ -161,7 +160,7 @@ def train_vae(args):
         posterior = vae.encode_posterior(frames)
         recon = vae.decode_model_latent(vae.to_model_latent(posterior.sample(generator=None)))
         kl = 0.5 * (posterior.mean.pow(2) + posterior.logvar.exp() - 1 - posterior.logvar).mean()
-        loss = reconstruction_loss(recon, frames, background) + 1e-4 * kl
+        loss = reconstruction_loss(recon, frames, background, args.foreground_weight) + 1e-4 * kl
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -302,6 +301,7 @@ def main(argv=None):
     parser.add_argument("--clips", type=int, default=6000, help="training clips to encode for the DiT stage")
     parser.add_argument("--vae-crop", type=int, default=32, help="crop size for most VAE steps")
     parser.add_argument("--vae-crop-frames", type=int, default=8, help="frames per crop (a multiple of 8)")
+    parser.add_argument("--foreground-weight", type=float, default=20.0, help="extra loss weight of shape pixels in VAE training")
     parser.add_argument("--vae-freeze-encoder", action="store_true", help="train only the decoder of the exported VAE (its latents stay valid for a DiT trained on them)")
     parser.add_argument("--vae-full-steps", type=int, default=60, help="final VAE steps on whole frames")
     parser.add_argument("--save-every", type=int, default=200)
