@@ -326,7 +326,9 @@ def train_generator(args, config: V2AConfig, bank: ClipBank, ae_weights: dict) -
         ema.update(generator)
         history.append(loss.item())
         probe_history.append(probe_loss.item())
-        progress.set_postfix(loss=f"{loss.item():.4f}", avg=f"{np.mean(history[-50:]):.4f}", probes=f"{np.mean(probe_history[-50:]):.3f}", refresh=False)
+        progress.set_postfix(
+            loss=f"{loss.item():.4f}", avg=f"{np.mean(history[-50:]):.4f}", probes=f"{np.mean(probe_history[-50:]):.3f}", refresh=False
+        )
         if (step + 1) % args.save_every == 0 or step + 1 == args.steps:
             torch.save(ema.shadow, ema_path)
             checkpoint.save(modules, optimizer, step + 1)
