@@ -9,6 +9,7 @@ no more than 0.4 of its sampling time, and sound landing on the bounces (onset F
 import pytest
 
 from lumina_core.toyworld.evaluate import TARGETS, caption_accuracy, motion_response
+from lumina_core.toyworld.train_v2a import evaluate_v2a
 from lumina_core.pipeline import load_embedded
 from lumina_core.toyworld.world import heldout_clips
 
@@ -49,3 +50,9 @@ def test_motion_follows_the_slider(models, captions):
     assert response["spearman"] >= TARGETS["motion_spearman"], response["by_value"]
     gaps = list(response["by_negative"].values())  # largest pos-neg gap first
     assert gaps == sorted(gaps, reverse=True), response["by_negative"]
+
+
+def test_sound_lands_on_the_bounces_and_lasts_as_long_as_the_video(models):
+    scores = evaluate_v2a(models.v2a, n_clips=CLIPS, seed=1)
+    assert scores["f1"] >= TARGETS["onset_f1"], scores
+    assert scores["duration_exact"] == 1.0

@@ -86,7 +86,7 @@ class Report:
         out["larger pos/neg gap -> more motion"] = (monotone, True, monotone)
         if self.audio:
             out["onset F1 (+-1 frame)"] = (self.audio["f1"], TARGETS["onset_f1"], self.audio["f1"] >= TARGETS["onset_f1"])
-            out["audio duration == frames/fps"] = (self.audio["exact_duration"], True, self.audio["exact_duration"])
+            out["audio duration == frames/fps (share of clips)"] = (self.audio["duration_exact"], 1.0, self.audio["duration_exact"] == 1.0)
         return out
 
 

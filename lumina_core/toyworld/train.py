@@ -1,8 +1,8 @@
 """Training recipes for the embedded default: tiny models of the real classes, on the toy world.
 
-    python -m lumina_core.toyworld.train vae --steps 1500
-    python -m lumina_core.toyworld.train dit --steps 6000
-    python -m lumina_core.toyworld.train v2a --steps 3000
+    python -m lumina_core.toyworld.train vae --steps 1800 --batch 2 --vae-crop 64 --foreground-weight 5
+    python -m lumina_core.toyworld.train dit --steps 2400 --clips 3000
+    python -m lumina_core.toyworld.train_v2a --steps 2000    # the video-to-audio model (its own module)
 
 Each stage is seeded, checkpoints to ``--runs/<stage>/checkpoint.pt`` every ``--save-every``
 steps and resumes from there when run again, and exports its final weights (EMA for the

@@ -1,0 +1,34 @@
+"""The README's main job: a video with sound from the embedded default, on a CPU."""
+
+import pytest
+
+from lumina_core.__main__ import main
+from lumina_core.media import read_video
+
+
+def test_generate_writes_a_video_with_sound(tmp_path, capsys):
+    out = tmp_path / "demo.mp4"
+    assert main(["generate", "--prompt", "a red circle moving left", "--motion", "6", "--seed", "0", "--out", str(out)]) == 0
+    video = read_video(out)
+    assert video.frames.shape == (16, 64, 64, 3)
+    assert video.fps == 8
+    assert video.audio is not None and video.sample_rate == 16000
+    assert abs(video.audio.shape[-1] - 2 * 16000) <= 1024  # 16 frames at 8 fps, within one AAC frame
+    assert "wrote" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--width", "100"], "width 100 is not a multiple of 32"),
+        (["--frames", "12"], "use 8 or 16 frames"),
+        (["--width", "128"], "outside what the embedded default was trained for"),
+        (["--cfg", "(4, 0.6)"], "cfg must be"),
+        (["--patch", "3x3"], "patch"),
+    ],
+)
+def test_generate_refuses_what_the_model_cannot_do(tmp_path, capsys, args, message):
+    out = tmp_path / "bad.mp4"
+    assert main(["generate", "--prompt", "a red circle moving left", "--out", str(out), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
