@@ -30,15 +30,16 @@ model's definition. diffusers, the reference Lumina-Video decoded with, uses:
 * one frame (a still image) encodes to one latent frame and decodes back to one.
 
 So the rule is ``frames == 4 * latent_frames`` with ``latent_frames`` even (frames a
-multiple of 8), or 1 <-> 1. Other counts raise ``FrameCountError``, because diffusers
-gives them no round trip:
+multiple of 8), or 1 <-> 1. Other counts raise ``FrameCountError``. Lumina-Video's
+multi-scale schedule needs an even latent count anyway (its 2-frame temporal
+patches), and diffusers treats the other counts with a special first chunk:
 
 * 1 + 4k frames (CogVideoX's native 49): the first chunk takes 8 + (F mod 8) frames
   and keeps its first frame apart as an "image" latent, so F -> k + 1 latents.
   Decoding an odd count K >= 3 runs the first three latents as one chunk (9 frames),
-  hence 4K - 3 frames: 49 -> 13 -> 49, but 13 -> 4 -> 16.
-  Lumina-Video's pre-encoded training latents drop that first latent
-  (``latent[:, 1:]``), leaving k.
+  hence 4K - 3 frames. So 1 + 8m frames round-trip (49 -> 13 -> 49), the others do
+  not (13 -> 4 -> 16). Lumina-Video's pre-encoded training latents drop that image
+  latent (``latent[:, 1:]``).
 * 4k frames with k odd: 12 -> 3 latents -> 9 frames.
 
 Within the rule, a chunk of several pairs (several 8-frame groups) normalises each
@@ -63,6 +64,7 @@ CONFIG_METADATA_KEY = "lumina_vae_config"  # safetensors metadata: the config as
 DIFFUSERS_CLASS_NAME = "AutoencoderKLCogVideoX"
 LATENT_FRAMES_PER_PAIR, FRAMES_PER_PAIR = 2, 8  # the decoder's unit; the encoder's is the inverse
 FRAME_SLICE_BYTES = 32 * 2**20  # convolution inputs with larger frames go through a few frames at a time
+DEFAULT_TILE_LATENT_HW, DEFAULT_TILE_OVERLAP = (48, 48), 8  # 384x384 px tiles: 8 tiles over 1248x704
 
 
 class VAEInputError(ValueError):
@@ -523,8 +525,13 @@ class CogVideoXVAE(nn.Module):
         self.encoder = Encoder3D(config, dtype=dtype, device=device)
         self.decoder = Decoder3D(config, dtype=dtype, device=device)
 
-    def _weight(self) -> torch.Tensor:
-        return self.decoder.conv_in.conv.weight
+    @property
+    def device(self) -> torch.device:
+        return self.decoder.conv_in.conv.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.decoder.conv_in.conv.weight.dtype
 
     def to_model_latent(self, latent: torch.Tensor) -> torch.Tensor:
         """VAE space -> model space (what the DiT sees)."""
@@ -550,8 +557,7 @@ class CogVideoXVAE(nn.Module):
             )
         if frames_per_chunk <= 0 or frames_per_chunk % FRAMES_PER_PAIR:
             raise VAEInputError(f"frames_per_chunk={frames_per_chunk}: must be a positive multiple of {FRAMES_PER_PAIR}")
-        weight = self._weight()
-        frames = frames.to(device=weight.device, dtype=weight.dtype)
+        frames = frames.to(device=self.device, dtype=self.dtype)
         cache: dict = {}
         moments = [
             self.encoder(chunk, cache, segments=max(chunk.shape[2] // FRAMES_PER_PAIR, 1))
@@ -585,8 +591,7 @@ class CogVideoXVAE(nn.Module):
         frames_for(latent.shape[2])
         if latent_frames_per_chunk <= 0 or latent_frames_per_chunk % LATENT_FRAMES_PER_PAIR:
             raise VAEInputError(f"latent_frames_per_chunk={latent_frames_per_chunk}: must be a positive even number")
-        weight = self._weight()
-        return latent.to(device=weight.device, dtype=weight.dtype)
+        return latent.to(device=self.device, dtype=self.dtype)
 
     def _decode_chunks(self, latent: torch.Tensor, latent_frames_per_chunk: int) -> Iterator[tuple[int, torch.Tensor]]:
         """Yield (first frame index, frames [B, 3, f, 8h, 8w]) chunk by chunk, the causal cache carried between them."""
@@ -617,8 +622,8 @@ class CogVideoXVAE(nn.Module):
     def decode_model_latent_tiled(
         self,
         z_model: torch.Tensor,
-        tile_latent_hw: tuple[int, int] = (48, 48),
-        overlap: int = 8,
+        tile_latent_hw: tuple[int, int] = DEFAULT_TILE_LATENT_HW,
+        overlap: int = DEFAULT_TILE_OVERLAP,
         latent_frames_per_chunk: int = LATENT_FRAMES_PER_PAIR,
     ) -> torch.Tensor:
         """``decode_model_latent`` in overlapping spatial tiles, each streamed through time.
