@@ -124,9 +124,22 @@ def auto_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if mm.should_use_bf16(device) else torch.float16
 
 
+class Managed(torch.nn.Module):
+    """The container a ModelPatcher holds: the engine's module one level down.
+
+    ModelPatcher writes bookkeeping attributes (``device``, ``model_loaded_weight_memory``, ...)
+    onto the module it manages; engine modules may define ``device`` as a read-only property,
+    so they are not handed to it directly.
+    """
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.module = module
+
+
 def managed(module: torch.nn.Module, load_device: torch.device, offload_to: torch.device):
     """Wrap a plain torch module in a ModelPatcher so ComfyUI can account for it, load and unload it."""
-    return comfy.model_patcher.ModelPatcher(module, load_device=load_device, offload_device=offload_to)
+    return comfy.model_patcher.ModelPatcher(Managed(module), load_device=load_device, offload_device=offload_to)
 
 
 def load_for_inference(patcher) -> torch.nn.Module:
@@ -136,7 +149,7 @@ def load_for_inference(patcher) -> torch.nn.Module:
     so ComfyUI's partial ("lowvram") loading would leave them split across devices.
     """
     mm.load_models_gpu([patcher], force_full_load=True)
-    return patcher.model
+    return patcher.model.module
 
 
 def offload(patcher) -> None:

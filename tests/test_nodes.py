@@ -164,6 +164,7 @@ def test_text_to_video_with_sound(env, loaded):
     assert kind == "JPEG" and picture.size == (4 * 8 * 8, 8 * 8) and size == 512
     (patchers, force_full_load), = RECORDER.loaded
     assert patchers == [loaded["model"].patcher] and force_full_load
+    assert patchers[0].model.module is loaded["model"].dit
 
     images = env.run("LuminaVideoVAEDecode", vae=loaded["vae"], latent=latent, tiled=True, tile_size=256, tile_overlap=64)[0]
     assert images.shape == (16, 64, 64, 3) and images.min() >= 0 and images.max() <= 1
