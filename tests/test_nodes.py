@@ -184,6 +184,23 @@ def test_text_to_video_with_sound(env, loaded):
     assert video.frame_rate == 8 and video.images.shape == (16, 64, 64, 3) and video.audio["sample_rate"] == rate
 
 
+def test_nodes_give_what_the_engine_gives(env, loaded):
+    """The node chain is the engine's pipeline: same prompt, seed and settings, same frames as lumina_core directly."""
+    core = env.package.lumina_core
+    models = core.pipeline.load_embedded(folder=env.embedded, with_audio=False)
+    config = core.sampler.SamplingConfig(
+        steps=FAST_STEPS, time_shift=3.0, cfg=(4.0, (0.6, 0.0)), renorm=2.0, motion=6.0, neg_motion=(2.0, (0.05, 6.0)),
+        patch=core.pipeline.ALL_PRESETS["embedded-MultiScale"].patch,
+    )
+    prompts = [core.pipeline.encode_prompts(models, [p]) for p in ("a red circle moving right", "")]
+    latent = core.pipeline.sample_latent(models, *prompts, 64, 64, 16, seed=1, config=config)
+    expected = core.pipeline.decode_latent(models.vae, latent)[0]
+
+    sampled = env.run("LuminaVideoSampler", **sampler_inputs(loaded))[0]
+    images = env.run("LuminaVideoVAEDecode", vae=loaded["vae"], latent=sampled, tiled=True, tile_size=256, tile_overlap=64)[0]
+    torch.testing.assert_close(images, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_a_batch_repeats_single_runs(env, loaded):
     batch = env.run("LuminaVideoEmptyLatent", width=64, height=64, frames=16, batch_size=2)[0]
     both = env.run("LuminaVideoSampler", **sampler_inputs(loaded, latent=batch, seed=5, steps=3))[0]["samples"]
