@@ -67,6 +67,15 @@ class FeedForward(nn.Module):
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
+def init_linears_xavier(module: nn.Module, generator: Optional[torch.Generator] = None):
+    """Xavier-uniform weights and zero biases for every nn.Linear inside ``module`` (DiT's starting point)."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.xavier_uniform_(layer.weight, generator=generator)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+
+
 def swiglu_hidden_dim(hidden_dim: int, multiple_of: int, ffn_dim_multiplier: Optional[float]) -> int:
     hidden_dim = int(2 * hidden_dim / 3)
     if ffn_dim_multiplier is not None:

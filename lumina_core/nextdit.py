@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from einops import rearrange
 
-from .layers import FeedForward, RotaryEmbedding, TimestepEmbedder, apply_rotary, attention
+from .layers import FeedForward, RotaryEmbedding, TimestepEmbedder, apply_rotary, attention, init_linears_xavier
 
 ROPE_TABLE_LENS = (64, 128, 128)  # frames, height, width in patch-grid units, as the released model
 
@@ -167,11 +167,7 @@ class MultiScaleNextDiT(nn.Module):
 
     def initialize_weights(self, generator: Optional[torch.Generator] = None):
         """The reference's initialisation: xavier linears, zero adaLN/final/motion-out/caption-out."""
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight, generator=generator)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        init_linears_xavier(self, generator)
         for embedder in (self.t_embedder, self.motion_embedder):
             for i in (0, 2):
                 nn.init.normal_(embedder.mlp[i].weight, std=0.02, generator=generator)

@@ -35,7 +35,7 @@ from safetensors.torch import save_file
 
 from .audio import MelAutoencoder, MelAutoencoderConfig, MelConfig, Vocoder, VocoderConfig, check_fields
 from .checkpoint import CheckpointError
-from .layers import FeedForward, RotaryEmbedding, TimestepEmbedder, apply_rotary, attention
+from .layers import FeedForward, RotaryEmbedding, TimestepEmbedder, apply_rotary, attention, init_linears_xavier
 from .nextdit import masked_mean
 from .sampler import TextCondition, concat_conditions, integrate, make_noise, renorm_per_sample, time_grid
 
@@ -358,11 +358,7 @@ class V2ANextDiT(nn.Module):
 
     def initialize_weights(self, generator: Optional[torch.Generator] = None):
         """For training from scratch: xavier linears, small null embeddings, zero adaLN and final projections (DiT's rule)."""
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight, generator=generator)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        init_linears_xavier(self, generator)
         for i in (0, 2):
             nn.init.normal_(self.t_embedder.mlp[i].weight, std=0.02, generator=generator)
         for param in (self.null_visual, self.null_sync, self.null_text):
