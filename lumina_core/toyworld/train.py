@@ -27,7 +27,7 @@ from ..nextdit import NextDiTConfig
 from ..pipeline import EMBEDDED_DIR, TEXT_CONFIG_METADATA_KEY
 from ..text import TinyTextEncoder, TinyTextEncoderConfig
 from ..vae import CogVideoXVAE, CogVideoXVAEConfig, load_vae, save_vae
-from .world import DEFAULT_CONFIG, PAD_TOKEN, UNKNOWN_TOKEN, VOCABULARY, train_clips
+from .world import DEFAULT_CONFIG, VOCABULARY, train_clips
 
 TOY_DIT_CONFIG = NextDiTConfig(
     all_patch_size=(2, 2, 4),
@@ -45,7 +45,7 @@ TOY_DIT_CONFIG = NextDiTConfig(
     motion_scale=20.0,
 )
 TOY_TEXT_CONFIG = TinyTextEncoderConfig(
-    vocabulary=tuple(w for w in VOCABULARY if w not in (PAD_TOKEN, UNKNOWN_TOKEN)), dim=64
+    vocabulary=VOCABULARY, dim=64
 )
 # Coarse patch sizes serve the noisy start of sampling, so they train on times shifted towards noise
 # (the paper trains each scale with its own shift; ours are smaller because the toy latents are tiny).

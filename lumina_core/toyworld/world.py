@@ -25,8 +25,7 @@ Sound. A mono track of exactly ``num_frames / fps`` seconds at ``sample_rate``: 
 with one decaying tone burst starting at the exact (sub-frame) moment of each wall
 contact, pitched by the shape (``SHAPE_PITCH_HZ``).
 
-Captions. Word-level templates over a fixed ``VOCABULARY``; ``tokenize`` maps a caption
-to ids for the tiny text encoder.
+Captions. Word-level templates over a fixed ``VOCABULARY``, the tiny text encoder's words.
 
 Held-out split. ``HELDOUT_COMBINATIONS`` (colour, shape, direction) never appear in
 training, although each of their pairs does, and ``HELDOUT_TEMPLATES`` never appear in
@@ -149,28 +148,13 @@ TRAIN_COMBINATIONS = tuple(combo for combo in ALL_COMBINATIONS if combo not in H
 SPLITS = ("train", "heldout")
 START_ATTEMPTS = 1000
 
-PAD_TOKEN, UNKNOWN_TOKEN = "<pad>", "<unk>"
-VOCABULARY = (
-    (PAD_TOKEN, UNKNOWN_TOKEN, "a", "the", "moving", "moves", "slides", "travels") + COLOURS + SHAPES + DIRECTIONS
-)
-PAD_ID, UNKNOWN_ID = 0, 1
-TOKEN_IDS = {word: index for index, word in enumerate(VOCABULARY)}
+VOCABULARY = ("a", "the", "moving", "moves", "slides", "travels") + COLOURS + SHAPES + DIRECTIONS
+"""Every word a caption can use; the tiny text encoder (``lumina_core.text``) is built over it."""
 
 
 def caption_words(caption: str) -> List[str]:
-    """Lower-case words, punctuation dropped: the unit ``tokenize`` works on."""
+    """Lower-case words, punctuation dropped."""
     return re.findall(r"[a-z0-9]+", caption.lower())
-
-
-def tokenize(caption: str, length: Optional[int] = None) -> List[int]:
-    """Word-level ids over ``VOCABULARY``; unknown words become ``UNKNOWN_ID``.
-
-    With ``length``, the ids are cut or right-padded with ``PAD_ID`` to exactly that many.
-    """
-    ids = [TOKEN_IDS.get(word, UNKNOWN_ID) for word in caption_words(caption)]
-    if length is not None:
-        ids = ids[:length] + [PAD_ID] * max(0, length - len(ids))
-    return ids
 
 
 class CaptionContent(NamedTuple):
