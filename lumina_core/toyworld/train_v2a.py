@@ -359,6 +359,17 @@ def nearest_shape(frequency: float) -> Optional[str]:
 
 
 @torch.no_grad()
+def score_sounds(clips, waveforms, sample_rate: int) -> tuple[SyncScore, int, int]:
+    """Onset sync against each clip's frames, plus (onsets at the shape's pitch, onsets checked)."""
+    total, right, checked = SyncScore(0, 0, 0), 0, 0
+    for clip, waveform in zip(clips, waveforms):
+        total += audio_visual_sync(clip.frames, waveform, sample_rate, clip.fps)
+        for onset in detect_onsets(waveform, sample_rate):
+            checked += 1
+            right += nearest_shape(dominant_frequency(waveform, sample_rate, onset)) == clip.shape
+    return total, right, checked
+
+
 def evaluate_v2a(
     generator: V2AGenerator,
     n_clips: int = 100,
@@ -394,12 +405,10 @@ def evaluate_v2a(
         began = time.perf_counter()
         audio = generator.generate(frames, fps, text, steps=steps, seed=seed + start, cfg=cfg)
         seconds += time.perf_counter() - began
-        for clip, waveform in zip(part, audio.waveform[:, 0].numpy()):
-            exact += len(waveform) == round(len(clip.frames) * audio.sample_rate / float(clip.fps)) == len(clip.audio)
-            total += audio_visual_sync(clip.frames, waveform, audio.sample_rate, clip.fps)
-            for onset in detect_onsets(waveform, audio.sample_rate):
-                pitch_checked += 1
-                pitch_right += nearest_shape(dominant_frequency(waveform, audio.sample_rate, onset)) == clip.shape
+        waveforms = audio.waveform[:, 0].numpy()
+        exact += sum(len(w) == round(len(c.frames) * audio.sample_rate / float(c.fps)) == len(c.audio) for c, w in zip(part, waveforms))
+        sync, right, checked = score_sounds(part, waveforms, audio.sample_rate)
+        total, pitch_right, pitch_checked = total + sync, pitch_right + right, pitch_checked + checked
     return dict(
         clips=n_clips,
         steps=steps,
@@ -425,12 +434,7 @@ def evaluate_autoencoder(autoencoder: MelAutoencoder, vocoder, n_clips: int = 40
     log_mel = log_mel_spectrogram(audio, autoencoder.config.mel)
     rebuilt = autoencoder.decode(autoencoder.encode(log_mel))[..., : log_mel.shape[-1]]
     waveforms = vocoder(rebuilt, audio.shape[-1])[:, 0].numpy()
-    total, right, checked = SyncScore(0, 0, 0), 0, 0
-    for clip, waveform in zip(clips, waveforms):
-        total += audio_visual_sync(clip.frames, waveform, clip.sample_rate, clip.fps)
-        for onset in detect_onsets(waveform, clip.sample_rate):
-            checked += 1
-            right += nearest_shape(dominant_frequency(waveform, clip.sample_rate, onset)) == clip.shape
+    total, right, checked = score_sounds(clips, waveforms, clips[0].sample_rate)
     return dict(
         clips=n_clips,
         log_mel_l1=(rebuilt - log_mel).abs().mean().item(),
