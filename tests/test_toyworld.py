@@ -103,8 +103,8 @@ def test_other_sizes_keep_the_guarantees_and_the_metrics():
 
 
 def test_clicks_start_at_the_wall_contacts():
-    # distance 20 px at 4 px/frame: contact at frame 5 (0.625 s), then every 48 / 4 = 12 frames (past the end).
-    clip = world.make_clip("red", "square", "right", speed=4.0, distance_ahead=20.0, across=10.0)
+    # distance 10 px at 2 px/frame: contact at frame 5 (0.625 s), then every (64 - 32) / 2 = 16 frames (past the end).
+    clip = world.make_clip("red", "square", "right", speed=2.0, distance_ahead=10.0, across=20.0)
     assert clip.event_times == (0.625,)
     assert clip.positions[5, 0] == pytest.approx(world.WIDTH - world.SHAPE_SIZE / 2)
     audible = np.flatnonzero(np.abs(clip.audio) > 1e-3)

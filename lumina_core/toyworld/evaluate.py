@@ -97,7 +97,7 @@ def caption_accuracy(models, captions, preset, seed, batch) -> tuple[dict, float
     return accuracy, generated.sampling_seconds
 
 
-def motion_response(models, captions, seed, batch, values=(1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0), negatives=(6.0, 4.0, 2.0, 0.0)) -> dict:
+def motion_response(models, captions, seed, batch, values=(1.0, 2.0, 3.0, 4.0, 5.0, 6.0), negatives=(6.0, 4.0, 2.0, 0.0)) -> dict:
     """Measured motion for a sweep of motion inputs (negative pass: no motion condition), and for pos 6 vs several negatives."""
     inputs, measured, by_value = [], [], {}
     for value in values:

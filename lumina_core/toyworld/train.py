@@ -136,6 +136,8 @@ def train_vae(args):
     torch.manual_seed(args.seed)
     vae = CogVideoXVAE(TOY_VAE_CONFIG).to(args.device)
     exported_path = args.export / "vae.safetensors"
+    if args.vae_init:
+        vae.load_state_dict(load_vae(args.vae_init).state_dict())
     if args.vae_freeze_encoder:
         # The DiT trains on this encoder's latents: keep them (and their scale) fixed, improve only the decoder.
         frozen = load_vae(exported_path)
@@ -302,6 +304,7 @@ def main(argv=None):
     parser.add_argument("--vae-crop", type=int, default=32, help="crop size for most VAE steps")
     parser.add_argument("--vae-crop-frames", type=int, default=8, help="frames per crop (a multiple of 8)")
     parser.add_argument("--foreground-weight", type=float, default=20.0, help="extra loss weight of shape pixels in VAE training")
+    parser.add_argument("--vae-init", type=Path, help="start the VAE from these weights instead of from scratch (fine-tuning)")
     parser.add_argument("--vae-freeze-encoder", action="store_true", help="train only the decoder of the exported VAE (its latents stay valid for a DiT trained on them)")
     parser.add_argument("--vae-full-steps", type=int, default=60, help="final VAE steps on whole frames")
     parser.add_argument("--save-every", type=int, default=200)

@@ -74,8 +74,10 @@ class WorldConfig:
     num_frames: int = 16
     fps: Fraction = Fraction(8)
     sample_rate: int = 16000
-    shape_size: int = 16
-    speed_range: Tuple[float, float] = (1.0, 8.0)  # pixels per frame
+    # Half the frame: a shape must span about 4 latent pixels of the 8x-downsampling VAE for its
+    # outline (corners, apex) to survive encoding; at 16 px the tiny VAE drew every shape as a blob.
+    shape_size: int = 32
+    speed_range: Tuple[float, float] = (1.0, 6.0)  # pixels per frame
     frames_before_first_bounce: int = 4
     background: Tuple[float, float, float] = (0.2, 0.2, 0.2)
     click_seconds: float = 0.06
