@@ -53,6 +53,16 @@ def _embedded_file(name: str) -> Path:
     return path
 
 
+def _placement(name: str, embedded_name: str, embedded_filename: str, folder: str, what: str, load_device):
+    """-> (path, load device, offload device, embedded?) for a loader's file choice; the embedded file stays on the CPU."""
+    if name == embedded_name:
+        return _embedded_file(embedded_filename), CPU, CPU, True
+    path = _comfy.model_path(folder, name)
+    if path is None:
+        raise FileNotFoundError(f"{what} file {name!r} is not in {_comfy.folder_locations(folder)}")
+    return path, load_device(), _comfy.offload_device(), False
+
+
 def _dtype(choice: str, device: torch.device) -> torch.dtype:
     if choice not in DTYPES:
         raise ValueError(f"dtype {choice!r} is not one of {list(DTYPES)}")
@@ -208,13 +218,7 @@ class LuminaVideoVAELoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae_name: str, dtype: str = "auto") -> io.NodeOutput:
-        if vae_name == EMBEDDED_VAE:
-            path, load_device, offload_to, embedded = _embedded_file("vae.safetensors"), CPU, CPU, True
-        else:
-            path = _comfy.model_path("vae", vae_name)
-            if path is None:
-                raise FileNotFoundError(f"VAE file {vae_name!r} is not in {_comfy.folder_locations('vae')}")
-            load_device, offload_to, embedded = _comfy.vae_device(), _comfy.offload_device(), False
+        path, load_device, offload_to, embedded = _placement(vae_name, EMBEDDED_VAE, "vae.safetensors", "vae", "VAE", _comfy.vae_device)
         vae = load_vae(path, dtype=_dtype(dtype, load_device), device=offload_to)
         return io.NodeOutput(LoadedVAE(vae, _comfy.managed(vae, load_device, offload_to), vae_name, embedded))
 
@@ -251,12 +255,8 @@ class LuminaVideoV2ALoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, v2a_name: str, dtype: str = "auto") -> io.NodeOutput:
-        if v2a_name == EMBEDDED_V2A:
-            path, load_device, offload_to, embedded = _embedded_file("v2a.safetensors"), CPU, CPU, True
-        else:
-            path = _comfy.model_path(_comfy.LUMINA_FOLDER, v2a_name)
-            if path is None:
-                raise FileNotFoundError(f"V2A file {v2a_name!r} is not in {_comfy.folder_locations(_comfy.LUMINA_FOLDER)}")
-            load_device, offload_to, embedded = _comfy.torch_device(), _comfy.offload_device(), False
+        path, load_device, offload_to, embedded = _placement(
+            v2a_name, EMBEDDED_V2A, "v2a.safetensors", _comfy.LUMINA_FOLDER, "V2A", _comfy.torch_device
+        )
         v2a = load_v2a(path, dtype=_dtype(dtype, load_device), device=offload_to)
         return io.NodeOutput(LoadedV2A(v2a, _comfy.managed(v2a, load_device, offload_to), v2a_name, embedded))

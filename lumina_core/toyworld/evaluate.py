@@ -12,6 +12,7 @@ onset sync of the generated sound against the bounces in the frames.
 
 import argparse
 import json
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -97,8 +98,13 @@ def caption_accuracy(models, captions, preset, seed, batch) -> tuple[dict, float
     return accuracy, generated.sampling_seconds
 
 
-def motion_response(models, captions, seed, batch, values=(1.0, 2.0, 3.0, 4.0, 5.0, 6.0), negatives=(6.0, 4.0, 2.0, 0.0)) -> dict:
-    """Measured motion for a sweep of motion inputs (negative pass: no motion condition), and for pos 6 vs several negatives."""
+def motion_response(models, captions, seed, batch, values=None, negatives=(6.0, 4.0, 2.0, 0.0)) -> dict:
+    """Measured motion for a sweep of motion inputs (negative pass: no motion condition), and for pos 6 vs several negatives.
+
+    ``values`` default to every whole speed of the world's trained range.
+    """
+    low, high = DEFAULT_CONFIG.speed_range
+    values = values or tuple(float(v) for v in range(math.ceil(low), math.floor(high) + 1))
     inputs, measured, by_value = [], [], {}
     for value in values:
         frames = generate(models, captions, "embedded", seed, batch, motion=value, neg_motion=-1.0).frames
