@@ -31,7 +31,7 @@ EMBEDDED_PRESETS = {
     "embedded": SamplingConfig(steps=30, time_shift=3.0, cfg=(4.0, (0.6, 0.0)), renorm=2.0, motion=6.0, neg_motion=(2.0, (0.05, 6.0)), patch="1x2"),
     "embedded-MultiScale": SamplingConfig(
         steps=30, time_shift=3.0, cfg=(4.0, (0.6, 0.0)), renorm=2.0, motion=6.0, neg_motion=(2.0, (0.05, 6.0)),
-        patch=("2x4", (0.3, "2x2"), (0.6, "1x2")),
+        patch=("2x4", (0.15, "2x2"), (0.4, "1x2")),
     ),
 }
 ALL_PRESETS = {**PRESETS, **EMBEDDED_PRESETS}
