@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.set_defaults(run=cmd_convert)
 
     from .pipeline import ALL_PRESETS, EMBEDDED_FPS
+    from .toyworld.world import DEFAULT_CONFIG as TOY_WORLD
 
     generate = commands.add_parser(
         "generate", help="text to video with sound, with the embedded default models",
@@ -113,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--preset", choices=sorted(ALL_PRESETS), default="embedded-MultiScale", help="sampling preset (default embedded-MultiScale)")
     generate.add_argument("--steps", type=int, help="time-grid points (model calls + 1); default from the preset")
     generate.add_argument("--cfg", help="CFG scale in the reference's convention (out = cond + cfg*(cond-uncond)); 0 turns it off")
-    generate.add_argument("--motion", help="motion score of the positive pass; larger = faster (trained range 1-6)")
+    generate.add_argument("--motion", help="motion score of the positive pass; larger = faster (the embedded default's trained range is %g-%g)" % TOY_WORLD.speed_range)
     generate.add_argument("--neg-motion", help="motion score of the negative pass; a larger gap to --motion gives more motion")
     generate.add_argument("--patch", help="patch schedule: one scale ('1x2' for single-scale) or a time-aware schedule")
     generate.add_argument("--solver", choices=("euler", "midpoint", "heun"), default="euler")

@@ -25,8 +25,9 @@ def timed(fn, repeats: int) -> float:
     return interleaved({"fn": fn}, repeats)["fn"]
 
 
-def interleaved(fns: dict, repeats: int) -> dict:
-    """Median wall time of each function, measured round-robin so drift on a shared machine hits all alike."""
+def interleaved(fns: dict, repeats: int, summary=statistics.median) -> dict:
+    """``summary`` (median by default) of each function's wall times after one warm-up call each,
+    measured round-robin so drift on a shared machine hits all alike."""
     for fn in fns.values():
         fn()
     times = {name: [] for name in fns}
@@ -35,7 +36,7 @@ def interleaved(fns: dict, repeats: int) -> dict:
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return {name: summary(t) for name, t in times.items()}
 
 
 def matmul_peak(dtype=torch.float32, size: int = 2048, repeats: int = 5) -> float:

@@ -29,12 +29,13 @@ import math
 import os
 import subprocess
 import sys
-import time
 from typing import Callable, Optional
 
+import numpy as np
 import torch
 
 from . import vae as vae_module
+from .bench import interleaved
 from .vae import DEFAULT_TILE_LATENT_HW as DEFAULT_TILE
 from .vae import CogVideoXVAE, CogVideoXVAEConfig, frames_for
 
@@ -165,34 +166,10 @@ def measure_peak_memory(
     return json.loads(result.stdout)
 
 
-def interleaved_min_times(decoders: dict, latent: torch.Tensor, repeats: int) -> dict:
-    """Fastest of ``repeats`` timed runs per decoder, the decoders taking turns after one warm-up each."""
-    best = {name: float("inf") for name in decoders}
-    with torch.no_grad():
-        for decode in decoders.values():
-            decode(latent)
-        for _ in range(repeats):
-            for name, decode in decoders.items():
-                start = time.perf_counter()
-                decode(latent)
-                best[name] = min(best[name], time.perf_counter() - start)
-    return best
-
-
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """PSNR in dB for frames in [-1, 1] (peak-to-peak 2)."""
     mse = (a.float() - b.float()).pow(2).mean().item()
     return float("inf") if mse == 0 else 10 * math.log10(4.0 / mse)
-
-
-def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
-    """Least-squares y = intercept + slope * x; returns (intercept, slope, worst relative residual)."""
-    n = len(xs)
-    mean_x, mean_y = sum(xs) / n, sum(ys) / n
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sum((x - mean_x) ** 2 for x in xs)
-    intercept = mean_y - slope * mean_x
-    residual = max(abs(intercept + slope * x - y) / y for x, y in zip(xs, ys))
-    return intercept, slope, residual
 
 
 # -- the benchmark -----------------------------------------------------------------------
@@ -221,8 +198,9 @@ def compare_with_diffusers(repeats: int, have_diffusers: bool, can_measure_memor
         if have_diffusers:
             decoders["diffusers"] = decoder_for("diffusers", ref, None, 0)
             decoders["diffusers tiled"] = decoder_for("diffusers", ref, BENCH_TILE, BENCH_OVERLAP)
-        times = interleaved_min_times(decoders, latent, repeats)
         with torch.no_grad():
+            # Fastest run per decoder: the least disturbed by other load on the machine.
+            times = interleaved({name: functools.partial(decode, latent) for name, decode in decoders.items()}, repeats, summary=min)
             frames = {name: decode(latent) for name, decode in decoders.items()}
     finally:
         torch.set_num_threads(threads)
@@ -295,7 +273,8 @@ def full_video_estimate(sides: tuple[int, ...]) -> list[dict]:
         result = measure_peak_memory("ours", config, shape, dtype="bfloat16", frame_slice_bytes=scaled_budget)
         pixels.append(p)
         working.append(result["peak_bytes"] - result["output_bytes"])
-    intercept, per_pixel, residual = fit_line(pixels, working)
+    per_pixel, intercept = np.polyfit(pixels, working, 1)
+    residual = max(abs(intercept + per_pixel * p - w) / w for p, w in zip(pixels, working))  # worst relative miss of the line
 
     _, latent_channels, t, h, w = FULL_VIDEO_LATENT
     weights = sum(p.numel() for p in CogVideoXVAE(config, device="meta").parameters()) * 2
