@@ -25,6 +25,7 @@ from tqdm import tqdm
 from ..checkpoint import CONFIG_METADATA_KEY
 from ..nextdit import NextDiTConfig
 from ..pipeline import EMBEDDED_DIR, TEXT_CONFIG_METADATA_KEY
+from ..sampler import parse_patch
 from ..text import TinyTextEncoder, TinyTextEncoderConfig
 from ..vae import CogVideoXVAE, CogVideoXVAEConfig, load_vae, save_vae
 from .world import DEFAULT_CONFIG, VOCABULARY, train_clips
@@ -243,7 +244,10 @@ def train_dit(args):
             emas[name].shadow = shadow
 
     generator = torch.Generator().manual_seed(args.seed + start)
-    scales = model.patch_sizes
+    scales = [parse_patch(spec) for spec in args.scale_cycle.split(",")] if args.scale_cycle else model.patch_sizes
+    missing = [f"{f}x{p}" for f, p in scales if (f, p) not in model.patch_sizes]
+    if missing:
+        raise SystemExit(f"--scale-cycle names {', '.join(missing)}, which the model lacks; it has {model.patch_sizes}")
     progress = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="dit")
     for step in progress:
         for group in optimizer.param_groups:
@@ -307,6 +311,10 @@ def main(argv=None):
     parser.add_argument("--vae-init", type=Path, help="start the VAE from these weights instead of from scratch (fine-tuning)")
     parser.add_argument("--vae-freeze-encoder", action="store_true", help="train only the decoder of the exported VAE (its latents stay valid for a DiT trained on them)")
     parser.add_argument("--vae-full-steps", type=int, default=60, help="final VAE steps on whole frames")
+    parser.add_argument(
+        "--scale-cycle",
+        help="DiT stage: the patch sizes its steps cycle through, e.g. 1x2,2x2,1x2,2x4 (default: each of the model's once)",
+    )
     parser.add_argument("--save-every", type=int, default=200)
     parser.add_argument("--runs", type=Path, default=Path("runs/toyworld"), help="checkpoints and caches")
     parser.add_argument("--export", type=Path, default=EMBEDDED_DIR, help="where the final safetensors go")
