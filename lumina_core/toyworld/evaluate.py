@@ -13,12 +13,12 @@ onset sync of the generated sound against the bounces in the frames.
 import argparse
 import json
 import math
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from ..bench import interleaved
 from ..pipeline import EMBEDDED_FPS, EMBEDDED_PRESETS, decode_latent, encode_prompts, load_embedded, sample_latent
 from .metrics import measure_video, score_clip
 from .world import DEFAULT_CONFIG, heldout_clips
@@ -43,26 +43,18 @@ def spearman(x, y) -> float:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
-@dataclass
-class Generated:
-    frames: torch.Tensor  # [N, F, H, W, 3]
-    sampling_seconds: float
-
-
-def generate(models, captions, preset: str, seed: int, batch: int, **overrides) -> Generated:
-    """Videos for ``captions`` under a preset (with overrides such as motion=...), sampled in batches."""
+def generate(models, captions, preset: str, seed: int, batch: int, **overrides) -> torch.Tensor:
+    """Videos [N, F, H, W, 3] for ``captions`` under a preset (with overrides such as motion=...), sampled in batches."""
     config = EMBEDDED_PRESETS[preset].with_(**overrides)
     world = DEFAULT_CONFIG
-    frames, seconds = [], 0.0
+    frames = []
     uncond = encode_prompts(models, [""])
     for start in range(0, len(captions), batch):
         chunk = captions[start : start + batch]
         cond = encode_prompts(models, chunk)
-        began = time.perf_counter()
         latent = sample_latent(models, cond, uncond, world.width, world.height, world.num_frames, seed + start, config, batch=len(chunk))
-        seconds += time.perf_counter() - began
         frames.append(decode_latent(models.vae, latent))
-    return Generated(torch.cat(frames), seconds)
+    return torch.cat(frames)
 
 
 @dataclass
@@ -91,11 +83,22 @@ class Report:
         return out
 
 
-def caption_accuracy(models, captions, preset, seed, batch) -> tuple[dict, float]:
-    generated = generate(models, captions, preset, seed, batch)
-    scores = [score_clip(f.numpy(), c, EMBEDDED_FPS) for f, c in zip(generated.frames, captions)]
-    accuracy = {k: float(np.mean([getattr(s, f"{k}_correct") for s in scores])) for k in ("colour", "shape", "direction")}
-    return accuracy, generated.sampling_seconds
+def caption_accuracy(models, captions, preset, seed, batch) -> dict:
+    frames = generate(models, captions, preset, seed, batch)
+    scores = [score_clip(f.numpy(), c, EMBEDDED_FPS) for f, c in zip(frames, captions)]
+    return {k: float(np.mean([getattr(s, f"{k}_correct") for s in scores])) for k in ("colour", "shape", "direction")}
+
+
+def sampling_seconds(models, captions, seed: int, repeats: int = 3) -> dict:
+    """Each preset's sampling time for one batch of ``captions``: the fastest of ``repeats`` runs, the presets
+    interleaved so that load on a shared machine hits both alike (single runs varied by a quarter)."""
+    world = DEFAULT_CONFIG
+    cond, uncond = encode_prompts(models, captions), encode_prompts(models, [""])
+
+    def run(preset):
+        return lambda: sample_latent(models, cond, uncond, world.width, world.height, world.num_frames, seed, EMBEDDED_PRESETS[preset], batch=len(captions))
+
+    return interleaved({preset: run(preset) for preset in ("embedded", "embedded-MultiScale")}, repeats, summary=min)
 
 
 def motion_response(models, captions, seed, batch, values=None, negatives=(6.0, 4.0, 2.0, 0.0)) -> dict:
@@ -107,14 +110,14 @@ def motion_response(models, captions, seed, batch, values=None, negatives=(6.0, 
     values = values or tuple(float(v) for v in range(math.ceil(low), math.floor(high) + 1))
     inputs, measured, by_value = [], [], {}
     for value in values:
-        frames = generate(models, captions, "embedded", seed, batch, motion=value, neg_motion=-1.0).frames
+        frames = generate(models, captions, "embedded", seed, batch, motion=value, neg_motion=-1.0)
         motions = [measure_video(f.numpy(), EMBEDDED_FPS).motion for f in frames]
         inputs += [value] * len(motions)
         measured += motions
         by_value[value] = float(np.nanmean(motions))
     by_negative = {}
     for negative in negatives:
-        frames = generate(models, captions, "embedded", seed, batch, motion=6.0, neg_motion=negative).frames
+        frames = generate(models, captions, "embedded", seed, batch, motion=6.0, neg_motion=negative)
         by_negative[6.0 - negative] = float(np.nanmean([measure_video(f.numpy(), EMBEDDED_FPS).motion for f in frames]))
     valid = ~np.isnan(measured)
     by_negative = dict(sorted(by_negative.items(), reverse=True))
@@ -126,7 +129,8 @@ def evaluate(n_clips: int = 100, seed: int = 0, batch: int = 50, motion_clips: i
     captions = [clip.caption for clip in heldout_clips(seed, n_clips)]
     report = Report(clips=n_clips)
     for preset in ("embedded", "embedded-MultiScale"):
-        report.accuracy[preset], report.sampling_seconds[preset] = caption_accuracy(models, captions, preset, seed, batch)
+        report.accuracy[preset] = caption_accuracy(models, captions, preset, seed, batch)
+    report.sampling_seconds = sampling_seconds(models, captions[:batch], seed)
     report.motion = motion_response(models, captions[:motion_clips], seed, batch)
     if audio and models.v2a is not None:
         from .train_v2a import evaluate_v2a

@@ -1,0 +1,47 @@
+"""Smoke tests of the DiT training recipe on random-weight embedded files: the scale cycle, resume."""
+
+import pytest
+import torch
+
+from lumina_core.nextdit import MultiScaleNextDiT
+from lumina_core.toyworld import train
+from toy_weights import write_random_embedded
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The recipe's --threads would otherwise outlive the test."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def run(tmp_path, *args):
+    train.main([*args, "--threads", "1", "--save-every", "1", "--runs", str(tmp_path / "runs"), "--export", str(tmp_path / "export")])
+
+
+def test_dit_steps_follow_the_scale_cycle_and_resume(tmp_path, monkeypatch):
+    write_random_embedded(tmp_path / "export")
+    used = []
+    forward = MultiScaleNextDiT.forward
+
+    def recording_forward(self, x, t, cap_feats, cap_mask, motion_score, patch_size, f_patch_size):
+        used.append(f"{f_patch_size}x{patch_size}")
+        return forward(self, x, t, cap_feats, cap_mask, motion_score, patch_size, f_patch_size)
+
+    monkeypatch.setattr(MultiScaleNextDiT, "forward", recording_forward)
+    dit_args = ("dit", "--clips", "4", "--batch", "2", "--scale-cycle", "1x2,2x4,1x2")
+    run(tmp_path, *dit_args, "--steps", "4")
+    assert used == ["1x2", "2x4", "1x2", "1x2"]
+    assert torch.load(tmp_path / "runs" / "dit" / "checkpoint.pt", weights_only=True)["step"] == 4
+
+    used.clear()
+    run(tmp_path, *dit_args, "--steps", "5")
+    assert used == ["2x4"]  # step 4 of the cycle, resumed rather than restarted
+
+
+def test_scale_cycle_must_name_the_models_patch_sizes(tmp_path):
+    write_random_embedded(tmp_path / "export")
+    with pytest.raises(SystemExit, match=r"--scale-cycle names 1x4, which the model lacks"):
+        run(tmp_path, "dit", "--clips", "2", "--batch", "2", "--steps", "1", "--scale-cycle", "1x2,1x4")
+
