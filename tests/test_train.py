@@ -45,3 +45,8 @@ def test_scale_cycle_must_name_the_models_patch_sizes(tmp_path):
     with pytest.raises(SystemExit, match=r"--scale-cycle names 1x4, which the model lacks"):
         run(tmp_path, "dit", "--clips", "2", "--batch", "2", "--steps", "1", "--scale-cycle", "1x2,1x4")
 
+
+def test_scale_cycle_syntax_errors_are_usage_errors(capsys):
+    with pytest.raises(SystemExit):
+        train.main(["dit", "--steps", "1", "--scale-cycle", "1x2,bad"])
+    assert "argument --scale-cycle: patch size 'bad' must be written '{temporal}x{spatial}'" in capsys.readouterr().err

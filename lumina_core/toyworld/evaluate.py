@@ -98,7 +98,7 @@ def sampling_seconds(models, captions, seed: int, repeats: int = 3) -> dict:
     def run(preset):
         return lambda: sample_latent(models, cond, uncond, world.width, world.height, world.num_frames, seed, EMBEDDED_PRESETS[preset], batch=len(captions))
 
-    return interleaved({preset: run(preset) for preset in ("embedded", "embedded-MultiScale")}, repeats, summary=min)
+    return interleaved({preset: run(preset) for preset in EMBEDDED_PRESETS}, repeats, summary=min)
 
 
 def motion_response(models, captions, seed, batch, values=None, negatives=(6.0, 4.0, 2.0, 0.0)) -> dict:
@@ -128,7 +128,7 @@ def evaluate(n_clips: int = 100, seed: int = 0, batch: int = 50, motion_clips: i
     models = load_embedded(with_audio=audio)
     captions = [clip.caption for clip in heldout_clips(seed, n_clips)]
     report = Report(clips=n_clips)
-    for preset in ("embedded", "embedded-MultiScale"):
+    for preset in EMBEDDED_PRESETS:
         report.accuracy[preset] = caption_accuracy(models, captions, preset, seed, batch)
     report.sampling_seconds = sampling_seconds(models, captions[:batch], seed)
     report.motion = motion_response(models, captions[:motion_clips], seed, batch)

@@ -244,7 +244,7 @@ def train_dit(args):
             emas[name].shadow = shadow
 
     generator = torch.Generator().manual_seed(args.seed + start)
-    scales = [parse_patch(spec) for spec in args.scale_cycle.split(",")] if args.scale_cycle else model.patch_sizes
+    scales = args.scale_cycle or model.patch_sizes
     missing = [f"{f}x{p}" for f, p in scales if (f, p) not in model.patch_sizes]
     if missing:
         raise SystemExit(f"--scale-cycle names {', '.join(missing)}, which the model lacks; it has {model.patch_sizes}")
@@ -293,6 +293,14 @@ def export_dit(emas: dict, folder: Path):
     print(f"exported {folder / 'dit.safetensors'} and {folder / 'text_encoder.safetensors'}")
 
 
+def patch_list(text: str) -> list[tuple[int, int]]:
+    """ "1x2,2x4" -> [(1, 2), (2, 4)], for argparse (a bad entry becomes a usage error naming it)."""
+    try:
+        return [parse_patch(spec) for spec in text.split(",")]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m lumina_core.toyworld.train",
@@ -313,6 +321,7 @@ def main(argv=None):
     parser.add_argument("--vae-full-steps", type=int, default=60, help="final VAE steps on whole frames")
     parser.add_argument(
         "--scale-cycle",
+        type=patch_list,
         help="DiT stage: the patch sizes its steps cycle through, e.g. 1x2,2x2,1x2,2x4 (default: each of the model's once)",
     )
     parser.add_argument("--save-every", type=int, default=200)
