@@ -24,8 +24,24 @@ CUSTOM = "custom"
 SINGLE_SCALE = ("1x2", "2x2", "2x4")
 # Presets first (their patch schedules), then single scales, then the user's own schedule.
 SCHEDULES = list(EMBEDDED_PRESETS) + list(PRESETS) + list(SINGLE_SCALE) + [CUSTOM]
-DEFAULT_CUSTOM = '("2x4", (0.3, "2x2"), (0.6, "1x2"))'
+DEFAULT_CUSTOM = '("2x4", (0.15, "2x2"), (0.4, "1x2"))'
 DEFAULTS = EMBEDDED_PRESETS["embedded"]
+
+
+def cfg_and_cutoff(config: SamplingConfig) -> tuple[float, float]:
+    """A preset's guidance as the node's two widgets: a constant scale has cutoff 1, (scale, (cutoff, 0)) its cutoff."""
+    if isinstance(config.cfg, (int, float)):
+        return float(config.cfg), 1.0
+    scale, (cutoff, _) = config.cfg
+    return float(scale), float(cutoff)
+
+
+def cfg_from_widgets(cfg: float, cutoff: float):
+    """The node's two widgets as a time-aware cfg: guidance to the end at cutoff >= 1, else truncated at the cutoff."""
+    return float(cfg) if cutoff >= 1 else (float(cfg), (float(cutoff), 0.0))
+
+
+DEFAULT_CFG, DEFAULT_CFG_CUTOFF = cfg_and_cutoff(DEFAULTS)
 
 
 # --------------------------------------------------------------------------- sizes
@@ -166,7 +182,7 @@ class LuminaVideoSampler(io.ComfyNode):
                 io.Int.Input("steps", default=DEFAULTS.steps, min=2, max=500, tooltip="Time-grid points: steps - 1 model calls (the reference's convention). Reference 70; embedded default 30."),
                 io.Float.Input(
                     "cfg",
-                    default=float(DEFAULTS.cfg[0]),
+                    default=DEFAULT_CFG,
                     min=0.0,
                     max=50.0,
                     step=0.1,
@@ -176,14 +192,14 @@ class LuminaVideoSampler(io.ComfyNode):
                 ),
                 io.Float.Input(
                     "cfg_cutoff",
-                    default=float(DEFAULTS.cfg[1][0]),
+                    default=DEFAULT_CFG_CUTOFF,
                     min=0.0,
                     max=1.0,
                     step=0.01,
                     round=0.001,
                     display_mode=io.NumberDisplay.slider,
                     tooltip="CFG truncation: from this time on (0 = noise, 1 = finished) cfg is 0 and the negative pass is skipped, which also "
-                    "saves time. Reference 0.2 (f24R960) / 0.4 (f16R512); embedded 0.6; 1 keeps guidance to the end.",
+                    "saves time. Reference 0.2 (f24R960) / 0.4 (f16R512); 1 keeps guidance to the end (embedded default: 1, it keeps the shapes' corners).",
                 ),
                 io.Float.Input(
                     "time_shift",
@@ -275,7 +291,7 @@ class LuminaVideoSampler(io.ComfyNode):
         config = SamplingConfig(
             steps=steps,
             time_shift=time_shift,
-            cfg=float(cfg) if cfg_cutoff >= 1 else (float(cfg), (float(cfg_cutoff), 0.0)),
+            cfg=cfg_from_widgets(cfg, cfg_cutoff),
             renorm=renorm,
             motion=motion_value,
             neg_motion=neg_motion,

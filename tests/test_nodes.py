@@ -81,8 +81,8 @@ def loaded(env):
 def sampler_inputs(loaded, **changes):
     inputs = dict(
         model=loaded["model"], conditioning=loaded["conditioning"], latent=loaded["latent"], seed=1, steps=FAST_STEPS,
-        cfg=4.0, cfg_cutoff=0.6, time_shift=3.0, renorm=2.0, patch_schedule="embedded-MultiScale",
-        custom_schedule='("2x4", (0.3, "2x2"), (0.6, "1x2"))', solver="euler",
+        cfg=4.0, cfg_cutoff=1.0, time_shift=3.0, renorm=2.0, patch_schedule="embedded-MultiScale",
+        custom_schedule='("2x4", (0.15, "2x2"), (0.4, "1x2"))', solver="euler",
     )
     inputs.update(changes)
     return inputs
@@ -189,7 +189,7 @@ def test_nodes_give_what_the_engine_gives(env, loaded):
     core = env.package.lumina_core
     models = core.pipeline.load_embedded(folder=env.embedded, with_audio=False)
     config = core.sampler.SamplingConfig(
-        steps=FAST_STEPS, time_shift=3.0, cfg=(4.0, (0.6, 0.0)), renorm=2.0, motion=6.0, neg_motion=(2.0, (0.05, 6.0)),
+        steps=FAST_STEPS, time_shift=3.0, cfg=4.0, renorm=2.0, motion=6.0, neg_motion=(2.0, (0.05, 6.0)),
         patch=core.pipeline.ALL_PRESETS["embedded-MultiScale"].patch,
     )
     prompts = [core.pipeline.encode_prompts(models, [p]) for p in ("a red circle moving right", "")]
@@ -217,6 +217,16 @@ def test_cancel_stops_within_one_step(env, loaded):
         env.run("LuminaVideoSampler", **sampler_inputs(loaded, steps=20))
     assert len(RECORDER.progress) == 2, "the step after the cancel must not finish"
     RECORDER.reset()
+
+
+def test_sampler_widget_defaults_are_the_embedded_presets_guidance(env):
+    """A sampler dropped on the canvas guides as `generate` does: the cfg and cfg_cutoff widgets give back each preset's cfg."""
+    sampling = env.package.nodes.sampling
+    widgets = {inp.id: inp.default for inp in env.nodes["LuminaVideoSampler"].GET_SCHEMA().inputs if inp.is_widget}
+    for name, preset in env.package.lumina_core.pipeline.ALL_PRESETS.items():
+        assert sampling.cfg_from_widgets(*sampling.cfg_and_cutoff(preset)) == preset.cfg, name
+    assert (widgets["cfg"], widgets["cfg_cutoff"]) == sampling.cfg_and_cutoff(env.package.lumina_core.pipeline.EMBEDDED_PRESETS["embedded"])
+    assert widgets["cfg_cutoff"] == 1.0, "the embedded default guides to the last step"
 
 
 def test_unconnected_motion_uses_the_reference_values(env, loaded):
