@@ -42,7 +42,7 @@ def test_colour_follows_the_prompt(accuracy, preset):
     assert accuracy[preset]["colour"] >= TARGETS["colour"], accuracy[preset]
 
 
-@pytest.mark.xfail(reason=NOT_YET.format("shape 0.61 single-scale, 0.50 multi-scale here (0.58 / 0.45 in evaluate), of 0.90: squares and triangles come out with rounded corners and read as circles"), strict=False)
+@pytest.mark.xfail(reason=NOT_YET.format("shape 0.63 single-scale, 0.64 multi-scale here (0.66 / 0.66 in evaluate), of 0.90: a third of the squares and triangles still come out with rounded corners and read as circles"), strict=False)
 @pytest.mark.parametrize("preset", PRESETS)
 def test_shape_follows_the_prompt(accuracy, preset):
     assert accuracy[preset]["shape"] >= TARGETS["shape"], accuracy[preset]
@@ -53,20 +53,20 @@ def test_direction_follows_the_prompt(accuracy, preset):
     assert accuracy[preset]["direction"] >= TARGETS["direction"], accuracy[preset]
 
 
-@pytest.mark.xfail(reason=NOT_YET.format("multi-scale took 0.43 to 0.52 of the single-scale time across runs (fastest of 3 each), of 0.4"), strict=False)
+@pytest.mark.xfail(reason=NOT_YET.format("multi-scale took 0.56 of the single-scale time in evaluate (fastest of 3 each), of 0.4: both presets guide every step, and the guided 1x2 steps dominate"), strict=False)
 def test_multiscale_costs_at_most_four_tenths_of_single_scale(models, captions):
     seconds = sampling_seconds(models, captions[:50], seed=1)
     assert seconds["embedded-MultiScale"] / seconds["embedded"] <= TARGETS["multiscale_time"], seconds
 
 
-@pytest.mark.xfail(reason=NOT_YET.format("multi-scale trails single-scale by 11 points at worst here (shape; 13 points in evaluate)"), strict=False)
+@pytest.mark.xfail(reason=NOT_YET.format("multi-scale trails single-scale by 4 points at worst here (direction 0.94 vs 0.98); by none in evaluate"), strict=False)
 def test_multiscale_keeps_the_accuracy_of_single_scale(accuracy):
     single, multi = accuracy["embedded"], accuracy["embedded-MultiScale"]
     for key in ("colour", "shape", "direction"):
         assert single[key] - multi[key] <= TARGETS["multiscale_gap"], f"{key}: {multi[key]:.2f} vs {single[key]:.2f}"
 
 
-@pytest.mark.xfail(reason=NOT_YET.format("Spearman 0.75 in evaluate, of 0.9, between motion input and measured motion (flat from input 4 up, where the VAE caps motion); the pos/neg gap is not yet monotonic"), strict=False)
+@pytest.mark.xfail(reason=NOT_YET.format("Spearman 0.68 in evaluate, of 0.9, between motion input and measured motion (flat from input 4 up, where the VAE caps motion); the pos/neg gap is not yet monotonic"), strict=False)
 def test_motion_follows_the_slider(models, captions):
     response = motion_response(models, captions[:8], seed=2, batch=64)
     assert response["spearman"] >= TARGETS["motion_spearman"], response["by_value"]
