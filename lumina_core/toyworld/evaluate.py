@@ -101,13 +101,16 @@ def sampling_seconds(models, captions, seed: int, repeats: int = 3) -> dict:
     return interleaved({preset: run(preset) for preset in EMBEDDED_PRESETS}, repeats, summary=min)
 
 
-def motion_response(models, captions, seed, batch, values=None, negatives=(6.0, 4.0, 2.0, 0.0)) -> dict:
-    """Measured motion for a sweep of motion inputs (negative pass: no motion condition), and for pos 6 vs several negatives.
+def motion_response(models, captions, seed, batch, values=None, gaps=(0.0, 2.0, 4.0, 6.0)) -> dict:
+    """Measured motion for a sweep of motion inputs (negative pass: no motion condition), and for pos/neg gaps.
 
-    ``values`` default to every whole speed of the world's trained range.
+    ``values`` default to every whole speed of the world's trained range. The gap sweep runs the
+    positive pass at the top of that range and the negative pass ``gaps`` below it, clipped to the
+    range's bottom: the model never saw a motion score outside the range (6 against 0 reads as 6 against 1).
     """
     low, high = DEFAULT_CONFIG.speed_range
     values = values or tuple(float(v) for v in range(math.ceil(low), math.floor(high) + 1))
+    negatives = sorted({max(float(low), high - gap) for gap in gaps}, reverse=True)
     inputs, measured, by_value = [], [], {}
     for value in values:
         frames = generate(models, captions, "embedded", seed, batch, motion=value, neg_motion=-1.0)
@@ -117,8 +120,8 @@ def motion_response(models, captions, seed, batch, values=None, negatives=(6.0, 
         by_value[value] = float(np.nanmean(motions))
     by_negative = {}
     for negative in negatives:
-        frames = generate(models, captions, "embedded", seed, batch, motion=6.0, neg_motion=negative)
-        by_negative[6.0 - negative] = float(np.nanmean([measure_video(f.numpy(), EMBEDDED_FPS).motion for f in frames]))
+        frames = generate(models, captions, "embedded", seed, batch, motion=float(high), neg_motion=negative)
+        by_negative[high - negative] = float(np.nanmean([measure_video(f.numpy(), EMBEDDED_FPS).motion for f in frames]))
     valid = ~np.isnan(measured)
     by_negative = dict(sorted(by_negative.items(), reverse=True))
     return dict(spearman=spearman(np.array(inputs)[valid], np.array(measured)[valid]), by_value=by_value, by_negative=by_negative)
