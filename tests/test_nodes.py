@@ -188,10 +188,7 @@ def test_nodes_give_what_the_engine_gives(env, loaded):
     """The node chain is the engine's pipeline: same prompt, seed and settings, same frames as lumina_core directly."""
     core = env.package.lumina_core
     models = core.pipeline.load_embedded(folder=env.embedded, with_audio=False)
-    config = core.sampler.SamplingConfig(
-        steps=FAST_STEPS, time_shift=3.0, cfg=4.0, renorm=2.0, motion=6.0, neg_motion=(2.0, (0.05, 6.0)),
-        patch=core.pipeline.ALL_PRESETS["embedded-MultiScale"].patch,
-    )
+    config = core.pipeline.ALL_PRESETS["embedded-MultiScale"].with_(steps=FAST_STEPS)
     prompts = [core.pipeline.encode_prompts(models, [p]) for p in ("a red circle moving right", "")]
     latent = core.pipeline.sample_latent(models, *prompts, 64, 64, 16, seed=1, config=config)
     expected = core.pipeline.decode_latent(models.vae, latent)[0]

@@ -12,13 +12,13 @@ weights meet it. The misses and what was tried are in the README's quality table
 
 import pytest
 
-from lumina_core.pipeline import load_embedded
+from lumina_core.pipeline import EMBEDDED_PRESETS, load_embedded
 from lumina_core.toyworld.evaluate import TARGETS, caption_accuracy, motion_response, sampling_seconds
 from lumina_core.toyworld.train_v2a import evaluate_v2a
 from lumina_core.toyworld.world import heldout_clips
 
 CLIPS = 100
-PRESETS = ("embedded", "embedded-MultiScale")
+PRESETS = tuple(EMBEDDED_PRESETS)
 NOT_YET = "target missed by the current embedded weights (README quality table): {}"
 
 

@@ -11,6 +11,7 @@ onset sync of the generated sound against the bounces in the frames.
 """
 
 import argparse
+import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -43,17 +44,20 @@ def spearman(x, y) -> float:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
+def sample_world_latent(models, cond, uncond, seed: int, config) -> torch.Tensor:
+    """One latent per caption of ``cond``, at the toy world's size and length."""
+    world = DEFAULT_CONFIG
+    return sample_latent(models, cond, uncond, world.width, world.height, world.num_frames, seed, config, batch=cond.features.shape[0])
+
+
 def generate(models, captions, preset: str, seed: int, batch: int, **overrides) -> torch.Tensor:
     """Videos [N, F, H, W, 3] for ``captions`` under a preset (with overrides such as motion=...), sampled in batches."""
     config = EMBEDDED_PRESETS[preset].with_(**overrides)
-    world = DEFAULT_CONFIG
-    frames = []
     uncond = encode_prompts(models, [""])
+    frames = []
     for start in range(0, len(captions), batch):
-        chunk = captions[start : start + batch]
-        cond = encode_prompts(models, chunk)
-        latent = sample_latent(models, cond, uncond, world.width, world.height, world.num_frames, seed + start, config, batch=len(chunk))
-        frames.append(decode_latent(models.vae, latent))
+        cond = encode_prompts(models, captions[start : start + batch])
+        frames.append(decode_latent(models.vae, sample_world_latent(models, cond, uncond, seed + start, config)))
     return torch.cat(frames)
 
 
@@ -92,13 +96,9 @@ def caption_accuracy(models, captions, preset, seed, batch) -> dict:
 def sampling_seconds(models, captions, seed: int, repeats: int = 3) -> dict:
     """Each preset's sampling time for one batch of ``captions``: the fastest of ``repeats`` runs, the presets
     interleaved so that load on a shared machine hits both alike (single runs varied by a quarter)."""
-    world = DEFAULT_CONFIG
     cond, uncond = encode_prompts(models, captions), encode_prompts(models, [""])
-
-    def run(preset):
-        return lambda: sample_latent(models, cond, uncond, world.width, world.height, world.num_frames, seed, EMBEDDED_PRESETS[preset], batch=len(captions))
-
-    return interleaved({preset: run(preset) for preset in EMBEDDED_PRESETS}, repeats, summary=min)
+    runs = {preset: functools.partial(sample_world_latent, models, cond, uncond, seed, config) for preset, config in EMBEDDED_PRESETS.items()}
+    return interleaved(runs, repeats, summary=min)
 
 
 def motion_response(models, captions, seed, batch, values=None, gaps=(0.0, 2.0, 4.0, 6.0)) -> dict:
