@@ -75,14 +75,23 @@ def loaded(env):
     v2a = env.run("LuminaVideoV2ALoader", v2a_name=EMBEDDED, dtype="auto")[0]
     cond = env.run("LuminaVideoTextEncode", model=model, positive="a red circle moving right", negative="")[0]
     latent = env.run("LuminaVideoEmptyLatent", width=64, height=64, frames=16, batch_size=1)[0]
-    return dict(model=model, vae=vae, v2a=v2a, conditioning=cond, latent=latent)
+    return dict(model=model, vae=vae, v2a=v2a, conditioning=cond, latent=latent, widgets=preset_widgets(env, "embedded-MultiScale"))
+
+
+def preset_widgets(env, name):
+    """The sampler's widget values that set up the preset ``name`` (the custom schedule is the node's default)."""
+    sampling = env.package.nodes.sampling
+    preset = env.package.lumina_core.pipeline.ALL_PRESETS[name]
+    cfg, cfg_cutoff = sampling.cfg_and_cutoff(preset)
+    return dict(
+        cfg=cfg, cfg_cutoff=cfg_cutoff, time_shift=preset.time_shift, renorm=preset.renorm, patch_schedule=name,
+        custom_schedule=sampling.DEFAULT_CUSTOM, solver=preset.solver,
+    )
 
 
 def sampler_inputs(loaded, **changes):
     inputs = dict(
-        model=loaded["model"], conditioning=loaded["conditioning"], latent=loaded["latent"], seed=1, steps=FAST_STEPS,
-        cfg=4.0, cfg_cutoff=1.0, time_shift=3.0, renorm=2.0, patch_schedule="embedded-MultiScale",
-        custom_schedule='("2x4", (0.15, "2x2"), (0.4, "1x2"))', solver="euler",
+        model=loaded["model"], conditioning=loaded["conditioning"], latent=loaded["latent"], seed=1, steps=FAST_STEPS, **loaded["widgets"]
     )
     inputs.update(changes)
     return inputs
@@ -226,6 +235,20 @@ def test_sampler_widget_defaults_are_the_embedded_presets_guidance(env):
     assert widgets["cfg_cutoff"] == 1.0, "the embedded default guides to the last step"
 
 
+
+@pytest.mark.parametrize("path", sorted((REPO / "workflows" / "api").glob("*.json")), ids=lambda p: p.stem)
+def test_shipped_workflows_sample_as_their_preset(env, path):
+    """A workflow that picks a preset's patch schedule also has that preset's steps, guidance, time shift and renorm."""
+    import json
+
+    samplers = [node["inputs"] for node in json.loads(path.read_text()).values() if node["class_type"] == "LuminaVideoSampler"]
+    assert samplers, f"{path.name} has no sampler"
+    for inputs in samplers:
+        name = inputs["patch_schedule"]
+        expected = preset_widgets(env, name)
+        expected.pop("custom_schedule")
+        assert {key: inputs[key] for key in expected} == expected, name
+        assert inputs["steps"] == env.package.lumina_core.pipeline.ALL_PRESETS[name].steps
 def test_unconnected_motion_uses_the_reference_values(env, loaded):
     RECORDER.reset()
     default = env.run("LuminaVideoSampler", **sampler_inputs(loaded, steps=3))[0]["samples"]
@@ -277,7 +300,8 @@ def test_custom_schedule_errors_quote_the_users_text(env, loaded, custom):
 def test_schedule_with_a_scale_the_model_lacks(env, loaded):
     custom = '("1x4", (0.5, "3x5"))'
     with pytest.raises(ValueError) as error:
-        env.run("LuminaVideoSampler", **sampler_inputs(loaded, patch_schedule="custom", custom_schedule=custom))
+        # time shift 1: the grid's even steps reach t = 0.5, so both scales are in use
+        env.run("LuminaVideoSampler", **sampler_inputs(loaded, patch_schedule="custom", custom_schedule=custom, time_shift=1.0))
     assert f"custom_schedule {custom!r} uses 1x4, 3x5, which the model" in str(error.value)
     assert str(error.value).endswith("it has 1x2, 2x2, 2x4")
 
