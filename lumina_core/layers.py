@@ -147,7 +147,11 @@ def attention(
     q [B, Lq, Hq, D], k/v [B, Lk, Hkv, D], key_mask [B, Lk] bool (True = attend) -> [B, Lq, Hq, D].
     Query head h reads KV head h // (Hq / Hkv), flash-attn's GQA convention.
     """
+    n_rep = q.shape[2] // k.shape[2]
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+    if n_rep > 1:
+        k = k.repeat_interleave(n_rep, dim=1)
+        v = v.repeat_interleave(n_rep, dim=1)
     mask = None if key_mask is None else key_mask[:, None, None, :]
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=q.shape[1] != k.shape[1])
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     return out.transpose(1, 2)
