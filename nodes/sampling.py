@@ -209,7 +209,7 @@ class LuminaVideoSampler(io.ComfyNode):
                     step=0.1,
                     round=0.01,
                     tooltip="Shifts the time grid towards the noisy start (t / (t + s - s*t)); larger = more steps on composition. "
-                    "Reference 24 (f24R960) / 8 (f16R512); embedded 3, embedded-MultiScale 8 (fewer of its steps at the costly 1x2 scale).",
+                    "Reference 24 (f24R960) / 8 (f16R512); embedded 3, embedded-MultiScale 9 (fewer of its steps at the costly 1x2 scale).",
                 ),
                 io.Float.Input(
                     "renorm",

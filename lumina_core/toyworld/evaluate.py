@@ -93,7 +93,7 @@ def caption_accuracy(models, captions, preset, seed, batch) -> dict:
     return {k: float(np.mean([getattr(s, f"{k}_correct") for s in scores])) for k in ("colour", "shape", "direction")}
 
 
-def sampling_seconds(models, captions, seed: int, repeats: int = 3) -> dict:
+def sampling_seconds(models, captions, seed: int, repeats: int = 5) -> dict:
     """Each preset's sampling time for one batch of ``captions``: the fastest of ``repeats`` runs, the presets
     interleaved so that load on a shared machine hits both alike (single runs varied by a quarter)."""
     cond, uncond = encode_prompts(models, captions), encode_prompts(models, [""])
