@@ -61,6 +61,12 @@ def generate(models, captions, preset: str, seed: int, batch: int, **overrides) 
     return torch.cat(frames)
 
 
+def accuracy_drop(single: dict, multi: dict) -> float:
+    """Multi-scale's worst accuracy drop against single-scale over colour, shape and direction. Rounded
+    to 9 places so that float error doesn't decide the target: 0.98 - 0.95 is 3 points, not 0.03000000000000003."""
+    return round(max(single[k] - multi[k] for k in ("colour", "shape", "direction")), 9)
+
+
 @dataclass
 class Report:
     clips: int
@@ -73,7 +79,7 @@ class Report:
         single, multi = self.accuracy["embedded"], self.accuracy["embedded-MultiScale"]
         out = {f"{k} accuracy (multi-scale)": (multi[k], TARGETS[k], multi[k] >= TARGETS[k]) for k in ("colour", "shape", "direction")}
         out.update({f"{k} accuracy (single-scale)": (single[k], TARGETS[k], single[k] >= TARGETS[k]) for k in ("colour", "shape", "direction")})
-        worst_gap = max(single[k] - multi[k] for k in ("colour", "shape", "direction"))
+        worst_gap = accuracy_drop(single, multi)
         out["multi-scale accuracy drop vs single (worst)"] = (worst_gap, TARGETS["multiscale_gap"], worst_gap <= TARGETS["multiscale_gap"])
         ratio = self.sampling_seconds["embedded-MultiScale"] / self.sampling_seconds["embedded"]
         out["multi-scale / single-scale sampling time"] = (ratio, TARGETS["multiscale_time"], ratio <= TARGETS["multiscale_time"])
