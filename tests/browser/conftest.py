@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 
 from integration.conftest import comfy_client, comfy_server, comfy_workdir, embedded_weights  # noqa: F401 - shared fixtures
+from integration.tier import TierSkip
 
 from .cdp import Chromium
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-_skipped = 0
-_reason = ""
+TIER = TierSkip(HERE, "browser tests")
 
 
 def chromium_executable() -> str | None:
@@ -39,25 +39,17 @@ def chromium_executable() -> str | None:
 
 
 def pytest_collection_modifyitems(config, items):
-    global _skipped, _reason
     missing = []
     if not os.environ.get("COMFYUI_ROOT", "").strip():
         missing.append("COMFYUI_ROOT=/path/to/ComfyUI (it is not set)")
     if chromium_executable() is None:
         missing.append("a Chromium (none found; apt-get install chromium, or set CHROMIUM=/path)")
-    if not missing:
-        return
-    _reason = "NOT RUN: the browser tests need " + "; ".join(missing)
-    marker = pytest.mark.skip(reason=_reason)
-    for item in items:
-        if HERE in Path(str(item.fspath)).resolve().parents:
-            item.add_marker(marker)
-            _skipped += 1
+    if missing:
+        TIER.skip(items, "NOT RUN: the browser tests need " + "; ".join(missing))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    if _skipped:
-        terminalreporter.write_line(f"WARNING: {_skipped} browser tests were {_reason}.", yellow=True, bold=True)
+    TIER.report(terminalreporter)
 
 
 @pytest.fixture(scope="session")

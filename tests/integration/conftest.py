@@ -41,6 +41,7 @@ from pathlib import Path
 import pytest
 
 from .comfy_server import ComfyClient, ComfyError, ComfyServer, make_workdir
+from .tier import TierSkip
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
@@ -51,7 +52,7 @@ SKIP_REASON = (
     "if ComfyUI's packages are not in this Python) to run them."
 )
 
-_skipped_here = 0
+TIER = TierSkip(HERE, "ComfyUI integration tests")
 
 
 def _comfyui_root() -> str:
@@ -59,24 +60,12 @@ def _comfyui_root() -> str:
 
 
 def pytest_collection_modifyitems(config, items):
-    global _skipped_here
-    if _comfyui_root():
-        return
-    marker = pytest.mark.skip(reason=SKIP_REASON)
-    for item in items:
-        if HERE in Path(str(item.fspath)).resolve().parents:
-            item.add_marker(marker)
-            _skipped_here += 1
+    if not _comfyui_root():
+        TIER.skip(items, SKIP_REASON)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    if _skipped_here:
-        terminalreporter.write_line(
-            "WARNING: %d ComfyUI integration tests were NOT RUN (COMFYUI_ROOT is not set); "
-            "set COMFYUI_ROOT=/path/to/ComfyUI to run them." % _skipped_here,
-            yellow=True,
-            bold=True,
-        )
+    TIER.report(terminalreporter)
 
 
 # Names the shipped released-weights workflows use; empty files make them valid choices.
