@@ -738,3 +738,9 @@ def load_vae(path: Union[str, Path], dtype: Optional[torch.dtype] = None, device
             state[key] = tensor if dtype is None else tensor.to(dtype)
     vae.load_state_dict(state, strict=True, assign=True)
     return vae.requires_grad_(False).eval()
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB between two videos in the VAE's pixel range [-1, 1] (peak-to-peak 2)."""
+    mse = (a.float() - b.float()).pow(2).mean().item()
+    return float("inf") if mse == 0 else 10 * math.log10(4.0 / mse)

@@ -25,7 +25,6 @@ its CUDA context and allocator slack instead.
 
 import functools
 import json
-import math
 import os
 import subprocess
 import sys
@@ -37,7 +36,7 @@ import torch
 from . import vae as vae_module
 from .bench import interleaved
 from .vae import DEFAULT_TILE_LATENT_HW as DEFAULT_TILE
-from .vae import CogVideoXVAE, CogVideoXVAEConfig, frames_for
+from .vae import CogVideoXVAE, CogVideoXVAEConfig, frames_for, psnr
 
 BENCH_CONFIG = CogVideoXVAEConfig.tiny()
 BENCH_LATENT = (1, 16, 4, 32, 32)  # 16 frames at 256x256
@@ -164,12 +163,6 @@ def measure_peak_memory(
     if result.returncode:
         raise RuntimeError(f"peak-memory measurement {job} failed:\n{result.stderr[-2000:]}")
     return json.loads(result.stdout)
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB for frames in [-1, 1] (peak-to-peak 2)."""
-    mse = (a.float() - b.float()).pow(2).mean().item()
-    return float("inf") if mse == 0 else 10 * math.log10(4.0 / mse)
 
 
 # -- the benchmark -----------------------------------------------------------------------

@@ -1,7 +1,6 @@
 """CogVideoX VAE: parity with diffusers, the frame rule, chunking, tiling, loading, bad input."""
 
 import json
-import math
 
 import pytest
 import torch
@@ -17,6 +16,7 @@ from lumina_core.vae import (
     frames_for,
     latent_frames_for,
     load_vae,
+    psnr,
     save_vae,
 )
 
@@ -39,8 +39,6 @@ def noise(*shape, seed: int = 1) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
 
-def psnr(a, b) -> float:
-    return 10 * math.log10(4.0 / (a - b).pow(2).mean().item())  # frames in [-1, 1]
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -27,7 +27,7 @@ from ..nextdit import NextDiTConfig
 from ..pipeline import EMBEDDED_DIR, TEXT_CONFIG_METADATA_KEY
 from ..sampler import parse_patch
 from ..text import TinyTextEncoder, TinyTextEncoderConfig
-from ..vae import CogVideoXVAE, CogVideoXVAEConfig, load_vae, save_vae
+from ..vae import CogVideoXVAE, CogVideoXVAEConfig, load_vae, psnr, save_vae
 from .world import DEFAULT_CONFIG, VOCABULARY, train_clips
 
 TOY_DIT_CONFIG = NextDiTConfig(
@@ -174,14 +174,14 @@ def train_vae(args):
     with torch.no_grad():
         frames = clip_batch(train_clips(args.seed + 7, 32)).to(args.device)
         latents = vae.encode_posterior(frames).mode()
-        psnr = -10 * torch.log10(F.mse_loss(vae.decode_model_latent(vae.to_model_latent(latents)), frames) / 4)
+        reconstruction_db = psnr(vae.decode_model_latent(vae.to_model_latent(latents)), frames)
     if not args.vae_freeze_encoder:
         scale = 1.0 / latents.std().item()
     exported = CogVideoXVAE(replace(TOY_VAE_CONFIG, scaling_factor=scale))
     exported.load_state_dict(vae.state_dict())
     args.export.mkdir(parents=True, exist_ok=True)
     save_vae(exported, exported_path)
-    print(f"exported {exported_path}: reconstruction PSNR {psnr:.1f} dB on 32 clips, latent std {latents.std():.3f} -> scaling_factor {scale:.4f}")
+    print(f"exported {exported_path}: reconstruction PSNR {reconstruction_db:.1f} dB on 32 clips, latent std {latents.std():.3f} -> scaling_factor {scale:.4f}")
 
 
 def encode_dataset(vae, n: int, seed: int, device, batch: int = 32) -> dict:
