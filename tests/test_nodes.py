@@ -10,6 +10,7 @@ node goes through schema -> widget validation -> ``validate_inputs`` -> ``PREPAR
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,12 +236,9 @@ def test_sampler_widget_defaults_are_the_embedded_presets_guidance(env):
     assert widgets["cfg_cutoff"] == 1.0, "the embedded default guides to the last step"
 
 
-
 @pytest.mark.parametrize("path", sorted((REPO / "workflows" / "api").glob("*.json")), ids=lambda p: p.stem)
 def test_shipped_workflows_sample_as_their_preset(env, path):
     """A workflow that picks a preset's patch schedule also has that preset's steps, guidance, time shift and renorm."""
-    import json
-
     samplers = [node["inputs"] for node in json.loads(path.read_text()).values() if node["class_type"] == "LuminaVideoSampler"]
     assert samplers, f"{path.name} has no sampler"
     for inputs in samplers:
@@ -249,6 +247,8 @@ def test_shipped_workflows_sample_as_their_preset(env, path):
         expected.pop("custom_schedule")
         assert {key: inputs[key] for key in expected} == expected, name
         assert inputs["steps"] == env.package.lumina_core.pipeline.ALL_PRESETS[name].steps
+
+
 def test_unconnected_motion_uses_the_reference_values(env, loaded):
     RECORDER.reset()
     default = env.run("LuminaVideoSampler", **sampler_inputs(loaded, steps=3))[0]["samples"]

@@ -39,8 +39,6 @@ def noise(*shape, seed: int = 1) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
 
-
-
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """These tensors are small: on 2 shared cores, waking a second thread per op costs more than it saves."""

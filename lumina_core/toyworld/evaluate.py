@@ -24,6 +24,7 @@ from ..pipeline import EMBEDDED_FPS, EMBEDDED_PRESETS, decode_latent, encode_pro
 from .metrics import measure_video, score_clip
 from .world import DEFAULT_CONFIG, heldout_clips
 
+ACCURACY_KEYS = ("colour", "shape", "direction")
 TARGETS = dict(colour=0.95, shape=0.90, direction=0.90, motion_spearman=0.9, multiscale_gap=0.03, multiscale_time=0.4, onset_f1=0.8)
 
 
@@ -64,7 +65,7 @@ def generate(models, captions, preset: str, seed: int, batch: int, **overrides) 
 def accuracy_drop(single: dict, multi: dict) -> float:
     """Multi-scale's worst accuracy drop against single-scale over colour, shape and direction. Rounded
     to 9 places so that float error doesn't decide the target: 0.98 - 0.95 is 3 points, not 0.03000000000000003."""
-    return round(max(single[k] - multi[k] for k in ("colour", "shape", "direction")), 9)
+    return round(max(single[k] - multi[k] for k in ACCURACY_KEYS), 9)
 
 
 @dataclass
@@ -77,8 +78,8 @@ class Report:
 
     def checks(self) -> dict:
         single, multi = self.accuracy["embedded"], self.accuracy["embedded-MultiScale"]
-        out = {f"{k} accuracy (multi-scale)": (multi[k], TARGETS[k], multi[k] >= TARGETS[k]) for k in ("colour", "shape", "direction")}
-        out.update({f"{k} accuracy (single-scale)": (single[k], TARGETS[k], single[k] >= TARGETS[k]) for k in ("colour", "shape", "direction")})
+        out = {f"{k} accuracy (multi-scale)": (multi[k], TARGETS[k], multi[k] >= TARGETS[k]) for k in ACCURACY_KEYS}
+        out.update({f"{k} accuracy (single-scale)": (single[k], TARGETS[k], single[k] >= TARGETS[k]) for k in ACCURACY_KEYS})
         worst_gap = accuracy_drop(single, multi)
         out["multi-scale accuracy drop vs single (worst)"] = (worst_gap, TARGETS["multiscale_gap"], worst_gap <= TARGETS["multiscale_gap"])
         ratio = self.sampling_seconds["embedded-MultiScale"] / self.sampling_seconds["embedded"]
@@ -96,7 +97,7 @@ class Report:
 def caption_accuracy(models, captions, preset, seed, batch) -> dict:
     frames = generate(models, captions, preset, seed, batch)
     scores = [score_clip(f.numpy(), c, EMBEDDED_FPS) for f, c in zip(frames, captions)]
-    return {k: float(np.mean([getattr(s, f"{k}_correct") for s in scores])) for k in ("colour", "shape", "direction")}
+    return {k: float(np.mean([getattr(s, f"{k}_correct") for s in scores])) for k in ACCURACY_KEYS}
 
 
 def sampling_seconds(models, captions, seed: int, repeats: int = 5) -> dict:
