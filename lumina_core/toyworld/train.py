@@ -196,6 +196,18 @@ def encode_dataset(vae, n: int, seed: int, device, batch: int = 32) -> dict:
     return dict(latents=torch.cat(latents), captions=captions, motion=torch.tensor(motion))
 
 
+def drop_words(caption: str, p: float, generator) -> str:
+    """``caption`` with each word left out with probability p.
+
+    Partial captions make each word a condition of its own: the caption encoder and the DiT
+    can no longer key a video to a whole memorised caption, which is what held-out captions
+    (new templates, new colour/shape/direction combinations) need.
+    """
+    words = caption.split()
+    keep = torch.rand(len(words), generator=generator) >= p
+    return " ".join(w for w, k in zip(words, keep.tolist()) if k)
+
+
 def shifted_times(n: int, shift: float, generator) -> torch.Tensor:
     t = torch.rand(n, generator=generator)
     return t / (t + shift - shift * t)
@@ -259,6 +271,8 @@ def train_dit(args):
         t = shifted_times(args.batch, TRAIN_TIME_SHIFT[(f_patch, patch)], generator).to(args.device)
         xt = t.view(-1, 1, 1, 1, 1) * x1 + (1 - t.view(-1, 1, 1, 1, 1)) * x0
         prompts = ["" if torch.rand(1, generator=generator) < CAPTION_DROPOUT else captions[i] for i in index.tolist()]
+        if args.word_dropout:
+            prompts = [drop_words(prompt, args.word_dropout, generator) for prompt in prompts]
         scores = torch.where(torch.rand(args.batch, generator=generator) < MOTION_DROPOUT, -1.0, motion[index]).to(
             args.device
         )
@@ -323,6 +337,12 @@ def main(argv=None):
         "--scale-cycle",
         type=patch_list,
         help="DiT stage: the patch sizes its steps cycle through, e.g. 1x2,2x2,1x2,2x4 (default: each of the model's once)",
+    )
+    parser.add_argument(
+        "--word-dropout",
+        type=float,
+        default=0.0,
+        help="DiT stage: leave each caption word out with this probability (partial captions; default 0)",
     )
     parser.add_argument("--save-every", type=int, default=200)
     parser.add_argument("--runs", type=Path, default=Path("runs/toyworld"), help="checkpoints and caches")
