@@ -3,7 +3,7 @@
 Every measure starts from the same segmentation, chosen to survive the blur, noise and
 colour drift of a generated video:
 
-- the background is each frame's median colour (the shape covers under 7% of a frame);
+- the background is each frame's median colour (the shape covers at most a quarter of a frame);
 - contrast is a pixel's RGB distance from that background;
 - the shape's core is where contrast exceeds half the frame's near-peak contrast (its
   99th percentile, which lies inside the shape), cleaned by a 3x3 morphological opening
