@@ -50,3 +50,20 @@ def test_scale_cycle_syntax_errors_are_usage_errors(capsys):
     with pytest.raises(SystemExit):
         train.main(["dit", "--steps", "1", "--scale-cycle", "1x2,bad"])
     assert "argument --scale-cycle: patch size 'bad' must be written '{temporal}x{spatial}'" in capsys.readouterr().err
+
+
+def test_word_dropout_leaves_words_out_in_order_and_is_seeded():
+    caption = "a red circle moving left"
+    assert train.drop_words(caption, 0.0, torch.Generator().manual_seed(0)) == caption
+    partial = [train.drop_words(caption, 0.5, torch.Generator().manual_seed(seed)) for seed in range(20)]
+    assert partial == [train.drop_words(caption, 0.5, torch.Generator().manual_seed(seed)) for seed in range(20)]
+    assert any(p != caption for p in partial)
+    for p in partial:  # what is left is the caption's words, in the caption's order
+        words = iter(caption.split())
+        assert all(word in words for word in p.split())
+
+
+def test_word_dropout_must_be_a_probability(capsys):
+    with pytest.raises(SystemExit):
+        train.main(["dit", "--steps", "1", "--word-dropout", "1.5"])
+    assert "argument --word-dropout: 1.5 is not a probability in [0, 1)" in capsys.readouterr().err

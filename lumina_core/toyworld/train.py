@@ -350,6 +350,8 @@ def main(argv=None):
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     args = parser.parse_args(argv)
+    if not 0 <= args.word_dropout < 1:
+        parser.error(f"argument --word-dropout: {args.word_dropout} is not a probability in [0, 1); 0.2 is what the README's runs used")
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.time()
