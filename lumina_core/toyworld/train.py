@@ -199,9 +199,9 @@ def encode_dataset(vae, n: int, seed: int, device, batch: int = 32) -> dict:
 def drop_words(caption: str, p: float, generator) -> str:
     """``caption`` with each word left out with probability p.
 
-    Partial captions make each word a condition of its own: the caption encoder and the DiT
-    can no longer key a video to a whole memorised caption, which is what held-out captions
-    (new templates, new colour/shape/direction combinations) need.
+    The DiT sums the pooled caption with the motion score, so with few templates the template
+    words can come to set the speed, and an unseen template moves the motion. Partial captions
+    teach it that they don't: held-out Spearman 0.684 -> 0.81 (README). It did not help shape.
     """
     words = caption.split()
     keep = torch.rand(len(words), generator=generator) >= p
