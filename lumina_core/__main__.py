@@ -58,7 +58,7 @@ def cmd_generate(args):
         print(f"warning: the embedded text encoder doesn't know {unknown}; it knows {sorted(models.text_encoder.index)}", file=sys.stderr)
     config = ALL_PRESETS[args.preset]
     changes = {"solver": args.solver}
-    for name, text, kind in (("cfg", args.cfg, float), ("motion", args.motion, float), ("neg_motion", args.neg_motion, float), ("patch", args.patch, str)):
+    for name, text, kind in (("cfg", args.cfg, float), ("motion", args.motion, float), ("neg_motion", args.neg_motion, float), ("motion_cfg", args.motion_cfg, float), ("patch", args.patch, str)):
         if text is not None:
             changes[name] = parse_time_aware(text, f"--{name.replace('_', '-')}", kind)
     if args.steps is not None:
@@ -116,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--cfg", help="CFG scale in the reference's convention (out = cond + cfg*(cond-uncond)); 0 turns it off")
     generate.add_argument("--motion", help="motion score of the positive pass; larger = faster (the embedded default's trained range is %g-%g)" % TOY_WORLD.speed_range)
     generate.add_argument("--neg-motion", help="motion score of the negative pass; a larger gap to --motion gives more motion")
+    generate.add_argument(
+        "--motion-cfg",
+        help="motion guidance: a third pass adds this x (cond - cond without its motion score), so --motion sets the speed "
+        "more firmly; 0 is the reference's sampling (default from the preset)",
+    )
     generate.add_argument("--patch", help="patch schedule: one scale ('1x2' for single-scale) or a time-aware schedule")
     generate.add_argument("--solver", choices=("euler", "midpoint", "heun"), default="euler")
     generate.add_argument("--width", type=int, default=64)

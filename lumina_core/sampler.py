@@ -18,6 +18,8 @@ import torch.nn.functional as F
 TimeAware = Union[float, int, str, tuple]
 StepCallback = Callable[[int, int, tuple[int, int], torch.Tensor], None]
 SOLVERS = ("euler", "midpoint", "heun")
+NO_MOTION = -1.0
+"""Any negative motion score leaves the motion condition out (the model's motion-dropout case)."""
 
 
 def value_at(schedule: TimeAware, t: float):
@@ -56,6 +58,19 @@ def check_time_aware(schedule: TimeAware, name: str, kind: type) -> TimeAware:
     return (schedule[0], *((p[0], p[1]) for p in schedule[1:]))  # lists (from JSON) become tuples
 
 
+def scale_and_cutoff(scale: TimeAware) -> tuple[float, float]:
+    """A guidance scale that stops at a time, (s, (t, 0)), as (s, t); a constant scale s as (s, 1.0)."""
+    if isinstance(scale, (int, float)):
+        return float(scale), 1.0
+    value, (cutoff, _) = scale
+    return float(value), float(cutoff)
+
+
+def truncated_scale(scale: float, cutoff: float) -> TimeAware:
+    """The inverse of scale_and_cutoff: the scale to the end at cutoff >= 1, else the scale until t reaches cutoff, then 0."""
+    return float(scale) if cutoff >= 1 else (float(scale), (float(cutoff), 0.0))
+
+
 def parse_time_aware(text: str, name: str, kind: type) -> TimeAware:
     """Parse a user-written time-aware setting such as ``("2x4", (0.03, "2x2"), (0.125, "1x2"))`` or ``6.0``."""
     try:
@@ -88,6 +103,10 @@ class SamplingConfig:
     ``renorm`` caps the guided output's norm at renorm * |cond| per sample (<= 0: off).
     ``motion`` conditions the positive pass and ``neg_motion`` the negative one; dynamics
     follow their difference. A negative motion value means "no motion condition".
+    ``motion_cfg`` adds motion guidance, motion_cfg * (cond - cond without its motion score), in a
+    third pass: it isolates what the motion score does from what the caption does, so the motion
+    input sets the speed even where a caption the model never saw pulls it. 0 (the reference)
+    skips that pass.
     """
 
     steps: int = 70
@@ -96,6 +115,7 @@ class SamplingConfig:
     renorm: float = 2.0
     motion: TimeAware = 6.0
     neg_motion: TimeAware = (2.0, (0.05, 6.0))
+    motion_cfg: TimeAware = 0.0
     patch: TimeAware = "1x2"
     solver: str = "euler"
 
@@ -106,7 +126,7 @@ class SamplingConfig:
             raise ValueError(f"time_shift must be positive, got {self.time_shift}")
         if self.solver not in SOLVERS:
             raise ValueError(f"solver {self.solver!r} is not one of {SOLVERS}")
-        for name, kind in (("cfg", float), ("motion", float), ("neg_motion", float), ("patch", str)):
+        for name, kind in (("cfg", float), ("motion", float), ("neg_motion", float), ("motion_cfg", float), ("patch", str)):
             check_time_aware(getattr(self, name), name, kind)
 
     def with_(self, **changes) -> "SamplingConfig":
@@ -170,18 +190,24 @@ def concat_conditions(conds: list[TextCondition]) -> TextCondition:
 def guided_velocity(model, x, t: float, positive: TextCondition, negative: Optional[TextCondition], config: SamplingConfig):
     """One guided model evaluation at time t -> (velocity [B, C, F, H, W] float32, (f_patch, patch)).
 
-    The unconditional half of the batch is only built while the CFG scale in force is non-zero.
+    Up to three passes share one batch: the positive one; the negative one while the CFG scale in
+    force is non-zero; the positive caption without its motion score while motion guidance is.
     """
     batch = x.shape[0]
     f_patch, patch = parse_patch(value_at(config.patch, t))
     cfg = float(value_at(config.cfg, t))
+    motion_value = float(value_at(config.motion, t))
+    motion_cfg = float(value_at(config.motion_cfg, t)) if motion_value >= 0 else 0.0
     guided = cfg != 0 and negative is not None
     model_dtype = next(model.parameters()).dtype
-    motion = [float(value_at(config.motion, t))] * batch
+    motion = [motion_value] * batch
     conds = [positive]
     if guided:
         motion += [float(value_at(config.neg_motion, t))] * batch
         conds.append(negative)
+    if motion_cfg != 0:
+        motion += [NO_MOTION] * batch
+        conds.append(positive)
     cond = concat_conditions(conds)
     n = len(conds) * batch
     out = model(
@@ -193,12 +219,14 @@ def guided_velocity(model, x, t: float, positive: TextCondition, negative: Optio
         patch,
         f_patch,
     ).float()
-    if not guided:
-        return out, (f_patch, patch)
-    v_cond, v_uncond = out[:batch], out[batch:]
-    v = v_cond + cfg * (v_cond - v_uncond)
-    if config.renorm > 0:
-        v = renorm_per_sample(v, v_cond, config.renorm)
+    passes = iter(out.split(batch))
+    v_cond = v = next(passes)
+    if guided:
+        v = v_cond + cfg * (v_cond - next(passes))
+        if config.renorm > 0:
+            v = renorm_per_sample(v, v_cond, config.renorm)
+    if motion_cfg != 0:
+        v = v + motion_cfg * (v_cond - next(passes))
     return v, (f_patch, patch)
 
 

@@ -99,6 +99,46 @@ def test_cfg_formula_and_per_sample_renorm():
     assert torch.allclose(v[1], torch.full_like(v[1], 1.03))
 
 
+class MotionVelocityModel(CountingModel):
+    """Velocity 1 + motion score / 10 per item (the motion-dropout case, a negative score, gives 0.9), plus 0.5 for the
+    caption pass (batch half 0 of the first pass and of the third); the negative caption gets none."""
+
+    def forward(self, x, t, cap, mask, motion, patch, f_patch):
+        self.calls.append((x.shape[0], f"{f_patch}x{patch}", motion.tolist()))
+        per_item = torch.where(motion < 0, torch.full_like(motion, 0.9), 1 + motion / 10) + cap[:, 0, 0]
+        return per_item.view(-1, 1, 1, 1, 1).expand_as(x).clone()
+
+
+def motion_cond(batch, caption):
+    return TextCondition(torch.full((batch, 3, 8), caption), torch.ones(batch, 3, dtype=torch.long))
+
+
+def test_motion_guidance_adds_the_motion_scores_own_effect_in_a_third_pass():
+    model = MotionVelocityModel()
+    config = SamplingConfig(cfg=2.0, renorm=-1.0, motion=6.0, neg_motion=2.0, motion_cfg=3.0)
+    v, _ = guided_velocity(model, torch.zeros(2, 16, 2, 8, 8), 0.5, motion_cond(2, 0.5), motion_cond(2, 0.0), config)
+    assert model.calls == [(6, "1x2", [6.0, 6.0, 2.0, 2.0, -1.0, -1.0])]
+    # cond 1.6 + 0.5 = 2.1; uncond 1.2; no-motion cond 0.9 + 0.5 = 1.4: 2.1 + 2 * (2.1 - 1.2) + 3 * (2.1 - 1.4) = 6.0
+    assert torch.allclose(v, torch.full_like(v, 6.0))
+
+
+def test_motion_guidance_runs_without_cfg_and_is_skipped_when_off_or_without_a_motion_score():
+    without_cfg = MotionVelocityModel()
+    v, _ = guided_velocity(without_cfg, torch.zeros(1, 16, 2, 8, 8), 0.5, motion_cond(1, 0.0), None, SamplingConfig(motion=6.0, motion_cfg=2.0))
+    assert without_cfg.calls == [(2, "1x2", [6.0, -1.0])]
+    assert torch.allclose(v, torch.full_like(v, 1.6 + 2 * 0.7))
+    for config in (SamplingConfig(cfg=0.0, motion=6.0, motion_cfg=0.0), SamplingConfig(cfg=0.0, motion=-1.0, motion_cfg=2.0)):
+        model = MotionVelocityModel()
+        guided_velocity(model, torch.zeros(1, 16, 2, 8, 8), 0.5, motion_cond(1, 0.0), None, config)
+        assert [call[0] for call in model.calls] == [1]
+
+
+def test_motion_guidance_follows_its_time_aware_schedule():
+    model = MotionVelocityModel()
+    sample(model, torch.zeros(1, 16, 2, 8, 8), motion_cond(1, 0.0), None, SamplingConfig(steps=11, time_shift=1.0, cfg=0.0, motion_cfg=(4.0, (0.5, 0.0))))
+    assert [call[0] for call in model.calls] == [2] * 5 + [1] * 5
+
+
 def test_renorm_math():
     cond_v = torch.tensor([[3.0, 4.0], [1.0, 0.0]])
     guided = torch.tensor([[30.0, 40.0], [1.5, 0.0]])
