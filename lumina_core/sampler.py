@@ -67,8 +67,9 @@ def scale_and_cutoff(scale: TimeAware) -> tuple[float, float]:
 
 
 def truncated_scale(scale: float, cutoff: float) -> TimeAware:
-    """The inverse of scale_and_cutoff: the scale to the end at cutoff >= 1, else the scale until t reaches cutoff, then 0."""
-    return float(scale) if cutoff >= 1 else (float(scale), (float(cutoff), 0.0))
+    """The inverse of scale_and_cutoff: the scale to the end at cutoff >= 1 (or when it is 0), else the scale until t
+    reaches cutoff, then 0."""
+    return float(scale) if cutoff >= 1 or scale == 0 else (float(scale), (float(cutoff), 0.0))
 
 
 def parse_time_aware(text: str, name: str, kind: type) -> TimeAware:

@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from ..lumina_core.pipeline import ALL_PRESETS, EMBEDDED_PRESETS, check_video_size, latent_shape, sample_latent
-from ..lumina_core.sampler import PRESETS, SOLVERS, SamplingConfig, parse_time_aware
+from ..lumina_core.sampler import PRESETS, SOLVERS, SamplingConfig, parse_time_aware, scale_and_cutoff, truncated_scale
 from ..lumina_core.vae import frames_for
 from . import _comfy
 from ._comfy import io
-from .motion import DEFAULT_MOTION, DEFAULT_NEG_AFTER, DEFAULT_NEG_START, DEFAULT_SWITCH
+from .motion import UNCONNECTED
 from .sockets import LuminaConditioning, LuminaModel, LuminaMotion
 
 LATENT_CHANNELS = 16
@@ -28,20 +28,7 @@ DEFAULT_CUSTOM = '("2x4", (0.15, "2x2"), (0.4, "1x2"))'
 DEFAULTS = EMBEDDED_PRESETS["embedded"]
 
 
-def cfg_and_cutoff(config: SamplingConfig) -> tuple[float, float]:
-    """A preset's guidance as the node's two widgets: a constant scale has cutoff 1, (scale, (cutoff, 0)) its cutoff."""
-    if isinstance(config.cfg, (int, float)):
-        return float(config.cfg), 1.0
-    scale, (cutoff, _) = config.cfg
-    return float(scale), float(cutoff)
-
-
-def cfg_from_widgets(cfg: float, cutoff: float):
-    """The node's two widgets as a time-aware cfg: guidance to the end at cutoff >= 1, else truncated at the cutoff."""
-    return float(cfg) if cutoff >= 1 else (float(cfg), (float(cutoff), 0.0))
-
-
-DEFAULT_CFG, DEFAULT_CFG_CUTOFF = cfg_and_cutoff(DEFAULTS)
+DEFAULT_CFG, DEFAULT_CFG_CUTOFF = scale_and_cutoff(DEFAULTS.cfg)
 
 
 # --------------------------------------------------------------------------- sizes
@@ -238,7 +225,8 @@ class LuminaVideoSampler(io.ComfyNode):
                 LuminaMotion.Input(
                     "motion",
                     optional=True,
-                    tooltip="Motion conditions from Lumina-Video Motion Score. Unconnected: the reference's 6.0 against 2.0 -> 6.0 at t = 0.05.",
+                    tooltip="Motion conditions from Lumina-Video Motion Score. Unconnected: that node's defaults (the reference's 6.0 against "
+                    "2.0 -> 6.0 at t = 0.05, with the embedded default's motion guidance).",
                 ),
             ],
             outputs=[io.Latent.Output(display_name="latent", tooltip="The sampled video latent, for Lumina-Video VAE Decode.")],
@@ -284,17 +272,15 @@ class LuminaVideoSampler(io.ComfyNode):
                 f"the conditioning has {width_of_captions}-wide caption features but the model {model.name!r} reads "
                 f"{model.caption_dim}-wide ones: encode the prompt with Lumina-Video Text Encode for this model"
             )
-        if motion is None:
-            motion_value, neg_motion = DEFAULT_MOTION, (DEFAULT_NEG_START, (DEFAULT_SWITCH, DEFAULT_NEG_AFTER))
-        else:
-            motion_value, neg_motion = motion.motion, motion.neg_motion
+        motion = motion or UNCONNECTED
         config = SamplingConfig(
             steps=steps,
             time_shift=time_shift,
-            cfg=cfg_from_widgets(cfg, cfg_cutoff),
+            cfg=truncated_scale(cfg, cfg_cutoff),
             renorm=renorm,
-            motion=motion_value,
-            neg_motion=neg_motion,
+            motion=motion.motion,
+            neg_motion=motion.neg_motion,
+            motion_cfg=motion.motion_cfg,
             patch=resolve_patch_schedule(patch_schedule, custom_schedule),
             solver=solver,
         )

@@ -73,3 +73,4 @@ class Motion:
 
     motion: Any  # float or (v0, (t1, v1), ...)
     neg_motion: Any
+    motion_cfg: Any = 0.0  # motion guidance, time-aware like the others; 0 = the reference's sampling

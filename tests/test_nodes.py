@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ import torch
 import comfy_stubs
 from comfy_stubs import RECORDER, InterruptProcessingException, ValidationFailed, run_node
 from lumina_core.media import read_video
+from lumina_core.sampler import scale_and_cutoff, truncated_scale
 from toy_weights import embedded_dir_for_tests
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,11 +81,14 @@ def loaded(env):
     return dict(model=model, vae=vae, v2a=v2a, conditioning=cond, latent=latent, widgets=preset_widgets(env, "embedded-MultiScale"))
 
 
+MOTION_WIDGETS = ("motion", "negative_motion_start", "negative_motion_after", "switch_t", "motion_guidance", "motion_guidance_until")
+
+
 def preset_widgets(env, name):
     """The sampler's widget values that set up the preset ``name`` (the custom schedule is the node's default)."""
     sampling = env.package.nodes.sampling
     preset = env.package.lumina_core.pipeline.ALL_PRESETS[name]
-    cfg, cfg_cutoff = sampling.cfg_and_cutoff(preset)
+    cfg, cfg_cutoff = scale_and_cutoff(preset.cfg)
     return dict(
         cfg=cfg, cfg_cutoff=cfg_cutoff, time_shift=preset.time_shift, renorm=preset.renorm, patch_schedule=name,
         custom_schedule=sampling.DEFAULT_CUSTOM, solver=preset.solver,
@@ -231,33 +236,53 @@ def test_sampler_widget_defaults_are_the_embedded_presets_guidance(env):
     sampling = env.package.nodes.sampling
     widgets = {inp.id: inp.default for inp in env.nodes["LuminaVideoSampler"].GET_SCHEMA().inputs if inp.is_widget}
     for name, preset in env.package.lumina_core.pipeline.ALL_PRESETS.items():
-        assert sampling.cfg_from_widgets(*sampling.cfg_and_cutoff(preset)) == preset.cfg, name
-    assert (widgets["cfg"], widgets["cfg_cutoff"]) == sampling.cfg_and_cutoff(env.package.lumina_core.pipeline.EMBEDDED_PRESETS["embedded"])
+        assert truncated_scale(*scale_and_cutoff(preset.cfg)) == preset.cfg, name
+    assert (widgets["cfg"], widgets["cfg_cutoff"]) == scale_and_cutoff(env.package.lumina_core.pipeline.EMBEDDED_PRESETS["embedded"].cfg)
     assert widgets["cfg_cutoff"] == 1.0, "the embedded default guides to the last step"
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "workflows" / "api").glob("*.json")), ids=lambda p: p.stem)
 def test_shipped_workflows_sample_as_their_preset(env, path):
-    """A workflow that picks a preset's patch schedule also has that preset's steps, guidance, time shift and renorm."""
-    samplers = [node["inputs"] for node in json.loads(path.read_text()).values() if node["class_type"] == "LuminaVideoSampler"]
+    """A workflow that picks a preset's patch schedule also has that preset's steps, guidance, time shift and renorm,
+    and its Motion Score node gives the preset's motion conditions and motion guidance."""
+    graph = json.loads(path.read_text())
+    samplers = [node["inputs"] for node in graph.values() if node["class_type"] == "LuminaVideoSampler"]
     assert samplers, f"{path.name} has no sampler"
     for inputs in samplers:
         name = inputs["patch_schedule"]
+        preset = env.package.lumina_core.pipeline.ALL_PRESETS[name]
         expected = preset_widgets(env, name)
         expected.pop("custom_schedule")
         assert {key: inputs[key] for key in expected} == expected, name
-        assert inputs["steps"] == env.package.lumina_core.pipeline.ALL_PRESETS[name].steps
+        assert inputs["steps"] == preset.steps
+        motion_node = graph[inputs["motion"][0]]["inputs"]
+        motion = env.package.nodes.motion.motion_condition(*(motion_node[key] for key in MOTION_WIDGETS))
+        assert (motion.motion, motion.neg_motion, motion.motion_cfg) == (preset.motion, preset.neg_motion, preset.motion_cfg), name
 
 
-def test_unconnected_motion_uses_the_reference_values(env, loaded):
+def test_unconnected_motion_uses_the_motion_nodes_defaults(env, loaded):
     RECORDER.reset()
     default = env.run("LuminaVideoSampler", **sampler_inputs(loaded, steps=3))[0]["samples"]
     motion = env.run("LuminaVideoMotionScore", motion=6.0, negative_motion_start=2.0, negative_motion_after=6.0, switch_t=0.05)[0]
+    assert motion.motion_cfg == env.package.lumina_core.pipeline.EMBEDDED_PRESETS["embedded"].motion_cfg
     same = env.run("LuminaVideoSampler", motion=motion, **sampler_inputs(loaded, steps=3))[0]["samples"]
     torch.testing.assert_close(default, same)
+    reference = env.run("LuminaVideoMotionScore", motion=6.0, negative_motion_start=2.0, negative_motion_after=6.0, switch_t=0.05, motion_guidance=0.0)[0]
+    assert reference.motion_cfg == 0.0
+    assert not torch.allclose(default, env.run("LuminaVideoSampler", motion=reference, **sampler_inputs(loaded, steps=3))[0]["samples"])
     strong = env.run("LuminaVideoMotionScore", motion=12.0, negative_motion_start=0.0, negative_motion_after=12.0, switch_t=1.0)[0]
     other = env.run("LuminaVideoSampler", motion=strong, **sampler_inputs(loaded, steps=3))[0]["samples"]
     assert not torch.allclose(default, other)
+
+
+def test_motion_node_names_the_bad_input(env):
+    scores = dict(motion=6.0, negative_motion_start=2.0, negative_motion_after=6.0, switch_t=0.05)
+    with pytest.raises(ValueError, match="motion_guidance must be a finite number"):
+        env.run("LuminaVideoMotionScore", **scores, motion_guidance=float("nan"))
+    with pytest.raises(ValidationFailed, match="bigger than max of 1.0: motion_guidance_until"):
+        env.run("LuminaVideoMotionScore", **scores, motion_guidance_until=1.5)
+    with pytest.raises(ValueError, match=re.escape("motion_guidance_until 1.5 must be a time in [0, 1]")):
+        env.package.nodes.motion.motion_condition(*scores.values(), motion_guidance=10.0, motion_guidance_until=1.5)
 
 
 @pytest.mark.parametrize("schedule,custom", [("1x2", ""), ("2x4", ""), ("embedded", ""), ("custom", '("2x4", (0.5, "1x2"))'), ("custom", "2x2")])
