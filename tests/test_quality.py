@@ -13,7 +13,7 @@ weights meet it. The misses and what was tried are in the README's quality table
 import pytest
 
 from lumina_core.pipeline import EMBEDDED_PRESETS, load_embedded
-from lumina_core.toyworld.evaluate import TARGETS, accuracy_drop, caption_accuracy, motion_response, sampling_seconds
+from lumina_core.toyworld.evaluate import MOTION_CLIPS, TARGETS, accuracy_drop, caption_accuracy, motion_response, sampling_seconds
 from lumina_core.toyworld.train_v2a import evaluate_v2a
 from lumina_core.toyworld.world import heldout_clips
 
@@ -42,7 +42,7 @@ def test_colour_follows_the_prompt(accuracy, preset):
     assert accuracy[preset]["colour"] >= TARGETS["colour"], accuracy[preset]
 
 
-@pytest.mark.xfail(reason=NOT_YET.format("shape 0.63 single-scale, 0.64 multi-scale here (0.66 / 0.64 in evaluate), of 0.90: a third of the squares and triangles still come out with rounded corners and read as circles"), strict=False)
+@pytest.mark.xfail(reason=NOT_YET.format("shape 0.55 single-scale, 0.56 multi-scale here (0.56 / 0.53 in evaluate), of 0.90: squares and triangles come out with rounded corners and read as circles, more often at the faster top speed that motion guidance gives"), strict=False)
 @pytest.mark.parametrize("preset", PRESETS)
 def test_shape_follows_the_prompt(accuracy, preset):
     assert accuracy[preset]["shape"] >= TARGETS["shape"], accuracy[preset]
@@ -65,10 +65,9 @@ def test_multiscale_keeps_the_accuracy_of_single_scale(accuracy):
 
 @pytest.fixture(scope="module")
 def motion(models, captions):
-    return motion_response(models, captions[:8], seed=2, batch=64)
+    return motion_response(models, captions[:MOTION_CLIPS], seed=2, batch=50)
 
 
-@pytest.mark.xfail(reason=NOT_YET.format("Spearman 0.68 in evaluate, of 0.9, between motion input and measured motion: an unseen caption template shifts the pooled caption, which the DiT sums with the motion score (word dropout reaches 0.81 but costs multi-scale shape)"), strict=False)
 def test_motion_follows_the_slider(motion):
     assert motion["spearman"] >= TARGETS["motion_spearman"], motion["by_value"]
 

@@ -25,6 +25,8 @@ from .metrics import measure_video, score_clip
 from .world import DEFAULT_CONFIG, heldout_clips
 
 ACCURACY_KEYS = ("colour", "shape", "direction")
+MOTION_CLIPS = 24
+"""Prompts per motion value in the motion sweep, for the README table and for the quality tests alike."""
 TARGETS = dict(colour=0.95, shape=0.90, direction=0.90, motion_spearman=0.9, multiscale_gap=0.03, multiscale_time=0.4, onset_f1=0.8)
 
 
@@ -134,7 +136,7 @@ def motion_response(models, captions, seed, batch, values=None, gaps=(0.0, 2.0, 
     return dict(spearman=spearman(np.array(inputs)[valid], np.array(measured)[valid]), by_value=by_value, by_negative=by_negative)
 
 
-def evaluate(n_clips: int = 100, seed: int = 0, batch: int = 50, motion_clips: int = 24, audio: bool = True) -> Report:
+def evaluate(n_clips: int = 100, seed: int = 0, batch: int = 50, motion_clips: int = MOTION_CLIPS, audio: bool = True) -> Report:
     models = load_embedded(with_audio=audio)
     captions = [clip.caption for clip in heldout_clips(seed, n_clips)]
     report = Report(clips=n_clips)
@@ -162,7 +164,7 @@ def print_report(report: Report):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m lumina_core.toyworld.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=100, help="held-out prompts per preset (at least 100 for the README table)")
-    parser.add_argument("--motion-clips", type=int, default=24, help="prompts per motion value in the motion sweep")
+    parser.add_argument("--motion-clips", type=int, default=MOTION_CLIPS, help="prompts per motion value in the motion sweep")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--no-audio", action="store_true")
