@@ -94,7 +94,7 @@ class LuminaVideoMotionScore(io.ComfyNode):
                     round=0.01,
                     optional=True,
                     tooltip="Adds motion_guidance x (positive pass - positive pass without its motion score), in a third pass while t is "
-                    f"below motion_guidance_until, so the slider sets the speed more firmly. 0 = the reference's sampling (no third pass). "
+                    "below motion_guidance_until, so the slider sets the speed more firmly. 0 = the reference's sampling (no third pass). "
                     f"Embedded default {DEFAULT_MOTION_CFG:g}.",
                 ),
                 io.Float.Input(
@@ -107,7 +107,8 @@ class LuminaVideoMotionScore(io.ComfyNode):
                     display_mode=io.NumberDisplay.slider,
                     optional=True,
                     tooltip=f"Time at which motion guidance stops (0 = noise, 1 = to the end). Embedded default {DEFAULT_MOTION_CFG_UNTIL:g}: "
-                    "the speed is set in the noisy steps, and guiding later costs time without moving it further.",
+                    "the speed is set in the noisy steps; guiding to the end costs more time and, on the embedded default, let the speed "
+                    "stray more from the slider.",
                 ),
             ],
             outputs=[LuminaMotion.Output(display_name="motion", tooltip="Motion conditions for the Lumina-Video Sampler.")],
