@@ -46,6 +46,13 @@ def _score(name: str, default: float, tooltip: str):
     return io.Float.Input(name, default=default, min=-1.0, max=20.0, step=0.1, round=0.01, display_mode=io.NumberDisplay.slider, tooltip=tooltip)
 
 
+def _time(name: str, default: float, tooltip: str, optional: bool = False):
+    """A sampling time in [0, 1] (0 = noise, 1 = finished video) as a slider."""
+    return io.Float.Input(
+        name, default=default, min=0.0, max=1.0, step=0.01, round=0.001, display_mode=io.NumberDisplay.slider, optional=optional, tooltip=tooltip
+    )
+
+
 class LuminaVideoMotionScore(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -74,15 +81,10 @@ class LuminaVideoMotionScore(io.ComfyNode):
                     DEFAULT_NEG_AFTER,
                     "Motion score of the negative pass from switch_t on (reference 6.0 = no gap for the rest of sampling).",
                 ),
-                io.Float.Input(
+                _time(
                     "switch_t",
-                    default=DEFAULT_SWITCH,
-                    min=0.0,
-                    max=1.0,
-                    step=0.01,
-                    round=0.001,
-                    display_mode=io.NumberDisplay.slider,
-                    tooltip="Time at which the negative motion switches (0 = pure noise, 1 = finished video; reference 0.05). "
+                    DEFAULT_SWITCH,
+                    "Time at which the negative motion switches (0 = pure noise, 1 = finished video; reference 0.05). "
                     "With a large time shift most steps happen at small t, so 0.05 covers many steps.",
                 ),
                 io.Float.Input(
@@ -97,18 +99,13 @@ class LuminaVideoMotionScore(io.ComfyNode):
                     "below motion_guidance_until, so the slider sets the speed more firmly. 0 = the reference's sampling (no third pass). "
                     f"Embedded default {DEFAULT_MOTION_CFG:g}.",
                 ),
-                io.Float.Input(
+                _time(
                     "motion_guidance_until",
-                    default=DEFAULT_MOTION_CFG_UNTIL,
-                    min=0.0,
-                    max=1.0,
-                    step=0.01,
-                    round=0.001,
-                    display_mode=io.NumberDisplay.slider,
-                    optional=True,
-                    tooltip=f"Time at which motion guidance stops (0 = noise, 1 = to the end). Embedded default {DEFAULT_MOTION_CFG_UNTIL:g}: "
+                    DEFAULT_MOTION_CFG_UNTIL,
+                    f"Time at which motion guidance stops (0 = noise, 1 = to the end). Embedded default {DEFAULT_MOTION_CFG_UNTIL:g}: "
                     "the speed is set in the noisy steps; guiding to the end costs more time and, on the embedded default, let the speed "
                     "stray more from the slider.",
+                    optional=True,
                 ),
             ],
             outputs=[LuminaMotion.Output(display_name="motion", tooltip="Motion conditions for the Lumina-Video Sampler.")],
