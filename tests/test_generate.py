@@ -24,6 +24,7 @@ def test_generate_writes_a_video_with_sound(tmp_path, capsys):
         (["--frames", "12"], "use 8 or 16 frames"),
         (["--width", "128"], "outside what the embedded default was trained for"),
         (["--cfg", "(4, 0.6)"], "cfg must be"),
+        (["--motion-cfg", "(10, (2, 0))"], "--motion-cfg must be a float or (v0, (t1, v1), ...) with increasing t in [0, 1]"),
         (["--patch", "3x3"], "patch"),
     ],
 )
