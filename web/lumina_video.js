@@ -223,6 +223,8 @@ function drawMotion(ctx, node, width, y) {
   const negStart = Number(widgetValue(node, "negative_motion_start") ?? 2);
   const negAfter = Number(widgetValue(node, "negative_motion_after") ?? 6);
   const switchT = Number(widgetValue(node, "switch_t") ?? 0.05);
+  const guidance = Number(widgetValue(node, "motion_guidance") ?? 0);
+  const guidanceUntil = Number(widgetValue(node, "motion_guidance_until") ?? 1);
   const sampler = connectedSampler(node);
   let grid = null;
   if (sampler) {
@@ -262,12 +264,23 @@ function drawMotion(ctx, node, width, y) {
   };
   line("#8fd18f", () => motion);
   line("#e07a7a", negAt);
+  // motion guidance: a band along the chart's top over the steps where its third pass runs
+  if (guidance > 0) {
+    ctx.fillStyle = "#6fa8dc";
+    for (let i = 0; i < n - 1; i++) {
+      if (timeOf(i) < guidanceUntil) ctx.fillRect(xOf(i), chartY, xOf(i + 1) - xOf(i) + 0.5, 3);
+    }
+  }
   ctx.font = "11px sans-serif";
   ctx.textBaseline = "middle";
   ctx.fillStyle = "#8fd18f";
   ctx.fillText(`motion ${motion}`, margin + 4, y + 9);
   ctx.fillStyle = "#e07a7a";
   ctx.fillText(`negative ${negStart} → ${negAfter}`, margin + 90, y + 9);
+  if (guidance > 0) {
+    ctx.fillStyle = "#6fa8dc";
+    ctx.fillText(`guidance ${guidance} to t ${guidanceUntil}`, margin + 200, y + 9);
+  }
   const earlySteps = grid ? grid.filter((t) => t < switchT).length : null;
   const where = grid ? `for ${earlySteps} of ${grid.length} steps` : `until t = ${switchT}`;
   ctx.fillStyle = "#ccc";
