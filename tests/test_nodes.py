@@ -233,7 +233,6 @@ def test_cancel_stops_within_one_step(env, loaded):
 
 def test_sampler_widget_defaults_are_the_embedded_presets_guidance(env):
     """A sampler dropped on the canvas guides as `generate` does: the cfg and cfg_cutoff widgets give back each preset's cfg."""
-    sampling = env.package.nodes.sampling
     widgets = {inp.id: inp.default for inp in env.nodes["LuminaVideoSampler"].GET_SCHEMA().inputs if inp.is_widget}
     for name, preset in env.package.lumina_core.pipeline.ALL_PRESETS.items():
         assert truncated_scale(*scale_and_cutoff(preset.cfg)) == preset.cfg, name
