@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 
 from tiny_models import TINY, randomized
 from lumina_core.__main__ import main
-from lumina_core.checkpoint import CheckpointError, convert, infer_config, load_nextdit, read_state_dict, strip_wrapper_prefixes
+from lumina_core.checkpoint import CheckpointError, infer_config, load_nextdit, read_state_dict, strip_wrapper_prefixes
 
 
 def released_layout(tmp_path, model, prefix="_orig_mod."):

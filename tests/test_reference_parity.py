@@ -8,7 +8,6 @@ SDPA path under test), and the reference's fp16/bf16-only assertion is lifted so
 comparison can run in fp32.
 """
 
-import importlib.util
 import math
 import os
 import sys
