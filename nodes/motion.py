@@ -15,16 +15,19 @@ DEFAULT_MOTION_CFG, DEFAULT_MOTION_CFG_UNTIL = scale_and_cutoff(EMBEDDED_PRESETS
 
 def motion_condition(
     motion: float,
-    negative_start: float,
-    negative_after: float,
+    negative_motion_start: float,
+    negative_motion_after: float,
     switch_t: float,
     motion_guidance: float = DEFAULT_MOTION_CFG,
     motion_guidance_until: float = DEFAULT_MOTION_CFG_UNTIL,
 ) -> Motion:
-    """The time-aware values the sampler reads: the negative pass switches once t reaches ``switch_t``;
-    motion guidance runs until t reaches ``motion_guidance_until``."""
+    """The node's widgets (same names) as the time-aware values the sampler reads: the negative pass
+    switches once t reaches ``switch_t``; motion guidance runs until t reaches ``motion_guidance_until``."""
     for name, value in (
-        ("motion", motion), ("negative_motion_start", negative_start), ("negative_motion_after", negative_after), ("motion_guidance", motion_guidance),
+        ("motion", motion),
+        ("negative_motion_start", negative_motion_start),
+        ("negative_motion_after", negative_motion_after),
+        ("motion_guidance", motion_guidance),
     ):
         if value != value or abs(value) > 1e4:
             raise ValueError(f"{name} must be a finite number (the reference uses 0..10), got {value}")
@@ -33,7 +36,7 @@ def motion_condition(
             raise ValueError(f"{name} {value} must be a time in [0, 1] (0 = noise, 1 = finished video)")
     return Motion(
         motion=float(motion),
-        neg_motion=(float(negative_start), (float(switch_t), float(negative_after))),
+        neg_motion=(float(negative_motion_start), (float(switch_t), float(negative_motion_after))),
         motion_cfg=truncated_scale(motion_guidance, motion_guidance_until),
     )
 
@@ -112,13 +115,5 @@ class LuminaVideoMotionScore(io.ComfyNode):
         )
 
     @classmethod
-    def execute(
-        cls,
-        motion: float,
-        negative_motion_start: float,
-        negative_motion_after: float,
-        switch_t: float,
-        motion_guidance: float = DEFAULT_MOTION_CFG,
-        motion_guidance_until: float = DEFAULT_MOTION_CFG_UNTIL,
-    ) -> io.NodeOutput:
-        return io.NodeOutput(motion_condition(motion, negative_motion_start, negative_motion_after, switch_t, motion_guidance, motion_guidance_until))
+    def execute(cls, **widgets: float) -> io.NodeOutput:
+        return io.NodeOutput(motion_condition(**widgets))
