@@ -67,3 +67,31 @@ def test_word_dropout_must_be_a_probability(capsys):
     with pytest.raises(SystemExit):
         train.main(["dit", "--steps", "1", "--word-dropout", "1.5"])
     assert "argument --word-dropout: 1.5 is not a probability in [0, 1)" in capsys.readouterr().err
+
+
+def test_decoder_stage_trains_only_the_decoder_on_the_dits_predictions(tmp_path, monkeypatch):
+    from lumina_core.vae import load_vae
+
+    write_random_embedded(tmp_path / "export")
+    before = load_vae(tmp_path / "export" / "vae.safetensors").state_dict()
+    used = []
+    forward = MultiScaleNextDiT.forward
+
+    def recording_forward(self, x, t, cap_feats, cap_mask, motion_score, patch_size, f_patch_size):
+        used.append((f"{f_patch_size}x{patch_size}", t.min().item()))
+        return forward(self, x, t, cap_feats, cap_mask, motion_score, patch_size, f_patch_size)
+
+    monkeypatch.setattr(MultiScaleNextDiT, "forward", recording_forward)
+    run(tmp_path, "decoder", "--steps", "2", "--batch", "1", "--decoder-dit-share", "1")
+    assert [patch for patch, _ in used] == ["1x2", "1x2"]  # every step decodes a prediction, at the finest patch size
+    assert all(t >= 0.5 for _, t in used)
+    after = load_vae(tmp_path / "export" / "vae.safetensors").state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("encoder"))
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder"))
+    assert torch.load(tmp_path / "runs" / "decoder" / "checkpoint.pt", weights_only=True)["step"] == 2
+
+
+def test_decoder_dit_share_must_be_a_share(capsys):
+    with pytest.raises(SystemExit):
+        train.main(["decoder", "--steps", "1", "--decoder-dit-share", "2"])
+    assert "argument --decoder-dit-share: 2.0 is not a share in [0, 1]" in capsys.readouterr().err

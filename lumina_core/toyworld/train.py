@@ -2,6 +2,7 @@
 
     python -m lumina_core.toyworld.train vae --steps 1800 --batch 2 --vae-crop 64 --foreground-weight 5
     python -m lumina_core.toyworld.train dit --steps 2400 --clips 3000
+    python -m lumina_core.toyworld.train decoder --steps 2400 --batch 2   # after the DiT: the VAE decoder on its predictions
     python -m lumina_core.toyworld.train_v2a --steps 2000    # the video-to-audio model (its own module)
 
 Each stage is seeded, checkpoints to ``--runs/<stage>/checkpoint.pt`` every ``--save-every``
@@ -24,7 +25,7 @@ from tqdm import tqdm
 
 from ..checkpoint import CONFIG_METADATA_KEY
 from ..nextdit import NextDiTConfig
-from ..pipeline import EMBEDDED_DIR, TEXT_CONFIG_METADATA_KEY
+from ..pipeline import EMBEDDED_DIR, TEXT_CONFIG_METADATA_KEY, load_embedded
 from ..sampler import parse_patch
 from ..text import TinyTextEncoder, TinyTextEncoderConfig
 from ..vae import CogVideoXVAE, CogVideoXVAEConfig, load_vae, psnr, save_vae
@@ -307,6 +308,61 @@ def export_dit(emas: dict, folder: Path):
     print(f"exported {folder / 'dit.safetensors'} and {folder / 'text_encoder.safetensors'}")
 
 
+def one_step_predictions(models, clips, latents: torch.Tensor, generator) -> torch.Tensor:
+    """The DiT's one-step estimates of ``latents`` [B, 16, F, h, w] (model space) from noise levels t in [0.5, 1),
+    conditioned on each clip's caption and measured motion, at the finest patch size, without guidance."""
+    t = 0.5 + 0.5 * torch.rand(latents.shape[0], generator=generator)
+    noise = torch.randn(latents.shape, generator=generator)
+    t_ = t.view(-1, 1, 1, 1, 1).to(latents.device)
+    xt = t_ * latents + (1 - t_) * noise.to(latents.device)
+    cond = models.text_encoder.encode([clip.caption for clip in clips])
+    motion = torch.tensor([clip.motion_score for clip in clips], device=latents.device)
+    f_patch, patch = min(models.dit.patch_sizes, key=lambda size: size[0] * size[1])
+    velocity = models.dit(xt, t.to(latents.device), cond.features, cond.mask, motion, patch, f_patch)
+    return xt + (1 - t_) * velocity
+
+
+def train_decoder(args):
+    """Fine-tune the exported VAE's decoder, encoder frozen, on whole clips: on a share ``--decoder-dit-share``
+    of steps it decodes the exported DiT's one-step predictions of the clip's latent instead of the latent.
+
+    Generated latents sit off the encoder's manifold, and a decoder that has seen only encoder
+    latents draws them as rounded blobs (a latent-space classifier read the right shape in 79 %
+    of generated latents whose frames showed it in 57 %). Learning to draw the clip from the DiT's
+    estimates of its latent teaches the decoder what those latents mean. The encoder, and so the
+    latent space the DiT was trained on, does not change.
+    """
+    torch.manual_seed(args.seed)
+    models = load_embedded(device=args.device, folder=args.export, with_audio=False)
+    vae = models.vae.train().requires_grad_(False)
+    vae.decoder.requires_grad_(True)
+    lr = args.lr or 3e-4
+    optimizer = torch.optim.AdamW(vae.decoder.parameters(), lr=lr, weight_decay=0.0)
+    checkpoint = Checkpoint(args.runs / "decoder" / "checkpoint.pt")
+    start = checkpoint.load({"vae": vae}, optimizer)
+    generator = torch.Generator().manual_seed(args.seed + start)
+    background = torch.tensor(DEFAULT_CONFIG.background, device=args.device) * 2 - 1
+    progress = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="decoder")
+    for step in progress:
+        for group in optimizer.param_groups:
+            group["lr"] = warmup_lr(step, lr, 50, args.steps)
+        clips = train_clips(args.seed * 1_000_003 + step, args.batch)
+        frames = clip_batch(clips).to(args.device)
+        with torch.no_grad():
+            latents = vae.encode_to_model_latent(frames)
+            if torch.rand(1, generator=generator).item() < args.decoder_dit_share:
+                latents = one_step_predictions(models, clips, latents, generator)
+        loss = reconstruction_loss(vae.decode_model_latent(latents), frames, background, args.foreground_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        progress.set_postfix(loss=f"{loss.item():.4f}")
+        if (step + 1) % args.save_every == 0 or step + 1 == args.steps:
+            checkpoint.save({"vae": vae}, optimizer, step + 1)
+    save_vae(vae.eval(), args.export / "vae.safetensors")
+    print(f"exported {args.export / 'vae.safetensors'} (decoder fine-tuned on the DiT's predictions, encoder unchanged)")
+
+
 def patch_list(text: str) -> list[tuple[int, int]]:
     """ "1x2,2x4" -> [(1, 2), (2, 4)], for argparse (a bad entry becomes a usage error naming it)."""
     try:
@@ -321,7 +377,7 @@ def main(argv=None):
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("stage", choices=("vae", "dit"))
+    parser.add_argument("stage", choices=("vae", "dit", "decoder"))
     parser.add_argument("--steps", type=int, required=True)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, help="peak learning rate (default per stage)")
@@ -344,6 +400,12 @@ def main(argv=None):
         default=0.0,
         help="DiT stage: leave each caption word out with this probability (partial captions; default 0)",
     )
+    parser.add_argument(
+        "--decoder-dit-share",
+        type=float,
+        default=0.5,
+        help="decoder stage: share of steps that decode the DiT's one-step predictions instead of the encoder's latents (default 0.5)",
+    )
     parser.add_argument("--save-every", type=int, default=200)
     parser.add_argument("--runs", type=Path, default=Path("runs/toyworld"), help="checkpoints and caches")
     parser.add_argument("--export", type=Path, default=EMBEDDED_DIR, help="where the final safetensors go")
@@ -352,10 +414,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not 0 <= args.word_dropout < 1:
         parser.error(f"argument --word-dropout: {args.word_dropout} is not a probability in [0, 1); 0.2 is what the README's runs used")
+    if not 0 <= args.decoder_dit_share <= 1:
+        parser.error(f"argument --decoder-dit-share: {args.decoder_dit_share} is not a share in [0, 1]")
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.time()
-    {"vae": train_vae, "dit": train_dit}[args.stage](args)
+    {"vae": train_vae, "dit": train_dit, "decoder": train_decoder}[args.stage](args)
     print(f"{args.stage}: {time.time() - start:.0f} s")
 
 
