@@ -95,3 +95,16 @@ def test_decoder_dit_share_must_be_a_share(capsys):
     with pytest.raises(SystemExit):
         train.main(["decoder", "--steps", "1", "--decoder-dit-share", "2"])
     assert "argument --decoder-dit-share: 2.0 is not a share in [0, 1]" in capsys.readouterr().err
+
+
+def test_dit_from_export_fine_tunes_the_exported_weights(tmp_path):
+    from lumina_core.checkpoint import read_state_dict
+
+    write_random_embedded(tmp_path / "export")
+    before = {name: read_state_dict(tmp_path / "export" / name)[0] for name in ("dit.safetensors", "text_encoder.safetensors")}
+    run(tmp_path, "dit", "--from-export", "--clips", "2", "--batch", "2", "--steps", "1")
+    for name, state in before.items():
+        after, _ = read_state_dict(tmp_path / "export" / name)
+        changes = [(after[k] - state[k]).abs().max().item() for k in state]
+        assert 0 < max(changes) < 1e-2, name  # one step away from the exported weights (EMA 0.999), not a fresh init
+    assert torch.load(tmp_path / "runs" / "dit" / "checkpoint.pt", weights_only=True)["step"] == 1

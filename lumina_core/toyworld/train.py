@@ -2,6 +2,7 @@
 
     python -m lumina_core.toyworld.train vae --steps 1800 --batch 2 --vae-crop 64 --foreground-weight 5
     python -m lumina_core.toyworld.train dit --steps 2400 --clips 3000
+    python -m lumina_core.toyworld.train dit --from-export --steps 12500 --runs runs/ft   # fine-tune the exported DiT, fresh schedule
     python -m lumina_core.toyworld.train decoder --steps 2400 --batch 2   # after the DiT: the VAE decoder on its predictions
     python -m lumina_core.toyworld.train_v2a --steps 2000    # the video-to-audio model (its own module)
 
@@ -228,7 +229,8 @@ class EMA:
 
 
 def train_dit(args):
-    """Rectified flow on VAE latents, all patch sizes, motion and caption dropout; text encoder trained jointly."""
+    """Rectified flow on VAE latents, all patch sizes, motion and caption dropout; text encoder trained jointly.
+    From scratch, or with ``--from-export`` fine-tuning the DiT and text encoder found in ``--export``."""
     torch.manual_seed(args.seed)
     vae = load_vae(args.export / "vae.safetensors", device=args.device).eval()
     data_path = args.runs / "dit" / "latents.pt"
@@ -242,9 +244,14 @@ def train_dit(args):
     latents, captions, motion = data["latents"], data["captions"], data["motion"]
     print(f"{len(captions)} clips, latent {tuple(latents.shape[1:])}, latent std {latents.std():.3f}")
 
-    model = TOY_DIT_CONFIG.build(device=args.device)
-    model.initialize_weights(torch.Generator().manual_seed(args.seed))
-    text = TinyTextEncoder(TOY_TEXT_CONFIG, device=args.device)
+    if args.from_export:
+        exported = load_embedded(device=args.device, folder=args.export, with_audio=False)
+        model, text = exported.dit.train().requires_grad_(True), exported.text_encoder.train().requires_grad_(True)
+        del exported
+    else:
+        model = TOY_DIT_CONFIG.build(device=args.device)
+        model.initialize_weights(torch.Generator().manual_seed(args.seed))
+        text = TinyTextEncoder(TOY_TEXT_CONFIG, device=args.device)
     modules = {"dit": model, "text": text}
     params = list(model.parameters()) + list(text.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.lr or 5e-4, weight_decay=0.0, betas=(0.9, 0.95))
@@ -290,10 +297,10 @@ def train_dit(args):
         if (step + 1) % args.save_every == 0 or step + 1 == args.steps:
             checkpoint.save(modules, optimizer, step + 1)
             torch.save({n: e.shadow for n, e in emas.items()}, ema_path)
-    export_dit(emas, args.export)
+    export_dit(emas, args.export, text.config)
 
 
-def export_dit(emas: dict, folder: Path):
+def export_dit(emas: dict, folder: Path, text_config: TinyTextEncoderConfig):
     folder.mkdir(parents=True, exist_ok=True)
     save_file(
         {k: v.contiguous() for k, v in emas["dit"].shadow.items()},
@@ -303,7 +310,7 @@ def export_dit(emas: dict, folder: Path):
     save_file(
         {k: v.contiguous() for k, v in emas["text"].shadow.items()},
         str(folder / "text_encoder.safetensors"),
-        metadata={TEXT_CONFIG_METADATA_KEY: TOY_TEXT_CONFIG.to_json(), "format": "pt"},
+        metadata={TEXT_CONFIG_METADATA_KEY: text_config.to_json(), "format": "pt"},
     )
     print(f"exported {folder / 'dit.safetensors'} and {folder / 'text_encoder.safetensors'}")
 
@@ -399,6 +406,11 @@ def main(argv=None):
         type=float,
         default=0.0,
         help="DiT stage: leave each caption word out with this probability (partial captions; default 0)",
+    )
+    parser.add_argument(
+        "--from-export",
+        action="store_true",
+        help="DiT stage: fine-tune the DiT and text encoder in --export instead of training from scratch (a new --runs folder)",
     )
     parser.add_argument(
         "--decoder-dit-share",
