@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from ..checkpoint import CONFIG_METADATA_KEY
+from ..checkpoint import CONFIG_METADATA_KEY, load_nextdit
 from ..nextdit import NextDiTConfig
-from ..pipeline import EMBEDDED_DIR, TEXT_CONFIG_METADATA_KEY, load_embedded
+from ..pipeline import EMBEDDED_DIR, TEXT_CONFIG_METADATA_KEY, load_embedded, load_text_encoder
 from ..sampler import parse_patch
 from ..text import TinyTextEncoder, TinyTextEncoderConfig
 from ..vae import CogVideoXVAE, CogVideoXVAEConfig, load_vae, psnr, save_vae
@@ -232,23 +232,24 @@ def train_dit(args):
     """Rectified flow on VAE latents, all patch sizes, motion and caption dropout; text encoder trained jointly.
     From scratch, or with ``--from-export`` fine-tuning the DiT and text encoder found in ``--export``."""
     torch.manual_seed(args.seed)
-    vae = load_vae(args.export / "vae.safetensors", device=args.device).eval()
     data_path = args.runs / "dit" / "latents.pt"
     if data_path.is_file():
         data = torch.load(data_path, weights_only=True)
     else:
+        vae = load_vae(args.export / "vae.safetensors", device=args.device).eval()
         data = encode_dataset(vae, args.clips, args.seed, args.device)
         data_path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(data, data_path)
-    del vae
+        del vae
     latents, captions, motion = data["latents"], data["captions"], data["motion"]
     print(f"{len(captions)} clips, latent {tuple(latents.shape[1:])}, latent std {latents.std():.3f}")
 
     if args.from_export:
-        exported = load_embedded(device=args.device, folder=args.export, with_audio=False)
-        model, text = exported.dit.train().requires_grad_(True), exported.text_encoder.train().requires_grad_(True)
-        del exported
+        model, dit_config, _ = load_nextdit(args.export / "dit.safetensors", device=args.device)
+        text = load_text_encoder(args.export / "text_encoder.safetensors", device=args.device)
+        model, text = model.train().requires_grad_(True), text.train().requires_grad_(True)
     else:
+        dit_config = TOY_DIT_CONFIG
         model = TOY_DIT_CONFIG.build(device=args.device)
         model.initialize_weights(torch.Generator().manual_seed(args.seed))
         text = TinyTextEncoder(TOY_TEXT_CONFIG, device=args.device)
@@ -297,15 +298,15 @@ def train_dit(args):
         if (step + 1) % args.save_every == 0 or step + 1 == args.steps:
             checkpoint.save(modules, optimizer, step + 1)
             torch.save({n: e.shadow for n, e in emas.items()}, ema_path)
-    export_dit(emas, args.export, text.config)
+    export_dit(emas, args.export, dit_config, text.config)
 
 
-def export_dit(emas: dict, folder: Path, text_config: TinyTextEncoderConfig):
+def export_dit(emas: dict, folder: Path, dit_config: NextDiTConfig, text_config: TinyTextEncoderConfig):
     folder.mkdir(parents=True, exist_ok=True)
     save_file(
         {k: v.contiguous() for k, v in emas["dit"].shadow.items()},
         str(folder / "dit.safetensors"),
-        metadata={CONFIG_METADATA_KEY: TOY_DIT_CONFIG.to_json(), "format": "pt"},
+        metadata={CONFIG_METADATA_KEY: dit_config.to_json(), "format": "pt"},
     )
     save_file(
         {k: v.contiguous() for k, v in emas["text"].shadow.items()},
