@@ -108,3 +108,27 @@ def test_dit_from_export_fine_tunes_the_exported_weights(tmp_path):
         changes = [(after[k] - state[k]).abs().max().item() for k in state]
         assert 0 < max(changes) < 1e-2, name  # one step away from the exported weights (EMA 0.999), not a fresh init
     assert torch.load(tmp_path / "runs" / "dit" / "checkpoint.pt", weights_only=True)["step"] == 1
+
+
+def test_dit_width_and_depth_size_a_model_trained_from_scratch(tmp_path):
+    from lumina_core.checkpoint import load_nextdit
+
+    write_random_embedded(tmp_path / "export")
+    run(tmp_path, "dit", "--clips", "2", "--batch", "2", "--steps", "1", "--dit-width", "64", "--dit-depth", "3")
+    model, config, _ = load_nextdit(tmp_path / "export" / "dit.safetensors")
+    assert (config.dim, config.n_layers, config.n_heads, config.n_kv_heads) == (64, 3, 2, 1)
+    assert len(model.layers) == 3
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--dit-width", "100"), "the width must be a multiple of 32"),
+        (("--dit-depth", "0"), "the depth at least 1"),
+        (("--from-export", "--dit-depth", "6"), "--from-export keeps the exported DiT's size"),
+    ],
+)
+def test_dit_size_errors_are_usage_errors(args, message, capsys):
+    with pytest.raises(SystemExit):
+        train.main(["dit", "--steps", "1", *args])
+    assert message in capsys.readouterr().err

@@ -56,6 +56,12 @@ TRAIN_TIME_SHIFT = {(1, 2): 1.0, (2, 2): 2.0, (2, 4): 4.0}
 MOTION_DROPOUT, CAPTION_DROPOUT = 0.3, 0.1
 
 
+def toy_dit_config(width: int, depth: int) -> NextDiTConfig:
+    """The toy DiT at another size: 32-wide heads, half as many key/value heads (as in ``TOY_DIT_CONFIG``)."""
+    heads = width // 32
+    return replace(TOY_DIT_CONFIG, dim=width, n_layers=depth, n_heads=heads, n_kv_heads=max(1, heads // 2))
+
+
 class Checkpoint:
     """Resumable training state in one file: modules, optimizer, step and RNG, read back with weights_only=True."""
 
@@ -249,8 +255,8 @@ def train_dit(args):
         text = load_text_encoder(args.export / "text_encoder.safetensors", device=args.device)
         model, text = model.train().requires_grad_(True), text.train().requires_grad_(True)
     else:
-        dit_config = TOY_DIT_CONFIG
-        model = TOY_DIT_CONFIG.build(device=args.device)
+        dit_config = toy_dit_config(args.dit_width, args.dit_depth)
+        model = dit_config.build(device=args.device)
         model.initialize_weights(torch.Generator().manual_seed(args.seed))
         text = TinyTextEncoder(TOY_TEXT_CONFIG, device=args.device)
     modules = {"dit": model, "text": text}
@@ -414,6 +420,18 @@ def main(argv=None):
         help="DiT stage: fine-tune the DiT and text encoder in --export instead of training from scratch (a new --runs folder)",
     )
     parser.add_argument(
+        "--dit-width",
+        type=int,
+        default=TOY_DIT_CONFIG.dim,
+        help=f"DiT stage from scratch: model width, a multiple of 32 (default {TOY_DIT_CONFIG.dim}, the shipped size)",
+    )
+    parser.add_argument(
+        "--dit-depth",
+        type=int,
+        default=TOY_DIT_CONFIG.n_layers,
+        help=f"DiT stage from scratch: transformer layers (default {TOY_DIT_CONFIG.n_layers}, the shipped size)",
+    )
+    parser.add_argument(
         "--decoder-dit-share",
         type=float,
         default=0.5,
@@ -429,6 +447,11 @@ def main(argv=None):
         parser.error(f"argument --word-dropout: {args.word_dropout} is not a probability in [0, 1); 0.2 is what the README's runs used")
     if not 0 <= args.decoder_dit_share <= 1:
         parser.error(f"argument --decoder-dit-share: {args.decoder_dit_share} is not a share in [0, 1]")
+    if args.dit_width < 32 or args.dit_width % 32 or args.dit_depth < 1:
+        parser.error(f"--dit-width {args.dit_width} --dit-depth {args.dit_depth}: the width must be a multiple of 32 and the depth at least 1")
+    resized = (args.dit_width, args.dit_depth) != (TOY_DIT_CONFIG.dim, TOY_DIT_CONFIG.n_layers)
+    if args.from_export and resized:
+        parser.error("--dit-width and --dit-depth size a DiT trained from scratch; --from-export keeps the exported DiT's size")
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.time()
