@@ -132,3 +132,21 @@ def test_dit_size_errors_are_usage_errors(args, message, capsys):
     with pytest.raises(SystemExit):
         train.main(["dit", "--steps", "1", *args])
     assert message in capsys.readouterr().err
+
+
+def test_step_time_reports_each_size_against_the_first(capsys):
+    from lumina_core.toyworld import step_time
+
+    step_time.main(["--sizes", "32x1,64x2", "--batch", "2", "--steps", "1", "--threads", "1"])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("32 wide x 1 layers, 8x8 latents") and lines[0].endswith("1.00x the first")
+    assert lines[1].startswith("64 wide x 2 layers, 8x8 latents")
+
+
+def test_step_time_sizes_syntax_errors_are_usage_errors(capsys):
+    from lumina_core.toyworld import step_time
+
+    with pytest.raises(SystemExit):
+        step_time.main(["--sizes", "128by4"])
+    assert "must be written WIDTHxDEPTH" in capsys.readouterr().err
