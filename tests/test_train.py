@@ -144,9 +144,18 @@ def test_step_time_reports_each_size_against_the_first(capsys):
     assert lines[1].startswith("64 wide x 2 layers, 8x8 latents")
 
 
-def test_step_time_sizes_syntax_errors_are_usage_errors(capsys):
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--sizes", "128by4"), "size '128by4' must be written WIDTHxDEPTH"),
+        (("--sizes", "128"), "size '128' must be written WIDTHxDEPTH"),
+        (("--sizes", "128x4,100x4"), "size '100x4' must be written WIDTHxDEPTH with the width a multiple of 32"),
+        (("--latent", "8,x"), "latent sizes '8,x' must be positive whole numbers"),
+    ],
+)
+def test_step_time_syntax_errors_are_usage_errors(args, message, capsys):
     from lumina_core.toyworld import step_time
 
     with pytest.raises(SystemExit):
-        step_time.main(["--sizes", "128by4"])
-    assert "must be written WIDTHxDEPTH" in capsys.readouterr().err
+        step_time.main(list(args))
+    assert message in capsys.readouterr().err

@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from .train import toy_dit_config
+from .train import TOY_HEAD_DIM, toy_dit_config
 
 SCALE_TURNS = ((1, 2), (2, 2), (1, 2), (2, 4))
 
@@ -39,17 +39,29 @@ def step_seconds(width: int, depth: int, latent: int, batch: int, steps: int, wa
 
 
 def size_list(text: str) -> list[tuple[int, int]]:
-    """ "128x4,192x6" -> [(128, 4), (192, 6)] (width x depth)."""
-    try:
-        return [tuple(int(part) for part in spec.split("x", 1)) for spec in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"sizes {text!r} must be written WIDTHxDEPTH,..., e.g. 128x4,192x6") from None
+    """ "128x4,192x6" -> [(128, 4), (192, 6)] (width x depth; a bad entry becomes a usage error naming it)."""
+    sizes = []
+    for spec in text.split(","):
+        width, _, depth = spec.partition("x")
+        if not (width.isdigit() and depth.isdigit() and int(width) % TOY_HEAD_DIM == 0 and int(width) and int(depth)):
+            raise argparse.ArgumentTypeError(
+                f"size {spec!r} must be written WIDTHxDEPTH with the width a multiple of {TOY_HEAD_DIM}, e.g. 128x4,192x6"
+            )
+        sizes.append((int(width), int(depth)))
+    return sizes
+
+
+def latent_list(text: str) -> list[int]:
+    """ "8,16" -> [8, 16]."""
+    if not all(part.isdigit() and int(part) for part in text.split(",")):
+        raise argparse.ArgumentTypeError(f"latent sizes {text!r} must be positive whole numbers, e.g. 8,16")
+    return [int(part) for part in text.split(",")]
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m lumina_core.toyworld.step_time", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=size_list, default=[(128, 4), (192, 6), (256, 8)], help="WIDTHxDEPTH,... (default 128x4,192x6,256x8; the first is the reference)")
-    parser.add_argument("--latent", default="8", help="latent heights/widths, e.g. 8,16 (default 8: 64 px frames through the 8x VAE)")
+    parser.add_argument("--latent", type=latent_list, default=[8], help="latent heights/widths, e.g. 8,16 (default 8: 64 px frames through the 8x VAE)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=12, help="timed steps per size (default 12)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
@@ -57,7 +69,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     reference = None
-    for latent in (int(v) for v in args.latent.split(",")):
+    for latent in args.latent:
         for width, depth in args.sizes:
             seconds, params = step_seconds(width, depth, latent, args.batch, args.steps)
             reference = reference or seconds

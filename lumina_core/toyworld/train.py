@@ -56,10 +56,14 @@ TRAIN_TIME_SHIFT = {(1, 2): 1.0, (2, 2): 2.0, (2, 4): 4.0}
 MOTION_DROPOUT, CAPTION_DROPOUT = 0.3, 0.1
 
 
+TOY_HEAD_DIM = TOY_DIT_CONFIG.dim // TOY_DIT_CONFIG.n_heads
+
+
 def toy_dit_config(width: int, depth: int) -> NextDiTConfig:
-    """The toy DiT at another size: 32-wide heads, half as many key/value heads (as in ``TOY_DIT_CONFIG``)."""
-    heads = width // 32
-    return replace(TOY_DIT_CONFIG, dim=width, n_layers=depth, n_heads=heads, n_kv_heads=max(1, heads // 2))
+    """The toy DiT at another size, with ``TOY_DIT_CONFIG``'s head width and query/key-value head ratio."""
+    heads = width // TOY_HEAD_DIM
+    kv_heads = max(1, heads * TOY_DIT_CONFIG.n_kv_heads // TOY_DIT_CONFIG.n_heads)
+    return replace(TOY_DIT_CONFIG, dim=width, n_layers=depth, n_heads=heads, n_kv_heads=kv_heads)
 
 
 class Checkpoint:
@@ -423,7 +427,7 @@ def main(argv=None):
         "--dit-width",
         type=int,
         default=TOY_DIT_CONFIG.dim,
-        help=f"DiT stage from scratch: model width, a multiple of 32 (default {TOY_DIT_CONFIG.dim}, the shipped size)",
+        help=f"DiT stage from scratch: model width, a multiple of {TOY_HEAD_DIM} (default {TOY_DIT_CONFIG.dim}, the shipped size)",
     )
     parser.add_argument(
         "--dit-depth",
@@ -447,8 +451,10 @@ def main(argv=None):
         parser.error(f"argument --word-dropout: {args.word_dropout} is not a probability in [0, 1); 0.2 is what the README's runs used")
     if not 0 <= args.decoder_dit_share <= 1:
         parser.error(f"argument --decoder-dit-share: {args.decoder_dit_share} is not a share in [0, 1]")
-    if args.dit_width < 32 or args.dit_width % 32 or args.dit_depth < 1:
-        parser.error(f"--dit-width {args.dit_width} --dit-depth {args.dit_depth}: the width must be a multiple of 32 and the depth at least 1")
+    if args.dit_width < TOY_HEAD_DIM or args.dit_width % TOY_HEAD_DIM or args.dit_depth < 1:
+        parser.error(
+            f"--dit-width {args.dit_width} --dit-depth {args.dit_depth}: the width must be a multiple of {TOY_HEAD_DIM} and the depth at least 1"
+        )
     resized = (args.dit_width, args.dit_depth) != (TOY_DIT_CONFIG.dim, TOY_DIT_CONFIG.n_layers)
     if args.from_export and resized:
         parser.error("--dit-width and --dit-depth size a DiT trained from scratch; --from-export keeps the exported DiT's size")
