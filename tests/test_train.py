@@ -46,6 +46,12 @@ def test_scale_cycle_must_name_the_models_patch_sizes(tmp_path):
         run(tmp_path, "dit", "--clips", "2", "--batch", "2", "--steps", "1", "--scale-cycle", "1x2,1x4")
 
 
+def test_dit_without_latents_or_a_vae_to_encode_them_names_the_fix(tmp_path):
+    with pytest.raises(SystemExit, match=r"no .*latents.pt to train on and no .*vae.safetensors to encode clips with: copy the VAE there"):
+        run(tmp_path, "dit", "--clips", "2", "--batch", "2", "--steps", "1")
+    assert not (tmp_path / "runs" / "dit").exists()
+
+
 def test_scale_cycle_syntax_errors_are_usage_errors(capsys):
     with pytest.raises(SystemExit):
         train.main(["dit", "--steps", "1", "--scale-cycle", "1x2,bad"])

@@ -246,7 +246,13 @@ def train_dit(args):
     if data_path.is_file():
         data = torch.load(data_path, weights_only=True)
     else:
-        vae = load_vae(args.export / "vae.safetensors", device=args.device).eval()
+        vae_path = args.export / "vae.safetensors"
+        if not vae_path.is_file():
+            raise SystemExit(
+                f"no {data_path} to train on and no {vae_path} to encode clips with: copy the VAE there "
+                f"(cp {EMBEDDED_DIR / 'vae.safetensors'} {args.export}/) or link latents.pt from an earlier run"
+            )
+        vae = load_vae(vae_path, device=args.device).eval()
         data = encode_dataset(vae, args.clips, args.seed, args.device)
         data_path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(data, data_path)
