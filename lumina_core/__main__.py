@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate = commands.add_parser(
         "generate", help="text to video with sound, with the embedded default models",
         description="Generate a video with sound. Per-step settings accept the reference's time-aware form, "
-        "e.g. --cfg '(4, (0.6, 0))' (guidance until t = 0.6) or --patch '(\"2x4\", (0.15, \"2x2\"), (0.4, \"1x2\"))'.",
+        "e.g. --cfg '(4, (0.6, 0))' (guidance until t = 0.6) or --patch '(\"2x4\", (0.25, \"2x2\"), (0.45, \"1x2\"))'.",
     )
     generate.add_argument("--prompt", required=True, help='what to show, e.g. "a red circle moving left"')
     generate.add_argument("--negative-prompt", default="", help="what to steer away from (default: empty)")

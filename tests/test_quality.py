@@ -11,6 +11,7 @@ weights meet it. The misses and what was tried are in the README's quality table
 """
 
 import pytest
+import torch
 
 from lumina_core.pipeline import EMBEDDED_PRESETS, load_embedded
 from lumina_core.toyworld.evaluate import MOTION_CLIPS, TARGETS, accuracy_drop, caption_accuracy, motion_response, sampling_seconds
@@ -42,7 +43,7 @@ def test_colour_follows_the_prompt(accuracy, preset):
     assert accuracy[preset]["colour"] >= TARGETS["colour"], accuracy[preset]
 
 
-@pytest.mark.xfail(reason=NOT_YET.format("shape 0.54 single-scale, 0.54 multi-scale here (0.55 / 0.54 in evaluate), of 0.90: squares and triangles come out with rounded corners and read as circles, more often at the faster top speed that motion guidance gives"), strict=False)
+@pytest.mark.xfail(reason=NOT_YET.format("shape 0.54 single-scale, 0.57 multi-scale here (0.55 / 0.56 in evaluate), of 0.90: squares and triangles come out with rounded corners and read as circles, more often at the faster top speed that motion guidance gives"), strict=False)
 @pytest.mark.parametrize("preset", PRESETS)
 def test_shape_follows_the_prompt(accuracy, preset):
     assert accuracy[preset]["shape"] >= TARGETS["shape"], accuracy[preset]
@@ -55,7 +56,7 @@ def test_direction_follows_the_prompt(accuracy, preset):
 
 def test_multiscale_costs_at_most_four_tenths_of_single_scale(models, captions):
     seconds = sampling_seconds(models, captions[:50], seed=1)
-    assert seconds["embedded-MultiScale"] / seconds["embedded"] <= TARGETS["multiscale_time"], seconds
+    assert seconds["embedded-MultiScale"] / seconds["embedded"] <= TARGETS["multiscale_time"], dict(seconds, threads=torch.get_num_threads())
 
 
 def test_multiscale_keeps_the_accuracy_of_single_scale(accuracy):

@@ -20,7 +20,7 @@ const f32 = Math.fround;
 // Presets' patch schedules, as lumina_core/pipeline.py ALL_PRESETS (and sampler.PRESETS).
 export const PRESET_SCHEDULES = {
   "embedded": "1x2",
-  "embedded-MultiScale": ["2x4", [0.15, "2x2"], [0.4, "1x2"]],
+  "embedded-MultiScale": ["2x4", [0.25, "2x2"], [0.45, "1x2"]],
   "f24F96R960": "1x2",
   "f24F96R960-MultiScale": ["2x4", [0.03, "2x2"], [0.125, "1x2"]],
   "f16F64R512": "1x2",
