@@ -1,8 +1,11 @@
 import pytest
 import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from tiny_models import TINY, randomized
 from lumina_core import MultiScaleNextDiT
+from lumina_core.layers import SMALL_ATTENTION_GRID, attention
 
 SCALES = [(1, 2), (2, 2), (2, 4)]
 
@@ -142,3 +145,24 @@ def test_bad_inputs_are_named(tiny_model):
         run(tiny_model, torch.randn(1, 16, 3, 8, 8), cap, mask, scale=(2, 2))
     with pytest.raises(ValueError, match="RoPE table"):
         run(tiny_model, torch.randn(1, 16, 1, 8, 260), cap, mask)
+
+
+@pytest.mark.parametrize("queries, keys", [(8, 6), (8, 8), (32, 32)])
+def test_attention_agrees_with_the_flash_kernel_on_either_side_of_the_small_grid_cut(queries, keys):
+    """Grids up to layers.SMALL_ATTENTION_GRID take SDPA's math kernel on the CPU, larger ones the default
+    (flash) kernel: both must give the same answer, with padded keys and a query that can see no key."""
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(3, queries, 4, 32, generator=g)
+    k, v = torch.randn(3, keys, 2, 32, generator=g), torch.randn(3, keys, 2, 32, generator=g)
+    key_mask = torch.ones(3, keys, dtype=torch.bool)
+    key_mask[1, keys // 2 :] = False
+    key_mask[2] = False
+    heads_first = lambda t: t.repeat_interleave(4 // t.shape[2], dim=2).transpose(1, 2)  # noqa: E731
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        expected = F.scaled_dot_product_attention(heads_first(q), heads_first(k), heads_first(v), attn_mask=key_mask[:, None, None, :])
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        out = attention(q, k, v, key_mask)
+    torch.testing.assert_close(out, expected.transpose(1, 2), rtol=1e-5, atol=1e-5)
+    assert out[2].abs().max() == 0
+    flash_ran = any("flash_attention" in event.key for event in prof.key_averages())
+    assert flash_ran == (queries * keys > SMALL_ATTENTION_GRID)
