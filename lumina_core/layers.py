@@ -6,6 +6,7 @@ through ``scaled_dot_product_attention`` with explicit key-padding masks instead
 flash-attn's varlen kernels.
 """
 
+import contextlib
 import math
 from typing import Optional, Sequence
 
@@ -162,9 +163,7 @@ def attention(
         k = k.repeat_interleave(n_rep, dim=1)
         v = v.repeat_interleave(n_rep, dim=1)
     mask = None if key_mask is None else key_mask[:, None, None, :]
-    if q.device.type == "cpu" and q.shape[2] * k.shape[2] <= SMALL_ATTENTION_GRID:
-        with sdpa_kernel(SDPBackend.MATH):
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    else:
+    small = q.device.type == "cpu" and q.shape[2] * k.shape[2] <= SMALL_ATTENTION_GRID
+    with sdpa_kernel(SDPBackend.MATH) if small else contextlib.nullcontext():
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     return out.transpose(1, 2)

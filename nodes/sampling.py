@@ -24,7 +24,7 @@ CUSTOM = "custom"
 SINGLE_SCALE = ("1x2", "2x2", "2x4")
 # Presets first (their patch schedules), then single scales, then the user's own schedule.
 SCHEDULES = list(EMBEDDED_PRESETS) + list(PRESETS) + list(SINGLE_SCALE) + [CUSTOM]
-DEFAULT_CUSTOM = '("2x4", (0.25, "2x2"), (0.45, "1x2"))'
+DEFAULT_CUSTOM = repr(EMBEDDED_PRESETS["embedded-MultiScale"].patch).replace("'", '"')  # its schedule, as text to edit
 DEFAULTS = EMBEDDED_PRESETS["embedded"]
 
 
