@@ -1,5 +1,12 @@
-"""Lumina-Video engine: Multi-scale Next-DiT, flow sampler, checkpoint loading. No ComfyUI imports."""
+"""Lumina-Video engine: Multi-scale Next-DiT, flow sampler, checkpoint loading. No ComfyUI imports.
 
-from .nextdit import MultiScaleNextDiT
+Rooms by concern: ``models`` (Next-DiT, layers, VAE, V2A, audio, text encoders), ``sampling``
+(the preset table, schedules, guidance, solvers), ``io`` (checkpoints, media files), ``request``
+(what a video request may ask for), ``pipeline`` (the stages of a run), ``embedded`` (the embedded
+default in one place), ``toyworld`` (the synthetic world, its metrics, training and evaluation),
+``bench`` and ``__main__`` (benchmarks and the command line).
+"""
 
-__all__ = ["MultiScaleNextDiT"]
+from .models.nextdit import MultiScaleNextDiT, NextDiTConfig, PatchSize
+
+__all__ = ["MultiScaleNextDiT", "NextDiTConfig", "PatchSize"]

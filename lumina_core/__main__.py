@@ -12,7 +12,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def cmd_info(args):
-    from .checkpoint import load_nextdit
+    from .io.checkpoints import load_nextdit
 
     model, config, notes = load_nextdit(args.checkpoint, device="meta")
     params = sum(p.numel() for p in model.parameters())
@@ -25,7 +25,7 @@ def cmd_info(args):
 
 
 def cmd_convert(args):
-    from .checkpoint import convert
+    from .io.checkpoints import convert
 
     config, notes = convert(args.src, args.dst, DTYPES[args.dtype] if args.dtype else None)
     for note in notes:
@@ -34,44 +34,65 @@ def cmd_convert(args):
 
 
 def cmd_bench(args):
+    missed = []
     if args.part in ("dit", "all"):
-        from .bench import run_dit_benchmark
+        from .bench.dit import run_dit_benchmark
 
         run_dit_benchmark(quick=args.quick)
+    if args.part in ("embedded", "all"):
+        from .bench.embedded import run_embedded_benchmark
+
+        if not run_embedded_benchmark(quick=args.quick)["passed"]:
+            missed.append("embedded multi-scale / single-scale sampling time")
     if args.part in ("vae", "all"):
-        from .vae_bench import run_vae_benchmark
+        from .bench.vae import run_vae_benchmark
 
         run_vae_benchmark(quick=args.quick)
+    if missed and args.gate:
+        raise SystemExit(f"bench: target missed: {', '.join(missed)}")
+
+
+def sampling_config(args):
+    """The preset named by --preset, whole, with the per-step options given on the command line as explicit overrides."""
+    from .sampling import parse_time_aware, preset
+
+    changes = {}
+    for name, kind in (("cfg", float), ("motion", float), ("neg_motion", float), ("motion_cfg", float), ("patch", str)):
+        text = getattr(args, name)
+        if text is not None:
+            changes[name] = parse_time_aware(text, f"--{name.replace('_', '-')}", kind)
+    for name in ("steps", "time_shift", "solver"):
+        if getattr(args, name) is not None:
+            changes[name] = getattr(args, name)
+    return preset(args.preset).with_(**changes)
 
 
 def cmd_generate(args):
     from tqdm import tqdm
 
-    from .media import write_video
-    from .pipeline import ALL_PRESETS, EMBEDDED_DIR, check_video_size, decode_latent, encode_prompts, generate_audio, load_embedded, sample_latent
-    from .sampler import parse_time_aware
+    from . import embedded
+    from .io.media import write_video
+    from .pipeline import decode_latent, encode_prompts, generate_audio, sample_latent
+    from .request import check_video_size
 
-    models = load_embedded(folder=args.models or EMBEDDED_DIR, with_audio=not args.no_audio)
-    check_video_size(args.width, args.height, args.frames, models.dit, models.embedded)
+    config = sampling_config(args)
+    models = embedded.load(where=args.models, with_audio=not args.no_audio)
+    check_video_size(args.width, args.height, args.frames, 1, models.dit.patch_sizes, models.size_limits)
     unknown = models.text_encoder.unknown_words(args.prompt)
     if unknown:
-        print(f"warning: the embedded text encoder doesn't know {unknown}; it knows {sorted(models.text_encoder.index)}", file=sys.stderr)
-    config = ALL_PRESETS[args.preset]
-    changes = {"solver": args.solver}
-    for name, text, kind in (("cfg", args.cfg, float), ("motion", args.motion, float), ("neg_motion", args.neg_motion, float), ("motion_cfg", args.motion_cfg, float), ("patch", args.patch, str)):
-        if text is not None:
-            changes[name] = parse_time_aware(text, f"--{name.replace('_', '-')}", kind)
-    if args.steps is not None:
-        changes["steps"] = args.steps
-    config = config.with_(**changes)
+        known = sorted(models.text_encoder.index)
+        print(f"warning: the embedded text encoder doesn't know {unknown}; it knows {known}", file=sys.stderr)
     cond = encode_prompts(models, [args.prompt])
     uncond = encode_prompts(models, [args.negative_prompt])
     with tqdm(total=config.steps - 1, desc="sampling", unit="step") as bar:
-        def on_step(step, total, scale, x):
-            bar.set_postfix(patch=f"{scale[0]}x{scale[1]}")
+
+        def on_step(step, total, patch, x):
+            bar.set_postfix(patch=str(patch))
             bar.update(1)
 
-        latent = sample_latent(models, cond, uncond, args.width, args.height, args.frames, args.seed, config, callback=on_step)
+        latent = sample_latent(
+            models, cond, uncond, args.width, args.height, args.frames, args.seed, config, callback=on_step
+        )
     frames = decode_latent(models.vae, latent)[0]
     audio, sample_rate = None, None
     if models.v2a is not None:
@@ -99,22 +120,35 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--dtype", choices=sorted(DTYPES), help="cast floating-point tensors (default: keep as stored)")
     convert.set_defaults(run=cmd_convert)
 
-    from .pipeline import ALL_PRESETS, EMBEDDED_FPS
+    from . import embedded
+    from .sampling import DEFAULT_PRESET, PRESETS, SOLVERS, format_time_aware
     from .toyworld.world import DEFAULT_CONFIG as TOY_WORLD
 
+    default = PRESETS[DEFAULT_PRESET]
     generate = commands.add_parser(
-        "generate", help="text to video with sound, with the embedded default models",
-        description="Generate a video with sound. Per-step settings accept the reference's time-aware form, "
-        "e.g. --cfg '(4, (0.6, 0))' (guidance until t = 0.6) or --patch '(\"2x4\", (0.25, \"2x2\"), (0.45, \"1x2\"))'.",
+        "generate",
+        help="text to video with sound, with the embedded default models",
+        description="Generate a video with sound. A preset sets every sampling value; the options below override "
+        "single values. Per-step settings accept the reference's time-aware form, e.g. --cfg '(4, (0.6, 0))' "
+        f"(guidance until t = 0.6) or --patch '{format_time_aware(default.patch)}' ({DEFAULT_PRESET}'s schedule).",
     )
     generate.add_argument("--prompt", required=True, help='what to show, e.g. "a red circle moving left"')
     generate.add_argument("--negative-prompt", default="", help="what to steer away from (default: empty)")
     generate.add_argument("--out", default="demo.mp4", help="output .mp4 or .webm (default demo.mp4)")
     generate.add_argument("--seed", type=int, default=0)
-    generate.add_argument("--preset", choices=sorted(ALL_PRESETS), default="embedded-MultiScale", help="sampling preset (default embedded-MultiScale)")
+    generate.add_argument(
+        "--preset", choices=list(PRESETS), default=DEFAULT_PRESET, help=f"sampling preset (default {DEFAULT_PRESET})"
+    )
     generate.add_argument("--steps", type=int, help="time-grid points (model calls + 1); default from the preset")
-    generate.add_argument("--cfg", help="CFG scale in the reference's convention (out = cond + cfg*(cond-uncond)); 0 turns it off")
-    generate.add_argument("--motion", help="motion score of the positive pass; larger = faster (the embedded default's trained range is %g-%g)" % TOY_WORLD.speed_range)
+    generate.add_argument("--time-shift", type=float, help="shift of the time grid towards noise; default from the preset")
+    generate.add_argument(
+        "--cfg", help="CFG scale in the reference's convention (out = cond + cfg*(cond-uncond)); 0 turns it off"
+    )
+    generate.add_argument(
+        "--motion",
+        help="motion score of the positive pass; larger = faster (the embedded default's trained range is %g-%g)"
+        % TOY_WORLD.speed_range,
+    )
     generate.add_argument("--neg-motion", help="motion score of the negative pass; a larger gap to --motion gives more motion")
     generate.add_argument(
         "--motion-cfg",
@@ -122,19 +156,20 @@ def build_parser() -> argparse.ArgumentParser:
         "more firmly; 0 is the reference's sampling (default from the preset)",
     )
     generate.add_argument("--patch", help="patch schedule: one scale ('1x2' for single-scale) or a time-aware schedule")
-    generate.add_argument("--solver", choices=("euler", "midpoint", "heun"), default="euler")
-    generate.add_argument("--width", type=int, default=64)
-    generate.add_argument("--height", type=int, default=64)
-    generate.add_argument("--frames", type=int, default=16, help="a multiple of 8")
-    generate.add_argument("--fps", type=float, default=EMBEDDED_FPS)
+    generate.add_argument("--solver", choices=SOLVERS, help="ODE solver (default from the preset)")
+    generate.add_argument("--width", type=int, default=embedded.WIDTH)
+    generate.add_argument("--height", type=int, default=embedded.HEIGHT)
+    generate.add_argument("--frames", type=int, default=embedded.FRAMES, help="a multiple of 8")
+    generate.add_argument("--fps", type=float, default=embedded.FPS)
     generate.add_argument("--audio-steps", type=int, default=25, help="video-to-audio sampling steps")
     generate.add_argument("--no-audio", action="store_true", help="skip video-to-audio")
     generate.add_argument("--models", type=Path, help="folder with dit/text_encoder/vae/v2a .safetensors (default: the embedded default)")
     generate.set_defaults(run=cmd_generate)
 
     bench = commands.add_parser("bench", help="benchmarks: ratios measured in one run")
-    bench.add_argument("--part", choices=("dit", "vae", "all"), default="all")
+    bench.add_argument("--part", choices=("dit", "embedded", "vae", "all"), default="all")
     bench.add_argument("--quick", action="store_true", help="fewer repeats and steps (for smoke tests)")
+    bench.add_argument("--gate", action="store_true", help="exit with status 1 when a gated ratio misses its target")
     bench.set_defaults(run=cmd_bench)
     return parser
 

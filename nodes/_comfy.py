@@ -11,7 +11,8 @@ services below from here, so a change in ComfyUI's internals is fixed here once:
 - model folders (``folder_paths``): the ``lumina_video`` folder is registered here;
 - memory management (``comfy.model_patcher.ModelPatcher`` + ``load_models_gpu``);
 - the output folder and numbered file names;
-- ComfyUI's VIDEO type (``VideoFromComponents``).
+- ComfyUI's VIDEO type (``VideoFromComponents``);
+- the server's routes (``server.PromptServer``), for the web extension's questions.
 """
 
 from __future__ import annotations
@@ -223,3 +224,33 @@ def make_video(images: torch.Tensor, frame_rate: Fraction, audio: Optional[dict]
 
 
 HAS_VIDEO_TYPE = hasattr(io, "Video")
+
+
+# --------------------------------------------------------------------------- server routes
+
+
+def add_json_route(path: str, answer) -> bool:
+    """Serve POST ``path``: the request's JSON body goes to ``answer(body) -> dict``, which comes back as JSON.
+
+    Returns False where no ComfyUI server runs (scripts, the node tier's stand-ins): nothing is registered.
+    """
+    try:
+        from aiohttp import web
+        from server import PromptServer
+    except ImportError:
+        return False
+    instance = getattr(PromptServer, "instance", None)
+    if instance is None:
+        return False
+
+    async def handle(request):
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"error": "the request body is not JSON"}, status=400)
+        if not isinstance(body, dict):
+            return web.json_response({"error": "the request body must be a JSON object"}, status=400)
+        return web.json_response(answer(body))
+
+    instance.routes.post(path)(handle)
+    return True

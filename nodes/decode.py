@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..lumina_core.pipeline import decode_latent
-from ..lumina_core.vae import frames_for
+from ..lumina_core.models.vae import frames_for
 from . import _comfy
 from ._comfy import io
 from .sockets import LuminaVAE

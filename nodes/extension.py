@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._comfy import ComfyExtension, register_model_folders
+from ._comfy import ComfyExtension, add_json_route, register_model_folders
 
 register_model_folders()  # before any schema lists the folders' files
 
@@ -10,7 +10,7 @@ from .audio import LuminaVideoAudioGenerate  # noqa: E402
 from .decode import LuminaVideoVAEDecode  # noqa: E402
 from .loaders import LuminaVideoModelLoader, LuminaVideoV2ALoader, LuminaVideoVAELoader  # noqa: E402
 from .motion import LuminaVideoMotionScore  # noqa: E402
-from .sampling import LuminaVideoEmptyLatent, LuminaVideoSampler  # noqa: E402
+from .sampling import PLAN_ROUTE, LuminaVideoEmptyLatent, LuminaVideoSampler, plan_request  # noqa: E402
 from .save import LuminaVideoSaveVideo  # noqa: E402
 from .text import LuminaVideoTextEncode  # noqa: E402
 
@@ -26,6 +26,9 @@ NODES = [
     LuminaVideoAudioGenerate,
     LuminaVideoSaveVideo,
 ]
+
+
+add_json_route(PLAN_ROUTE, plan_request)
 
 
 class LuminaVideoExtension(ComfyExtension):

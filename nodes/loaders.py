@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from ..lumina_core.checkpoint import load_nextdit
-from ..lumina_core.pipeline import EMBEDDED_DIR, load_text_encoder
-from ..lumina_core.v2a import load_v2a
-from ..lumina_core.vae import load_vae
+from ..lumina_core import embedded
+from ..lumina_core.io.checkpoints import load_nextdit, load_text_encoder
+from ..lumina_core.models.v2a import load_v2a
+from ..lumina_core.models.vae import load_vae
 from . import _comfy
 from ._comfy import io
 from .sockets import LoadedModel, LoadedV2A, LoadedVAE, LuminaModel, LuminaV2A, LuminaVAE
@@ -35,28 +35,10 @@ DTYPES = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": t
 CPU = torch.device("cpu")
 
 
-def embedded_dir() -> Path:
-    """The embedded default's folder; LUMINA_VIDEO_EMBEDDED_DIR overrides it (used by the tests)."""
-    override = os.environ.get("LUMINA_VIDEO_EMBEDDED_DIR", "").strip()
-    return Path(override) if override else EMBEDDED_DIR
-
-
-def _embedded_file(name: str) -> Path:
-    folder = embedded_dir()
-    path = folder / name
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"the embedded default's {name} is missing from {folder}; it is made by "
-            "python -m lumina_core.toyworld.train (and train_v2a for v2a.safetensors). "
-            "Reinstall the pack, or pick a weights file instead."
-        )
-    return path
-
-
-def _placement(name: str, embedded_name: str, embedded_filename: str, folder: str, what: str, load_device):
+def _placement(name: str, embedded_name: str, embedded_kind: str, folder: str, what: str, load_device):
     """-> (path, load device, offload device, embedded?) for a loader's file choice; the embedded file stays on the CPU."""
     if name == embedded_name:
-        return _embedded_file(embedded_filename), CPU, CPU, True
+        return embedded.file(embedded_kind), CPU, CPU, True
     path = _comfy.model_path(folder, name)
     if path is None:
         raise FileNotFoundError(f"{what} file {name!r} is not in {_comfy.folder_locations(folder)}")
@@ -156,9 +138,9 @@ class LuminaVideoModelLoader(io.ComfyNode):
     @classmethod
     def execute(cls, model_name: str, dtype: str = "auto", download: bool = False) -> io.NodeOutput:
         if model_name == EMBEDDED_MODEL:
-            dit_path, text_path = _embedded_file("dit.safetensors"), _embedded_file("text_encoder.safetensors")
+            dit_path, text_path = embedded.file("dit"), embedded.file("text_encoder")
             load_device = offload_to = CPU
-            embedded = True
+            is_embedded = True
         else:
             path = find_model_file(model_name)
             if path is None and model_name == RELEASED_MODEL:
@@ -175,7 +157,7 @@ class LuminaVideoModelLoader(io.ComfyNode):
             sibling = dit_path.with_name("text_encoder.safetensors")
             text_path = sibling if sibling.is_file() and dit_path.suffix == ".safetensors" else None
             load_device, offload_to = _comfy.torch_device(), _comfy.offload_device()
-            embedded = False
+            is_embedded = False
         torch_dtype = _dtype(dtype, load_device)
         dit, _, notes = load_nextdit(dit_path, dtype=torch_dtype, device=offload_to)
         # the tiny text encoder is a few hundred kB: it stays on the CPU in fp32, whatever the DiT does
@@ -183,7 +165,7 @@ class LuminaVideoModelLoader(io.ComfyNode):
         for note in notes:
             log.info("%s: %s", model_name, note)
         patcher = _comfy.managed(dit, load_device, offload_to)
-        return io.NodeOutput(LoadedModel(dit, patcher, model_name, embedded, text_encoder, tuple(notes)))
+        return io.NodeOutput(LoadedModel(dit, patcher, model_name, is_embedded, text_encoder, tuple(notes)))
 
 
 # --------------------------------------------------------------------------- VAE
@@ -218,9 +200,9 @@ class LuminaVideoVAELoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae_name: str, dtype: str = "auto") -> io.NodeOutput:
-        path, load_device, offload_to, embedded = _placement(vae_name, EMBEDDED_VAE, "vae.safetensors", "vae", "VAE", _comfy.vae_device)
+        path, load_device, offload_to, is_embedded = _placement(vae_name, EMBEDDED_VAE, "vae", "vae", "VAE", _comfy.vae_device)
         vae = load_vae(path, dtype=_dtype(dtype, load_device), device=offload_to)
-        return io.NodeOutput(LoadedVAE(vae, _comfy.managed(vae, load_device, offload_to), vae_name, embedded))
+        return io.NodeOutput(LoadedVAE(vae, _comfy.managed(vae, load_device, offload_to), vae_name, is_embedded))
 
 
 # --------------------------------------------------------------------------- video-to-audio
@@ -255,8 +237,8 @@ class LuminaVideoV2ALoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, v2a_name: str, dtype: str = "auto") -> io.NodeOutput:
-        path, load_device, offload_to, embedded = _placement(
-            v2a_name, EMBEDDED_V2A, "v2a.safetensors", _comfy.LUMINA_FOLDER, "V2A", _comfy.torch_device
+        path, load_device, offload_to, is_embedded = _placement(
+            v2a_name, EMBEDDED_V2A, "v2a", _comfy.LUMINA_FOLDER, "V2A", _comfy.torch_device
         )
         v2a = load_v2a(path, dtype=_dtype(dtype, load_device), device=offload_to)
-        return io.NodeOutput(LoadedV2A(v2a, _comfy.managed(v2a, load_device, offload_to), v2a_name, embedded))
+        return io.NodeOutput(LoadedV2A(v2a, _comfy.managed(v2a, load_device, offload_to), v2a_name, is_embedded))

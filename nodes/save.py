@@ -8,7 +8,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from ..lumina_core.media import frame_rate_fraction, write_video
+from ..lumina_core.io.media import frame_rate_fraction, write_video
 from . import _comfy
 from ._comfy import io
 

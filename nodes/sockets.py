@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from ..lumina_core import embedded
 from ._comfy import io
 
 LuminaModel = io.Custom("LUMINAVIDEO_MODEL")
@@ -24,23 +25,28 @@ LuminaMotion = io.Custom("LUMINAVIDEO_MOTION")
 class LoadedModel:
     """LUMINAVIDEO_MODEL: the Multi-scale Next-DiT, its ModelPatcher, and (embedded default) its tiny text encoder."""
 
-    dit: Any  # lumina_core.nextdit.MultiScaleNextDiT
+    dit: Any  # lumina_core.models.nextdit.MultiScaleNextDiT
     patcher: Any  # comfy.model_patcher.ModelPatcher around ``dit``
     name: str
     embedded: bool
-    text_encoder: Optional[Any] = None  # lumina_core.text.TinyTextEncoder, only for the embedded default
+    text_encoder: Optional[Any] = None  # lumina_core.models.text.TinyTextEncoder, only for the embedded default
     notes: tuple[str, ...] = ()
 
     @property
     def caption_dim(self) -> int:
         return self.dit.cap_feat_dim
 
+    @property
+    def size_limits(self) -> Optional[dict]:
+        """The sizes the model was trained for, when it is the embedded default (it can't draw beyond them)."""
+        return embedded.SIZES if self.embedded else None
+
 
 @dataclass
 class LoadedVAE:
     """LUMINAVIDEO_VAE: a CogVideoX-layout VAE and its ModelPatcher."""
 
-    vae: Any  # lumina_core.vae.CogVideoXVAE
+    vae: Any  # lumina_core.models.vae.CogVideoXVAE
     patcher: Any
     name: str
     embedded: bool
@@ -50,7 +56,7 @@ class LoadedVAE:
 class LoadedV2A:
     """LUMINAVIDEO_V2A: a video-to-audio generator and its ModelPatcher."""
 
-    v2a: Any  # lumina_core.v2a.V2AGenerator
+    v2a: Any  # lumina_core.models.v2a.V2AGenerator
     patcher: Any
     name: str
     embedded: bool
@@ -60,8 +66,8 @@ class LoadedV2A:
 class Conditioning:
     """LUMINAVIDEO_CONDITIONING: caption features of the positive and negative prompt."""
 
-    positive: Any  # lumina_core.sampler.TextCondition [1, L, D]
-    negative: Any  # lumina_core.sampler.TextCondition [1, L, D]
+    positive: Any  # lumina_core.models.text.TextCondition [1, L, D]
+    negative: Any  # lumina_core.models.text.TextCondition [1, L, D]
     positive_text: str
     negative_text: str
     encoder: str  # "embedded" or "clip"
@@ -73,4 +79,4 @@ class Motion:
 
     motion: Any  # float or (v0, (t1, v1), ...)
     neg_motion: Any
-    motion_cfg: Any = 0.0  # motion guidance, time-aware like the others; 0 = the reference's sampling
+    motion_cfg: Any = None  # motion guidance, time-aware like the others; 0 = the reference's sampling, None = the preset's

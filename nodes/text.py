@@ -7,8 +7,7 @@ import logging
 import torch
 
 from ..lumina_core.pipeline import encode_prompts
-from ..lumina_core.sampler import TextCondition
-from ..lumina_core.text import with_system_prompt
+from ..lumina_core.models.text import TextCondition, with_system_prompt
 from ._comfy import io
 from .sockets import Conditioning, LuminaConditioning, LuminaModel
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from lumina_core.audio import (
+from lumina_core.models.audio import (
     GriffinLimVocoder, HiFiGANVocoder, MelAutoencoder, MelAutoencoderConfig, MelConfig, VocoderConfig, log_mel_spectrogram,
     mel_filterbank,
 )

@@ -7,8 +7,9 @@ import torch
 from safetensors.torch import save_file
 
 from tiny_models import TINY, randomized
+from lumina_core import PatchSize
 from lumina_core.__main__ import main
-from lumina_core.checkpoint import CheckpointError, infer_config, load_nextdit, read_state_dict, strip_wrapper_prefixes
+from lumina_core.io.checkpoints import CheckpointError, infer_config, load_nextdit, read_state_dict, strip_wrapper_prefixes
 
 
 def released_layout(tmp_path, model, prefix="_orig_mod."):
@@ -27,7 +28,7 @@ def forward(model):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1, 16, 2, 8, 8, generator=g)
     cap = torch.randn(1, 4, TINY.cap_feat_dim, generator=g)
-    return model(x, torch.tensor([0.4]), cap, torch.ones(1, 4), torch.tensor([5.0]), 2, 1)
+    return model(x, torch.tensor([0.4]), cap, torch.ones(1, 4), torch.tensor([5.0]), PatchSize(1, 2))
 
 
 def test_released_folder_loads_exactly(tmp_path):

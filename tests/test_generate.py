@@ -3,7 +3,7 @@
 import pytest
 
 from lumina_core.__main__ import main
-from lumina_core.media import read_video
+from lumina_core.io.media import read_video
 
 
 def test_generate_writes_a_video_with_sound(tmp_path, capsys):
@@ -20,8 +20,8 @@ def test_generate_writes_a_video_with_sound(tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--width", "100"], "width 100 is not a multiple of 32"),
-        (["--frames", "12"], "use 8 or 16 frames"),
+        (["--width", "100"], "width 100 must be a multiple of 32"),
+        (["--frames", "12"], "try 8 or 16"),
         (["--width", "128"], "outside what the embedded default was trained for"),
         (["--cfg", "(4, 0.6)"], "cfg must be"),
         (["--motion-cfg", "(10, (2, 0))"], "--motion-cfg must be a float or (v0, (t1, v1), ...) with increasing t in [0, 1]"),

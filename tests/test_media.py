@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lumina_core.media import read_video, write_video
+from lumina_core.io.media import read_video, write_video
 
 FRAMES, HEIGHT, WIDTH, FPS = 16, 48, 64, 8
 SAMPLE_RATE = 16000

@@ -4,8 +4,8 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from tiny_models import TINY, randomized
-from lumina_core import MultiScaleNextDiT
-from lumina_core.layers import SMALL_ATTENTION_GRID, attention
+from lumina_core import MultiScaleNextDiT, PatchSize
+from lumina_core.models.layers import SMALL_ATTENTION_GRID, attention
 
 SCALES = [(1, 2), (2, 2), (2, 4)]
 
@@ -21,22 +21,22 @@ def assert_same(a, b):
 
 def run(model, x, cap, mask, motion=6.0, t=0.3, scale=(1, 2)):
     b = x.shape[0]
-    return model(x, torch.full((b,), t), cap, mask, torch.full((b,), motion), scale[1], scale[0])
+    return model(x, torch.full((b,), t), cap, mask, torch.full((b,), motion), PatchSize(*scale))
 
 
 @pytest.mark.parametrize("frames", [1, 4])
 @pytest.mark.parametrize("scale", SCALES)
 def test_patchify_round_trip(tiny_model, scale, frames):
-    f_patch, patch = scale
+    patch = PatchSize(*scale)
     x = torch.randn(2, 16, frames, 8, 16)
-    tokens, grid = tiny_model.patchify(x, patch, f_patch)
-    assert tokens.shape == (2, grid[0] * grid[1] * grid[2], f_patch * patch * patch * 16)
-    assert torch.equal(tiny_model.unpatchify(tokens, grid, patch, f_patch, frames), x)
+    tokens, grid = tiny_model.patchify(x, patch)
+    assert tokens.shape == (2, grid[0] * grid[1] * grid[2], patch.temporal * patch.spatial**2 * 16)
+    assert torch.equal(tiny_model.unpatchify(tokens, grid, patch, frames), x)
 
 
 def test_patchify_puts_channels_innermost_and_frames_first(tiny_model):
     x = torch.arange(16 * 2 * 4 * 4, dtype=torch.float32).view(1, 16, 2, 4, 4)
-    tokens, _ = tiny_model.patchify(x, 2, 2)
+    tokens, _ = tiny_model.patchify(x, PatchSize(2, 2))
     assert torch.equal(tokens[0, 0, :16], x[0, :, 0, 0, 0])  # (pf ph pw c): channel runs fastest
     assert torch.equal(tokens[0, 1, :16], x[0, :, 0, 0, 2])  # the next token is the next patch along width
 
@@ -130,7 +130,7 @@ def test_half_precision_tracks_fp32(dtype):
     cap, mask = caption(batch=1)
     with torch.no_grad():
         ref = run(model32, x, cap, mask)
-        half = model_half(x.to(dtype), torch.full((1,), 0.3, dtype=dtype), cap.to(dtype), mask, torch.full((1,), 6.0, dtype=dtype), 2, 1)
+        half = model_half(x.to(dtype), torch.full((1,), 0.3, dtype=dtype), cap.to(dtype), mask, torch.full((1,), 6.0, dtype=dtype), PatchSize(1, 2))
     assert half.dtype == dtype
     assert (half.float() - ref).abs().max() / ref.abs().max() < 0.05
 

@@ -13,6 +13,7 @@ import asyncio
 import json
 import re
 import shutil
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +23,8 @@ import torch
 
 import comfy_stubs
 from comfy_stubs import RECORDER, InterruptProcessingException, ValidationFailed, run_node
-from lumina_core.media import read_video
-from lumina_core.sampler import scale_and_cutoff, truncated_scale
+from lumina_core.io.media import read_video
+
 from toy_weights import embedded_dir_for_tests
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,27 +79,20 @@ def loaded(env):
     v2a = env.run("LuminaVideoV2ALoader", v2a_name=EMBEDDED, dtype="auto")[0]
     cond = env.run("LuminaVideoTextEncode", model=model, positive="a red circle moving right", negative="")[0]
     latent = env.run("LuminaVideoEmptyLatent", width=64, height=64, frames=16, batch_size=1)[0]
-    return dict(model=model, vae=vae, v2a=v2a, conditioning=cond, latent=latent, widgets=preset_widgets(env, "embedded-MultiScale"))
+    return dict(model=model, vae=vae, v2a=v2a, conditioning=cond, latent=latent, widgets=default_widgets(env, "LuminaVideoSampler"))
 
 
 MOTION_WIDGETS = ("motion", "negative_motion_start", "negative_motion_after", "switch_t", "motion_guidance", "motion_guidance_until")
 
 
-def preset_widgets(env, name):
-    """The sampler's widget values that set up the preset ``name`` (the custom schedule is the node's default)."""
-    sampling = env.package.nodes.sampling
-    preset = env.package.lumina_core.pipeline.ALL_PRESETS[name]
-    cfg, cfg_cutoff = scale_and_cutoff(preset.cfg)
-    return dict(
-        cfg=cfg, cfg_cutoff=cfg_cutoff, time_shift=preset.time_shift, renorm=preset.renorm, patch_schedule=name,
-        custom_schedule=sampling.DEFAULT_CUSTOM, solver=preset.solver,
-    )
+def default_widgets(env, node_id):
+    """A node's widget values as it is dropped on the canvas (the schema's defaults)."""
+    return {inp.id: inp.default for inp in env.nodes[node_id].GET_SCHEMA().inputs if inp.is_widget}
 
 
 def sampler_inputs(loaded, **changes):
-    inputs = dict(
-        model=loaded["model"], conditioning=loaded["conditioning"], latent=loaded["latent"], seed=1, steps=FAST_STEPS, **loaded["widgets"]
-    )
+    inputs = dict(loaded["widgets"], model=loaded["model"], conditioning=loaded["conditioning"], latent=loaded["latent"])
+    inputs.update(seed=1, steps=FAST_STEPS)
     inputs.update(changes)
     return inputs
 
@@ -202,8 +196,8 @@ def test_text_to_video_with_sound(env, loaded):
 def test_nodes_give_what_the_engine_gives(env, loaded):
     """The node chain is the engine's pipeline: same prompt, seed and settings, same frames as lumina_core directly."""
     core = env.package.lumina_core
-    models = core.pipeline.load_embedded(folder=env.embedded, with_audio=False)
-    config = core.pipeline.ALL_PRESETS["embedded-MultiScale"].with_(steps=FAST_STEPS)
+    models = core.embedded.load(where=env.embedded, with_audio=False)
+    config = core.sampling.PRESETS["embedded-MultiScale"].with_(steps=FAST_STEPS)
     prompts = [core.pipeline.encode_prompts(models, [p]) for p in ("a red circle moving right", "")]
     latent = core.pipeline.sample_latent(models, *prompts, 64, 64, 16, seed=1, config=config)
     expected = core.pipeline.decode_latent(models.vae, latent)[0]
@@ -231,39 +225,63 @@ def test_cancel_stops_within_one_step(env, loaded):
     RECORDER.reset()
 
 
-def test_sampler_widget_defaults_are_the_embedded_presets_guidance(env):
-    """A sampler dropped on the canvas guides as `generate` does: the cfg and cfg_cutoff widgets give back each preset's cfg."""
-    widgets = {inp.id: inp.default for inp in env.nodes["LuminaVideoSampler"].GET_SCHEMA().inputs if inp.is_widget}
-    for name, preset in env.package.lumina_core.pipeline.ALL_PRESETS.items():
-        assert truncated_scale(*scale_and_cutoff(preset.cfg)) == preset.cfg, name
-    assert (widgets["cfg"], widgets["cfg_cutoff"]) == scale_and_cutoff(env.package.lumina_core.pipeline.EMBEDDED_PRESETS["embedded"].cfg)
-    assert widgets["cfg_cutoff"] == 1.0, "the embedded default guides to the last step"
+def test_a_fresh_sampler_runs_its_whole_preset(env, loaded, monkeypatch):
+    """A Sampler dropped on the canvas runs the default preset, every value of it: embedded-MultiScale's 29 model
+    calls split 22 / 4 / 3 over 2x4 / 2x2 / 1x2, and any other preset chosen there is applied whole too."""
+    sampling = env.package.nodes.sampling
+    presets = env.package.lumina_core.sampling.PRESETS
+    widgets = default_widgets(env, "LuminaVideoSampler")
+    assert widgets["preset"] == "embedded-MultiScale"
+    for name in presets:
+        settings = {k: v for k, v in dict(widgets, preset=name).items() if k != "seed"}
+        assert sampling.sampler_config(settings.pop("preset"), **settings) == presets[name], name
+
+    dit = loaded["model"].dit
+    forward, calls = type(dit).forward, []
+
+    def recording(self, x, t, cap_feats, cap_mask, motion_score, patch):
+        calls.append(str(patch))
+        return forward(self, x, t, cap_feats, cap_mask, motion_score, patch)
+
+    monkeypatch.setattr(type(dit), "forward", recording)
+    fresh = dict(widgets, model=loaded["model"], conditioning=loaded["conditioning"], latent=loaded["latent"])
+    env.run("LuminaVideoSampler", **fresh)
+    assert Counter(calls) == {"2x4": 22, "2x2": 4, "1x2": 3}
+
+
+def test_a_widget_overrides_one_value_of_the_preset(env):
+    sampling = env.package.nodes.sampling
+    preset = env.package.lumina_core.sampling.PRESETS["f24F96R960-MultiScale"]
+    assert sampling.sampler_config("f24F96R960-MultiScale", steps=20) == preset.with_(steps=20)
+    assert sampling.sampler_config("f24F96R960-MultiScale", cfg=5.0) == preset.with_(cfg=(5.0, (0.2, 0.0)))
+    assert sampling.sampler_config("f24F96R960-MultiScale", cfg_cutoff=1.0) == preset.with_(cfg=20.0)
+    assert sampling.sampler_config("f24F96R960-MultiScale", renorm=0.0) == preset.with_(renorm=0.0)
+    assert sampling.sampler_config("f24F96R960-MultiScale", patch_schedule="2x2") == preset.with_(patch="2x2")
+    assert sampling.sampler_config("f24F96R960-MultiScale", solver="heun") == preset.with_(solver="heun")
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "workflows" / "api").glob("*.json")), ids=lambda p: p.stem)
-def test_shipped_workflows_sample_as_their_preset(env, path):
-    """A workflow that picks a preset's patch schedule also has that preset's steps, guidance, time shift and renorm,
-    and its Motion Score node gives the preset's motion conditions and motion guidance."""
+def test_shipped_workflows_name_a_preset_and_override_nothing(env, path):
+    """The workflows hold no copy of a preset's values: their samplers and Motion Score nodes resolve to the preset."""
+    sampling, motion_module = env.package.nodes.sampling, env.package.nodes.motion
     graph = json.loads(path.read_text())
     samplers = [node["inputs"] for node in graph.values() if node["class_type"] == "LuminaVideoSampler"]
     assert samplers, f"{path.name} has no sampler"
     for inputs in samplers:
-        name = inputs["patch_schedule"]
-        preset = env.package.lumina_core.pipeline.ALL_PRESETS[name]
-        expected = preset_widgets(env, name)
-        expected.pop("custom_schedule")
-        assert {key: inputs[key] for key in expected} == expected, name
-        assert inputs["steps"] == preset.steps
-        motion_node = graph[inputs["motion"][0]]["inputs"]
-        motion = env.package.nodes.motion.motion_condition(*(motion_node[key] for key in MOTION_WIDGETS))
-        assert (motion.motion, motion.neg_motion, motion.motion_cfg) == (preset.motion, preset.neg_motion, preset.motion_cfg), name
+        widgets = {k: v for k, v in inputs.items() if not isinstance(v, list) and k != "seed"}
+        name = widgets.pop("preset")
+        motion = None
+        if "motion" in inputs:
+            motion_node = graph[inputs["motion"][0]]["inputs"]
+            motion = motion_module.motion_condition(**{key: motion_node[key] for key in MOTION_WIDGETS})
+        assert sampling.sampler_config(name, motion=motion, **widgets) == env.package.lumina_core.sampling.PRESETS[name]
 
 
-def test_unconnected_motion_uses_the_motion_nodes_defaults(env, loaded):
+def test_unconnected_motion_is_the_presets(env, loaded):
     RECORDER.reset()
     default = env.run("LuminaVideoSampler", **sampler_inputs(loaded, steps=3))[0]["samples"]
-    motion = env.run("LuminaVideoMotionScore", motion=6.0, negative_motion_start=2.0, negative_motion_after=6.0, switch_t=0.05)[0]
-    assert motion.motion_cfg == env.package.lumina_core.pipeline.EMBEDDED_PRESETS["embedded"].motion_cfg
+    motion = env.run("LuminaVideoMotionScore", **default_widgets(env, "LuminaVideoMotionScore"))[0]
+    assert motion.motion_cfg is None, "motion guidance -1 leaves it to the preset"
     same = env.run("LuminaVideoSampler", motion=motion, **sampler_inputs(loaded, steps=3))[0]["samples"]
     torch.testing.assert_close(default, same)
     reference = env.run("LuminaVideoMotionScore", motion=6.0, negative_motion_start=2.0, negative_motion_after=6.0, switch_t=0.05, motion_guidance=0.0)[0]
@@ -272,6 +290,18 @@ def test_unconnected_motion_uses_the_motion_nodes_defaults(env, loaded):
     strong = env.run("LuminaVideoMotionScore", motion=12.0, negative_motion_start=0.0, negative_motion_after=12.0, switch_t=1.0)[0]
     other = env.run("LuminaVideoSampler", motion=strong, **sampler_inputs(loaded, steps=3))[0]["samples"]
     assert not torch.allclose(default, other)
+
+
+def test_the_web_extensions_plan_is_the_samplers(env):
+    """The plan the server sends the web extension (its route's answer) is what the Sampler will run."""
+    sampling = env.package.nodes.sampling
+    presets = env.package.lumina_core.sampling.PRESETS
+    plan = sampling.plan_request({"sampler": {"preset": "embedded-MultiScale"}, "motion": None})
+    assert Counter(plan["patch"]) == {"2x4": 22, "2x2": 4, "1x2": 3}
+    assert plan["times"] == presets["embedded-MultiScale"].times()[:-1]
+    custom = sampling.plan_request({"sampler": {"preset": "f24F96R960", "patch_schedule": "custom", "custom_schedule": '("2x4", (0.5'}, "motion": None})
+    assert "custom_schedule" in custom["error"]
+    assert "error" in sampling.plan_request({"sampler": "not widgets"})
 
 
 def test_motion_node_names_the_bad_input(env):
@@ -284,7 +314,7 @@ def test_motion_node_names_the_bad_input(env):
         env.package.nodes.motion.motion_condition(*scores.values(), motion_guidance=10.0, motion_guidance_until=1.5)
 
 
-@pytest.mark.parametrize("schedule,custom", [("1x2", ""), ("2x4", ""), ("embedded", ""), ("custom", '("2x4", (0.5, "1x2"))'), ("custom", "2x2")])
+@pytest.mark.parametrize("schedule,custom", [("1x2", ""), ("2x4", ""), ("preset", ""), ("custom", '("2x4", (0.5, "1x2"))'), ("custom", "2x2")])
 def test_patch_schedules(env, loaded, schedule, custom):
     RECORDER.reset()
     out = env.run("LuminaVideoSampler", **sampler_inputs(loaded, steps=3, patch_schedule=schedule, custom_schedule=custom))[0]
@@ -332,7 +362,10 @@ def test_schedule_with_a_scale_the_model_lacks(env, loaded):
 
 def test_widget_ranges_are_enforced(env, loaded):
     with pytest.raises(ValidationFailed, match="smaller than min"):
-        env.run("LuminaVideoSampler", **sampler_inputs(loaded, steps=1))
+        env.run("LuminaVideoSampler", **sampler_inputs(loaded, time_shift=-5.0))
+    for steps in (1, -1):  # validate_inputs takes steps (0 = the preset's), so its message is the engine's
+        with pytest.raises(ValidationFailed, match="steps must be at least 2"):
+            env.run("LuminaVideoSampler", **sampler_inputs(loaded, steps=steps))
     with pytest.raises(ValidationFailed, match="not in list"):
         env.run("LuminaVideoSampler", **sampler_inputs(loaded, solver="dpm"))
 
@@ -354,7 +387,7 @@ class FakeGemma:
 
 
 def test_text_encode_with_clip_adds_the_system_prompt(env, loaded):
-    from lumina_core.text import SYSTEM_PROMPT
+    from lumina_core.models.text import SYSTEM_PROMPT
 
     clip = FakeGemma(dim=loaded["model"].caption_dim)
     cond = env.run("LuminaVideoTextEncode", model=loaded["model"], positive="(a red:1.5) circle", negative="blurry", clip=clip)[0]
@@ -365,7 +398,7 @@ def test_text_encode_with_clip_adds_the_system_prompt(env, loaded):
 
 def test_sampler_refuses_conditioning_made_for_another_model(env, loaded):
     """Gemma features wired into the embedded model's sampler (the text node's own check bypassed)."""
-    gemma = env.package.lumina_core.sampler.TextCondition(torch.randn(1, 4, 2304), torch.ones(1, 4, dtype=torch.long))
+    gemma = env.package.lumina_core.models.text.TextCondition(torch.randn(1, 4, 2304), torch.ones(1, 4, dtype=torch.long))
     wrong = type(loaded["conditioning"])(gemma, gemma, "a fox", "", "clip")
     with pytest.raises(ValueError, match="2304-wide caption features but the model .* reads 64-wide ones"):
         env.run("LuminaVideoSampler", **sampler_inputs(loaded, conditioning=wrong))

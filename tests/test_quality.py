@@ -2,8 +2,9 @@
 
 The same measurements as ``python -m lumina_core.toyworld.evaluate`` (the README table), on
 the targets of the toy-world issue: colour >= 95%, shape >= 90%, direction >= 90%, motion
-following the motion score (Spearman >= 0.9), multi-scale within 3 points of single-scale at
-no more than 0.4 of its sampling time, and sound landing on the bounces (onset F1 >= 0.8).
+following the motion score (Spearman >= 0.9), multi-scale within 3 points of single-scale, and
+sound landing on the bounces (onset F1 >= 0.8). Multi-scale's sampling time (at most 0.4 of
+single-scale's) is a wall-clock ratio: ``python -m lumina_core bench --part embedded`` gates it.
 
 Targets the current embedded weights miss are marked ``xfail`` (not strict) with the measured
 figure: the test still runs and asserts the unlowered target, so it reports XPASS the day the
@@ -11,21 +12,22 @@ weights meet it. The misses and what was tried are in the README's quality table
 """
 
 import pytest
-import torch
 
-from lumina_core.pipeline import EMBEDDED_PRESETS, load_embedded
-from lumina_core.toyworld.evaluate import MOTION_CLIPS, TARGETS, accuracy_drop, caption_accuracy, motion_response, sampling_seconds
+from lumina_core import embedded
+from lumina_core.toyworld.evaluate import MOTION_CLIPS, TARGETS, accuracy_drop, caption_accuracy, motion_response
 from lumina_core.toyworld.train_v2a import evaluate_v2a
 from lumina_core.toyworld.world import heldout_clips
 
+pytestmark = pytest.mark.quality
+
 CLIPS = 100
-PRESETS = tuple(EMBEDDED_PRESETS)
+PRESETS = embedded.PRESETS
 NOT_YET = "target missed by the current embedded weights (README quality table): {}"
 
 
 @pytest.fixture(scope="module")
 def models():
-    return load_embedded(with_audio=True)
+    return embedded.load(with_audio=True)
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +54,6 @@ def test_shape_follows_the_prompt(accuracy, preset):
 @pytest.mark.parametrize("preset", PRESETS)
 def test_direction_follows_the_prompt(accuracy, preset):
     assert accuracy[preset]["direction"] >= TARGETS["direction"], accuracy[preset]
-
-
-def test_multiscale_costs_at_most_four_tenths_of_single_scale(models, captions):
-    seconds = sampling_seconds(models, captions[:50], seed=1)
-    assert seconds["embedded-MultiScale"] / seconds["embedded"] <= TARGETS["multiscale_time"], dict(seconds, threads=torch.get_num_threads())
 
 
 def test_multiscale_keeps_the_accuracy_of_single_scale(accuracy):

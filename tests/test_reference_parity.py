@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lumina_core import MultiScaleNextDiT
+from lumina_core import MultiScaleNextDiT, PatchSize
 
 REF_ROOT = os.environ.get("LUMINA_VIDEO_REF_ROOT")
 pytestmark = pytest.mark.skipif(
@@ -121,7 +121,7 @@ def test_forward_matches_reference(reference_module, scale, frames):
         # The list form: the reference's tensor form slices channels by the token count
         # (x[:, :L] in unpatchify), which only works when tokens outnumber channels.
         expected = torch.stack(reference(list(x.clone()), t.clone(), cap, mask, motion.clone(), patch, f_patch))
-        got = ours(x, t, cap, mask, motion, patch, f_patch)
+        got = ours(x, t, cap, mask, motion, PatchSize(f_patch, patch))
     assert got.shape == x.shape
     assert expected.abs().max() > 1e-2  # the check is not vacuous: the output is not all zeros
     assert (got - expected).abs().max().item() < 1e-4

@@ -4,10 +4,15 @@ import pytest
 import torch
 
 from tiny_models import TINY
-from lumina_core.sampler import (
-    PRESETS, SamplingConfig, TextCondition, guided_velocity, integrate, make_noise, parse_time_aware, renorm_per_sample,
-    sample, time_grid, value_at,
+from lumina_core.models.text import TextCondition
+from lumina_core.sampling import (
+    PRESETS, guided_velocity, integrate, make_noise, parse_time_aware, renorm_per_sample, sample, time_grid, value_at,
 )
+
+
+def reference(**changes):
+    """The reference's f24F96R960 settings with some values changed."""
+    return PRESETS["f24F96R960"].with_(**changes)
 
 
 class CountingModel(torch.nn.Module):
@@ -22,8 +27,8 @@ class CountingModel(torch.nn.Module):
         self.calls = []
         self.velocity = velocity
 
-    def forward(self, x, t, cap, mask, motion, patch, f_patch):
-        self.calls.append((x.shape[0], f"{f_patch}x{patch}", motion.tolist()))
+    def forward(self, x, t, cap, mask, motion, patch):
+        self.calls.append((x.shape[0], str(patch), motion.tolist()))
         return torch.full_like(x, self.velocity) * (1 + motion.view(-1, 1, 1, 1, 1) * 0)
 
 
@@ -50,10 +55,10 @@ def test_time_grid_is_the_shifted_linspace():
 )
 def test_multiscale_step_counts(preset, counts):
     schedule = PRESETS[preset].patch_schedule()
-    assert dict(Counter(f"{pf}x{p}" for pf, p in schedule)) == counts
+    assert dict(Counter(map(str, schedule))) == counts
     model = CountingModel()
     sample(model, torch.zeros(1, 16, 4, 8, 8), cond(), cond(), PRESETS[preset])
-    assert [c[1] for c in model.calls] == [f"{pf}x{p}" for pf, p in schedule]
+    assert [c[1] for c in model.calls] == [str(p) for p in schedule]
 
 
 def test_cfg_truncation_skips_the_unconditional_pass():
@@ -73,7 +78,7 @@ def test_negative_motion_schedule_reaches_the_negative_pass():
 
 def test_euler_heun_midpoint_integrate_a_constant_velocity_exactly():
     for solver in ("euler", "heun", "midpoint"):
-        out = sample(CountingModel(velocity=0.5), torch.ones(1, 16, 2, 8, 8), cond(), None, SamplingConfig(steps=9, solver=solver))
+        out = sample(CountingModel(velocity=0.5), torch.ones(1, 16, 2, 8, 8), cond(), None, reference(steps=9, solver=solver))
         assert torch.allclose(out, torch.full_like(out, 1.5))
 
 
@@ -86,12 +91,12 @@ def test_integrate_runs_a_linear_ode_to_its_solution():
 
 def test_cfg_formula_and_per_sample_renorm():
     class Model(CountingModel):
-        def forward(self, x, t, cap, mask, motion, patch, f_patch):
+        def forward(self, x, t, cap, mask, motion, patch):
             # cond pass (motion 6): 1; uncond pass (motion 2): 0.5 for item 0, 0.99 for item 1
             uncond = torch.tensor([0.5, 0.99]).view(2, 1, 1, 1, 1)
             return torch.where((motion == 6).view(-1, 1, 1, 1, 1), torch.ones_like(x), uncond.repeat(x.shape[0] // 2, 1, 1, 1, 1).expand_as(x))
 
-    config = SamplingConfig(cfg=3.0, renorm=2.0, motion=6.0, neg_motion=2.0)
+    config = reference(cfg=3.0, renorm=2.0, motion=6.0, neg_motion=2.0)
     v, scale = guided_velocity(Model(), torch.zeros(2, 16, 2, 8, 8), 0.5, cond(2), cond(2), config)
     assert scale == (1, 2)
     # item 0: 1 + 3 * 0.5 = 2.5 -> renormed to 2 * |cond| = 2; item 1: 1 + 3 * 0.01 = 1.03, untouched
@@ -103,8 +108,8 @@ class MotionVelocityModel(CountingModel):
     """Velocity 1 + motion score / 10 per item (the motion-dropout case, a negative score, gives 0.9), plus 0.5 for the
     caption pass (batch half 0 of the first pass and of the third); the negative caption gets none."""
 
-    def forward(self, x, t, cap, mask, motion, patch, f_patch):
-        self.calls.append((x.shape[0], f"{f_patch}x{patch}", motion.tolist()))
+    def forward(self, x, t, cap, mask, motion, patch):
+        self.calls.append((x.shape[0], str(patch), motion.tolist()))
         per_item = torch.where(motion < 0, torch.full_like(motion, 0.9), 1 + motion / 10) + cap[:, 0, 0]
         return per_item.view(-1, 1, 1, 1, 1).expand_as(x).clone()
 
@@ -115,7 +120,7 @@ def motion_cond(batch, caption):
 
 def test_motion_guidance_adds_the_motion_scores_own_effect_in_a_third_pass():
     model = MotionVelocityModel()
-    config = SamplingConfig(cfg=2.0, renorm=-1.0, motion=6.0, neg_motion=2.0, motion_cfg=3.0)
+    config = reference(cfg=2.0, renorm=-1.0, motion=6.0, neg_motion=2.0, motion_cfg=3.0)
     v, _ = guided_velocity(model, torch.zeros(2, 16, 2, 8, 8), 0.5, motion_cond(2, 0.5), motion_cond(2, 0.0), config)
     assert model.calls == [(6, "1x2", [6.0, 6.0, 2.0, 2.0, -1.0, -1.0])]
     # cond 1.6 + 0.5 = 2.1; uncond 1.2; no-motion cond 0.9 + 0.5 = 1.4: 2.1 + 2 * (2.1 - 1.2) + 3 * (2.1 - 1.4) = 6.0
@@ -124,10 +129,10 @@ def test_motion_guidance_adds_the_motion_scores_own_effect_in_a_third_pass():
 
 def test_motion_guidance_runs_without_cfg_and_is_skipped_when_off_or_without_a_motion_score():
     without_cfg = MotionVelocityModel()
-    v, _ = guided_velocity(without_cfg, torch.zeros(1, 16, 2, 8, 8), 0.5, motion_cond(1, 0.0), None, SamplingConfig(motion=6.0, motion_cfg=2.0))
+    v, _ = guided_velocity(without_cfg, torch.zeros(1, 16, 2, 8, 8), 0.5, motion_cond(1, 0.0), None, reference(motion=6.0, motion_cfg=2.0))
     assert without_cfg.calls == [(2, "1x2", [6.0, -1.0])]
     assert torch.allclose(v, torch.full_like(v, 1.6 + 2 * 0.7))
-    for config in (SamplingConfig(cfg=0.0, motion=6.0, motion_cfg=0.0), SamplingConfig(cfg=0.0, motion=-1.0, motion_cfg=2.0)):
+    for config in (reference(cfg=0.0, motion=6.0, motion_cfg=0.0), reference(cfg=0.0, motion=-1.0, motion_cfg=2.0)):
         model = MotionVelocityModel()
         guided_velocity(model, torch.zeros(1, 16, 2, 8, 8), 0.5, motion_cond(1, 0.0), None, config)
         assert [call[0] for call in model.calls] == [1]
@@ -135,7 +140,7 @@ def test_motion_guidance_runs_without_cfg_and_is_skipped_when_off_or_without_a_m
 
 def test_motion_guidance_follows_its_time_aware_schedule():
     model = MotionVelocityModel()
-    sample(model, torch.zeros(1, 16, 2, 8, 8), motion_cond(1, 0.0), None, SamplingConfig(steps=11, time_shift=1.0, cfg=0.0, motion_cfg=(4.0, (0.5, 0.0))))
+    sample(model, torch.zeros(1, 16, 2, 8, 8), motion_cond(1, 0.0), None, reference(steps=11, time_shift=1.0, cfg=0.0, motion_cfg=(4.0, (0.5, 0.0))))
     assert [call[0] for call in model.calls] == [2] * 5 + [1] * 5
 
 

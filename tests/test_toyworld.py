@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from lumina_core.media import read_video
+from lumina_core.io.media import read_video
 from lumina_core.toyworld import metrics, world
 
 SEED = 2024

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lumina_core.nextdit import MultiScaleNextDiT
+from lumina_core.models.nextdit import MultiScaleNextDiT, PatchSize
 from lumina_core.toyworld import train
 from toy_weights import write_random_embedded
 
@@ -25,9 +25,9 @@ def test_dit_steps_follow_the_scale_cycle_and_resume(tmp_path, monkeypatch):
     used = []
     forward = MultiScaleNextDiT.forward
 
-    def recording_forward(self, x, t, cap_feats, cap_mask, motion_score, patch_size, f_patch_size):
-        used.append(f"{f_patch_size}x{patch_size}")
-        return forward(self, x, t, cap_feats, cap_mask, motion_score, patch_size, f_patch_size)
+    def recording_forward(self, x, t, cap_feats, cap_mask, motion_score, patch):
+        used.append(str(PatchSize(*patch)))
+        return forward(self, x, t, cap_feats, cap_mask, motion_score, patch)
 
     monkeypatch.setattr(MultiScaleNextDiT, "forward", recording_forward)
     dit_args = ("dit", "--clips", "4", "--batch", "2", "--scale-cycle", "1x2,2x4,1x2")
@@ -76,16 +76,16 @@ def test_word_dropout_must_be_a_probability(capsys):
 
 
 def test_decoder_stage_trains_only_the_decoder_on_the_dits_predictions(tmp_path, monkeypatch):
-    from lumina_core.vae import load_vae
+    from lumina_core.models.vae import load_vae
 
     write_random_embedded(tmp_path / "export")
     before = load_vae(tmp_path / "export" / "vae.safetensors").state_dict()
     used = []
     forward = MultiScaleNextDiT.forward
 
-    def recording_forward(self, x, t, cap_feats, cap_mask, motion_score, patch_size, f_patch_size):
-        used.append((f"{f_patch_size}x{patch_size}", t.min().item()))
-        return forward(self, x, t, cap_feats, cap_mask, motion_score, patch_size, f_patch_size)
+    def recording_forward(self, x, t, cap_feats, cap_mask, motion_score, patch):
+        used.append((str(PatchSize(*patch)), t.min().item()))
+        return forward(self, x, t, cap_feats, cap_mask, motion_score, patch)
 
     monkeypatch.setattr(MultiScaleNextDiT, "forward", recording_forward)
     run(tmp_path, "decoder", "--steps", "2", "--batch", "1", "--decoder-dit-share", "1")
@@ -104,7 +104,7 @@ def test_decoder_dit_share_must_be_a_share(capsys):
 
 
 def test_dit_from_export_fine_tunes_the_exported_weights(tmp_path):
-    from lumina_core.checkpoint import read_state_dict
+    from lumina_core.io.checkpoints import read_state_dict
 
     write_random_embedded(tmp_path / "export")
     before = {name: read_state_dict(tmp_path / "export" / name)[0] for name in ("dit.safetensors", "text_encoder.safetensors")}
@@ -117,7 +117,7 @@ def test_dit_from_export_fine_tunes_the_exported_weights(tmp_path):
 
 
 def test_dit_width_and_depth_size_a_model_trained_from_scratch(tmp_path):
-    from lumina_core.checkpoint import load_nextdit
+    from lumina_core.io.checkpoints import load_nextdit
 
     write_random_embedded(tmp_path / "export")
     run(tmp_path, "dit", "--clips", "2", "--batch", "2", "--steps", "1", "--dit-width", "64", "--dit-depth", "3")

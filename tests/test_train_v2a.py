@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lumina_core.toyworld import train_v2a
-from lumina_core.v2a import load_v2a
+from lumina_core.models.v2a import load_v2a
 
 
 @pytest.fixture(autouse=True)

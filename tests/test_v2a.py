@@ -7,10 +7,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from lumina_core.audio import GriffinLimVocoder, HiFiGANVocoder, MelAutoencoderConfig, VocoderConfig
-from lumina_core.checkpoint import CheckpointError
-from lumina_core.sampler import TextCondition
-from lumina_core.v2a import (
+from lumina_core.models.audio import GriffinLimVocoder, HiFiGANVocoder, MelAutoencoderConfig, VocoderConfig
+from lumina_core.io.checkpoints import CheckpointError
+from lumina_core.models.text import TextCondition
+from lumina_core.models.v2a import (
     AudioTimeline, ConvFrameEncoder, FrameEncoder, V2AConfig, V2AGenerator, load_v2a, resample_to_tokens, save_v2a,
 )
 

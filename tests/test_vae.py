@@ -6,8 +6,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import lumina_core.vae as vae_module
-from lumina_core.vae import (
+import lumina_core.models.vae as vae_module
+from lumina_core.models.vae import (
     CogVideoXVAE,
     CogVideoXVAEConfig,
     FrameCountError,

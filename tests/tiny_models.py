@@ -2,7 +2,7 @@
 
 import torch
 
-from lumina_core.nextdit import NextDiTConfig
+from lumina_core.models.nextdit import NextDiTConfig
 
 TINY = NextDiTConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, cap_feat_dim=32, multiple_of=16)
 

@@ -14,26 +14,23 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-EMBEDDED_FILES = ("dit.safetensors", "text_encoder.safetensors", "vae.safetensors", "v2a.safetensors")
-
-
 def real_embedded_dir() -> Path | None:
     """The pack's embedded folder when it holds all four files (the env var LUMINA_VIDEO_TEST_RANDOM_WEIGHTS=1 forces random ones)."""
-    from lumina_core.pipeline import EMBEDDED_DIR
+    from lumina_core import embedded
 
     if os.environ.get("LUMINA_VIDEO_TEST_RANDOM_WEIGHTS") == "1":
         return None
-    return EMBEDDED_DIR if all((EMBEDDED_DIR / name).is_file() for name in EMBEDDED_FILES) else None
+    folder = embedded.PACKAGE_DIR
+    return folder if all((folder / name).is_file() for name in embedded.FILES.values()) else None
 
 
 def write_random_embedded(folder: Path, seed: int = 0) -> Path:
     """Random-weight dit/text_encoder/vae/v2a .safetensors in ``folder``, in the embedded default's format."""
-    from lumina_core.checkpoint import CONFIG_METADATA_KEY
-    from lumina_core.pipeline import TEXT_CONFIG_METADATA_KEY
-    from lumina_core.text import TinyTextEncoder
+    from lumina_core.io.checkpoints import CONFIG_METADATA_KEY, TEXT_CONFIG_METADATA_KEY
+    from lumina_core.models.text import TinyTextEncoder
     from lumina_core.toyworld.train import TOY_DIT_CONFIG, TOY_TEXT_CONFIG, TOY_VAE_CONFIG
-    from lumina_core.v2a import V2AConfig, V2AGenerator, save_v2a
-    from lumina_core.vae import CogVideoXVAE, save_vae
+    from lumina_core.models.v2a import V2AConfig, V2AGenerator, save_v2a
+    from lumina_core.models.vae import CogVideoXVAE, save_vae
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..bench import interleaved
-from ..pipeline import EMBEDDED_FPS, EMBEDDED_PRESETS, decode_latent, encode_prompts, load_embedded, sample_latent
+from ..bench.dit import interleaved
+from .. import embedded
+from ..pipeline import decode_latent, encode_prompts, sample_latent
+from ..sampling.presets import PRESETS
 from .metrics import measure_video, score_clip
 from .world import DEFAULT_CONFIG, heldout_clips
 
@@ -55,7 +57,7 @@ def sample_world_latent(models, cond, uncond, seed: int, config) -> torch.Tensor
 
 def generate(models, captions, preset: str, seed: int, batch: int, **overrides) -> torch.Tensor:
     """Videos [N, F, H, W, 3] for ``captions`` under a preset (with overrides such as motion=...), sampled in batches."""
-    config = EMBEDDED_PRESETS[preset].with_(**overrides)
+    config = PRESETS[preset].with_(**overrides)
     uncond = encode_prompts(models, [""])
     frames = []
     for start in range(0, len(captions), batch):
@@ -98,7 +100,7 @@ class Report:
 
 def caption_accuracy(models, captions, preset, seed, batch) -> dict:
     frames = generate(models, captions, preset, seed, batch)
-    scores = [score_clip(f.numpy(), c, EMBEDDED_FPS) for f, c in zip(frames, captions)]
+    scores = [score_clip(f.numpy(), c, embedded.FPS) for f, c in zip(frames, captions)]
     return {k: float(np.mean([getattr(s, f"{k}_correct") for s in scores])) for k in ACCURACY_KEYS}
 
 
@@ -106,7 +108,7 @@ def sampling_seconds(models, captions, seed: int, repeats: int = 5) -> dict:
     """Each preset's sampling time for one batch of ``captions``: the fastest of ``repeats`` runs, the presets
     interleaved so that load on a shared machine hits both alike (single runs varied by a quarter)."""
     cond, uncond = encode_prompts(models, captions), encode_prompts(models, [""])
-    runs = {preset: functools.partial(sample_world_latent, models, cond, uncond, seed, config) for preset, config in EMBEDDED_PRESETS.items()}
+    runs = {preset: functools.partial(sample_world_latent, models, cond, uncond, seed, config) for preset, config in ((name, PRESETS[name]) for name in embedded.PRESETS)}
     return interleaved(runs, repeats, summary=min)
 
 
@@ -123,24 +125,24 @@ def motion_response(models, captions, seed, batch, values=None, gaps=(0.0, 2.0, 
     inputs, measured, by_value = [], [], {}
     for value in values:
         frames = generate(models, captions, "embedded", seed, batch, motion=value, neg_motion=-1.0)
-        motions = [measure_video(f.numpy(), EMBEDDED_FPS).motion for f in frames]
+        motions = [measure_video(f.numpy(), embedded.FPS).motion for f in frames]
         inputs += [value] * len(motions)
         measured += motions
         by_value[value] = float(np.nanmean(motions))
     by_negative = {}
     for negative in negatives:
         frames = generate(models, captions, "embedded", seed, batch, motion=float(high), neg_motion=negative)
-        by_negative[high - negative] = float(np.nanmean([measure_video(f.numpy(), EMBEDDED_FPS).motion for f in frames]))
+        by_negative[high - negative] = float(np.nanmean([measure_video(f.numpy(), embedded.FPS).motion for f in frames]))
     valid = ~np.isnan(measured)
     by_negative = dict(sorted(by_negative.items(), reverse=True))
     return dict(spearman=spearman(np.array(inputs)[valid], np.array(measured)[valid]), by_value=by_value, by_negative=by_negative)
 
 
 def evaluate(n_clips: int = 100, seed: int = 0, batch: int = 50, motion_clips: int = MOTION_CLIPS, audio: bool = True) -> Report:
-    models = load_embedded(with_audio=audio)
+    models = embedded.load(with_audio=audio)
     captions = [clip.caption for clip in heldout_clips(seed, n_clips)]
     report = Report(clips=n_clips)
-    for preset in EMBEDDED_PRESETS:
+    for preset in embedded.PRESETS:
         report.accuracy[preset] = caption_accuracy(models, captions, preset, seed, batch)
     report.sampling_seconds = sampling_seconds(models, captions[:batch], seed)
     report.motion = motion_response(models, captions[:motion_clips], seed, batch)

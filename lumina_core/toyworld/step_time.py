@@ -27,9 +27,9 @@ def step_seconds(width: int, depth: int, latent: int, batch: int, steps: int, wa
     cap_mask = torch.ones(batch, 8, dtype=torch.bool)
     timed = []
     for step in range(warmup + steps):
-        f_patch, patch = SCALE_TURNS[step % len(SCALE_TURNS)]
+        patch = SCALE_TURNS[step % len(SCALE_TURNS)]
         start = time.perf_counter()
-        v = model(x, torch.rand(batch, generator=generator), cap_feats, cap_mask, torch.rand(batch, generator=generator) * 6, patch, f_patch)
+        v = model(x, torch.rand(batch, generator=generator), cap_feats, cap_mask, torch.rand(batch, generator=generator) * 6, patch)
         optimizer.zero_grad(set_to_none=True)
         v.square().mean().backward()
         optimizer.step()

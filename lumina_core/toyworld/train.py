@@ -24,12 +24,11 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from ..checkpoint import CONFIG_METADATA_KEY, load_nextdit
-from ..nextdit import NextDiTConfig
-from ..pipeline import EMBEDDED_DIR, TEXT_CONFIG_METADATA_KEY, load_embedded, load_text_encoder
-from ..sampler import parse_patch
-from ..text import TinyTextEncoder, TinyTextEncoderConfig
-from ..vae import CogVideoXVAE, CogVideoXVAEConfig, load_vae, psnr, save_vae
+from ..io.checkpoints import CONFIG_METADATA_KEY, TEXT_CONFIG_METADATA_KEY, load_nextdit, load_text_encoder
+from ..models.nextdit import NextDiTConfig, PatchSize
+from .. import embedded
+from ..models.text import TinyTextEncoder, TinyTextEncoderConfig
+from ..models.vae import CogVideoXVAE, CogVideoXVAEConfig, load_vae, psnr, save_vae
 from .world import DEFAULT_CONFIG, VOCABULARY, train_clips
 
 TOY_DIT_CONFIG = NextDiTConfig(
@@ -250,7 +249,7 @@ def train_dit(args):
         if not vae_path.is_file():
             raise SystemExit(
                 f"no {data_path} to train on and no {vae_path} to encode clips with: copy the VAE there "
-                f"(cp {EMBEDDED_DIR / 'vae.safetensors'} {args.export}/) or link latents.pt from an earlier run"
+                f"(cp {embedded.PACKAGE_DIR / embedded.FILES['vae']} {args.export}/) or link latents.pt from an earlier run"
             )
         vae = load_vae(vae_path, device=args.device).eval()
         data = encode_dataset(vae, args.clips, args.seed, args.device)
@@ -282,18 +281,19 @@ def train_dit(args):
 
     generator = torch.Generator().manual_seed(args.seed + start)
     scales = args.scale_cycle or model.patch_sizes
-    missing = [f"{f}x{p}" for f, p in scales if (f, p) not in model.patch_sizes]
+    missing = [str(patch) for patch in scales if patch not in model.patch_sizes]
     if missing:
-        raise SystemExit(f"--scale-cycle names {', '.join(missing)}, which the model lacks; it has {model.patch_sizes}")
+        have = ", ".join(map(str, model.patch_sizes))
+        raise SystemExit(f"--scale-cycle names {', '.join(missing)}, which the model lacks; it has {have}")
     progress = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="dit")
     for step in progress:
         for group in optimizer.param_groups:
             group["lr"] = warmup_lr(step, args.lr or 5e-4, 300, args.steps)
         index = torch.randint(len(captions), (args.batch,), generator=generator)
-        f_patch, patch = scales[step % len(scales)]
+        patch = scales[step % len(scales)]
         x1 = latents[index].to(args.device)
         x0 = torch.randn(x1.shape, generator=generator).to(args.device)
-        t = shifted_times(args.batch, TRAIN_TIME_SHIFT[(f_patch, patch)], generator).to(args.device)
+        t = shifted_times(args.batch, TRAIN_TIME_SHIFT[patch], generator).to(args.device)
         xt = t.view(-1, 1, 1, 1, 1) * x1 + (1 - t.view(-1, 1, 1, 1, 1)) * x0
         prompts = ["" if torch.rand(1, generator=generator) < CAPTION_DROPOUT else captions[i] for i in index.tolist()]
         if args.word_dropout:
@@ -302,7 +302,7 @@ def train_dit(args):
             args.device
         )
         cond = text.encode(prompts)
-        v = model(xt, t, cond.features, cond.mask, scores, patch, f_patch)
+        v = model(xt, t, cond.features, cond.mask, scores, patch)
         loss = F.mse_loss(v, x1 - x0)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -341,8 +341,8 @@ def one_step_predictions(models, clips, latents: torch.Tensor, generator) -> tor
     xt = t_ * latents + (1 - t_) * noise.to(latents.device)
     cond = models.text_encoder.encode([clip.caption for clip in clips])
     motion = torch.tensor([clip.motion_score for clip in clips], device=latents.device)
-    f_patch, patch = min(models.dit.patch_sizes, key=lambda size: size[0] * size[1])
-    velocity = models.dit(xt, t.to(latents.device), cond.features, cond.mask, motion, patch, f_patch)
+    finest = min(models.dit.patch_sizes, key=lambda patch: patch.temporal * patch.spatial)
+    velocity = models.dit(xt, t.to(latents.device), cond.features, cond.mask, motion, finest)
     return xt + (1 - t_) * velocity
 
 
@@ -357,7 +357,7 @@ def train_decoder(args):
     latent space the DiT was trained on, does not change.
     """
     torch.manual_seed(args.seed)
-    models = load_embedded(device=args.device, folder=args.export, with_audio=False)
+    models = embedded.load(device=args.device, where=args.export, with_audio=False)
     vae = models.vae.train().requires_grad_(False)
     vae.decoder.requires_grad_(True)
     lr = args.lr or 3e-4
@@ -387,10 +387,10 @@ def train_decoder(args):
     print(f"exported {args.export / 'vae.safetensors'} (decoder fine-tuned on the DiT's predictions, encoder unchanged)")
 
 
-def patch_list(text: str) -> list[tuple[int, int]]:
-    """ "1x2,2x4" -> [(1, 2), (2, 4)], for argparse (a bad entry becomes a usage error naming it)."""
+def patch_list(text: str) -> list[PatchSize]:
+    """ "1x2,2x4" -> [PatchSize(1, 2), PatchSize(2, 4)], for argparse (a bad entry becomes a usage error naming it)."""
     try:
-        return [parse_patch(spec) for spec in text.split(",")]
+        return [PatchSize.parse(spec) for spec in text.split(",")]
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
@@ -449,7 +449,7 @@ def main(argv=None):
     )
     parser.add_argument("--save-every", type=int, default=200)
     parser.add_argument("--runs", type=Path, default=Path("runs/toyworld"), help="checkpoints and caches")
-    parser.add_argument("--export", type=Path, default=EMBEDDED_DIR, help="where the final safetensors go")
+    parser.add_argument("--export", type=Path, default=embedded.PACKAGE_DIR, help="where the final safetensors go")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     args = parser.parse_args(argv)

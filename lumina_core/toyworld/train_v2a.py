@@ -45,10 +45,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..audio import MelAutoencoder, MelAutoencoderConfig, VocoderConfig, log_mel_spectrogram
-from ..v2a import V2AConfig, V2AGenerator, resample_to_tokens, save_v2a
+from ..models.audio import MelAutoencoder, MelAutoencoderConfig, VocoderConfig, log_mel_spectrogram
+from ..models.v2a import V2AConfig, V2AGenerator, resample_to_tokens, save_v2a
 from .metrics import SyncScore, audio_visual_sync, detect_onsets
-from .train import EMA, EMBEDDED_DIR, Checkpoint, warmup_lr
+from .. import embedded
+from .train import EMA, Checkpoint, warmup_lr
 from .world import SHAPE_PITCH_HZ, SHAPES, heldout_clips, sample_clip
 
 TOY_V2A_CONFIG = V2AConfig(
@@ -473,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-every", type=int, default=150, help="checkpoint interval in steps (default 150)")
     parser.add_argument("--runs", type=Path, default=Path("runs/toyworld"), help="checkpoints (in <runs>/v2a)")
-    parser.add_argument("--export", type=Path, default=EMBEDDED_DIR, help="folder for v2a.safetensors (default the package's embedded/)")
+    parser.add_argument("--export", type=Path, default=embedded.PACKAGE_DIR, help="folder for v2a.safetensors (default the package's embedded/)")
     parser.add_argument("--eval-clips", type=int, default=100, help="held-out clips scored at the end (0: skip)")
     parser.add_argument("--eval-steps", type=int, default=25, help="sampling grid points for the evaluation")
     parser.add_argument("--eval-cfg", type=float, nargs="+", default=[3.5], help="CFG scales to evaluate (engine convention)")

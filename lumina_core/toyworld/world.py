@@ -44,7 +44,7 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..media import write_video
+from ..io.media import write_video
 
 PALETTE = {
     "red": (0.90, 0.15, 0.15),

@@ -4,19 +4,19 @@ Each UI workflow is loaded as a user would (``app.loadGraphData``, what drag-and
 calls): no node may be missing, and the prompt the frontend builds from it
 (``app.graphToPrompt``) must equal the API-format copy in workflows/api/. The embedded
 workflow with sound is queued from the page; the saved video must appear on the Save
-node, playable, with its sound track. The web extension's schedule arithmetic is
-compared with the engine's for every preset. Screenshots land in the screenshots folder.
+node, playable, with its sound track. The schedule the web extension draws comes from the
+server, and must be the engine's for every preset. Screenshots land in the screenshots folder.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from lumina_core.pipeline import ALL_PRESETS
-from lumina_core.sampler import SamplingConfig, parse_time_aware
+from lumina_core.sampling import PRESETS, value_at
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
@@ -81,36 +81,61 @@ def test_ui_workflow_loads_and_builds_its_api_prompt(page, path, screenshots):
     page.screenshot(screenshots / f"loaded_{path.stem}.png")
 
 
-SCHEDULE_CASES = [(name, config.steps, config.time_shift, config.patch) for name, config in ALL_PRESETS.items()] + [
-    ("custom-a", 30, 3.0, '("2x4", (0.3, "2x2"), (0.6, "1x2"))'),
-    ("custom-b", 70, 24.0, "('2x4', (0.03, '2x2'), (0.125, '1x2'))"),
-    ("custom-c", 17, 1.0, "2x2"),
-    ("custom-d", 45, 8.0, '["2x4", [0.5, "1x2"]]'),
-    ("boundary", 11, 1.0, '("2x4", (0.5, "1x2"))'),
-]
-
-
-@pytest.mark.parametrize("name,steps,shift,schedule", SCHEDULE_CASES, ids=[c[0] for c in SCHEDULE_CASES])
-def test_strip_uses_the_engines_schedule(page, name, steps, shift, schedule):
-    if isinstance(schedule, str) and name.startswith(("custom", "boundary")):
-        parsed = parse_time_aware(schedule, "custom_schedule", str)
-        js_schedule = f"m.parseTimeAware({json.dumps(schedule)})"
-    else:
-        parsed = schedule
-        js_schedule = f"m.PRESET_SCHEDULES[{json.dumps(name)}]"
-    expected = [f"{pf}x{p}" for pf, p in SamplingConfig(steps=steps, time_shift=shift, patch=parsed).patch_schedule()]
-    got = page.evaluate(
-        f"const m = await import('/extensions/lumina_video/lumina_video.js'); return m.patchSchedule({steps}, {shift}, {js_schedule});"
+def page_plan(page, sampler: dict, motion=None) -> dict:
+    """The plan the extension draws, fetched the way it fetches it (requestPlan, then the server's route)."""
+    return page.evaluate(
+        f"""
+        const m = await import('/extensions/lumina_video/lumina_video.js');
+        let plan = m.requestPlan({json.dumps(sampler)}, {json.dumps(motion)});
+        for (let i = 0; !plan && i < 100; i++) {{
+            await new Promise((r) => setTimeout(r, 50));
+            plan = m.requestPlan({json.dumps(sampler)}, {json.dumps(motion)});
+        }}
+        return plan;
+        """,
+        timeout=30,
     )
-    assert got == expected
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_strip_draws_each_presets_schedule_from_the_engine(page, name):
+    """The strip's patch sizes and CFG steps are the engine's for the preset, with no override set."""
+    plan = page_plan(page, {"preset": name})
+    config = PRESETS[name]
+    assert plan["patch"] == [str(p) for p in config.patch_schedule()]
+    assert plan["cfg"] == [float(value_at(config.cfg, t)) for t in config.times()[:-1]]
+
+
+def test_a_fresh_sampler_node_runs_its_whole_preset(page):
+    """A Sampler node dropped on the canvas, its preset chosen, plans the preset's schedule: 22 / 4 / 3 calls at
+    2x4 / 2x2 / 1x2 for embedded-MultiScale, and the preset's motion guidance on the Motion Score chart."""
+    widgets = page.evaluate(
+        f"""
+        const node = LiteGraph.createNode('LuminaVideoSampler');
+        {APP}.graph.add(node);
+        node.widgets.find((w) => w.name === 'preset').value = 'embedded-MultiScale';
+        const values = Object.fromEntries(node.widgets.filter((w) => w.name && !w.name.startsWith('lumina_')).map((w) => [w.name, w.value]));
+        {APP}.graph.remove(node);
+        return values;
+        """
+    )
+    plan = page_plan(page, widgets)
+    assert Counter(plan["patch"]) == {"2x4": 22, "2x2": 4, "1x2": 3}
+    motion = page.evaluate(
+        f"""
+        const node = LiteGraph.createNode('LuminaVideoMotionScore');
+        const values = Object.fromEntries(node.widgets.filter((w) => w.name && !w.name.startsWith('lumina_')).map((w) => [w.name, w.value]));
+        return values;
+        """
+    )
+    guided = page_plan(page, widgets, motion)["motion_guidance"]
+    config = PRESETS["embedded-MultiScale"]
+    assert guided == [float(value_at(config.motion_cfg, t)) for t in config.times()[:-1]]
 
 
 def test_strip_reports_a_bad_custom_schedule(page):
-    message = page.evaluate(
-        "const m = await import('/extensions/lumina_video/lumina_video.js');"
-        "try { m.parseTimeAware('(\"2x4\", (0.5'); return null; } catch (e) { return e.message; }"
-    )
-    assert message
+    plan = page_plan(page, {"preset": "embedded", "patch_schedule": "custom", "custom_schedule": '("2x4", (0.5'})
+    assert "custom_schedule" in plan["error"]
 
 
 def test_embedded_workflow_runs_from_the_page_and_plays(page, screenshots, comfy_workdir):

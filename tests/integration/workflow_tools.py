@@ -351,7 +351,7 @@ def main(argv=None) -> int:
     check.add_argument("graphs", type=Path, nargs="+")
     args = parser.parse_args(argv)
     if args.command == "thumbnail":
-        from lumina_core.media import read_video
+        from lumina_core.io.media import read_video
 
         thumbnail(read_video(args.video).frames.numpy(), args.out)
         return 0

@@ -3,7 +3,10 @@
 Everything here follows the Lumina-Video reference numerically (norms, sinusoidal
 embedders, SwiGLU, interleaved-pair RoPE) but runs on plain PyTorch: attention goes
 through ``scaled_dot_product_attention`` with explicit key-padding masks instead of
-flash-attn's varlen kernels.
+flash-attn's varlen kernels. Layers with weights take ``operations`` (default ``torch.nn``),
+the namespace their Linear/LayerNorm/RMSNorm/Embedding classes come from, as ComfyUI's
+``comfy/ldm`` models do: ComfyUI hands in ``comfy.ops`` for weight casting, fp8 and low-VRAM
+loading.
 """
 
 import contextlib
@@ -22,13 +25,13 @@ class TimestepEmbedder(nn.Module):
     Used for the flow time and, with the same layout, for the motion score.
     """
 
-    def __init__(self, hidden_size: int, frequency_embedding_size: int = 256, dtype=None, device=None):
+    def __init__(self, hidden_size: int, frequency_embedding_size: int = 256, dtype=None, device=None, operations=nn):
         super().__init__()
         self.frequency_embedding_size = frequency_embedding_size
         self.mlp = nn.Sequential(
-            nn.Linear(frequency_embedding_size, hidden_size, bias=True, dtype=dtype, device=device),
+            operations.Linear(frequency_embedding_size, hidden_size, bias=True, dtype=dtype, device=device),
             nn.SiLU(),
-            nn.Linear(hidden_size, hidden_size, bias=True, dtype=dtype, device=device),
+            operations.Linear(hidden_size, hidden_size, bias=True, dtype=dtype, device=device),
         )
 
     @staticmethod
@@ -58,12 +61,13 @@ class FeedForward(nn.Module):
         ffn_dim_multiplier: Optional[float],
         dtype=None,
         device=None,
+        operations=nn,
     ):
         super().__init__()
         hidden_dim = swiglu_hidden_dim(hidden_dim, multiple_of, ffn_dim_multiplier)
-        self.w1 = nn.Linear(dim, hidden_dim, bias=False, dtype=dtype, device=device)
-        self.w2 = nn.Linear(hidden_dim, dim, bias=False, dtype=dtype, device=device)
-        self.w3 = nn.Linear(dim, hidden_dim, bias=False, dtype=dtype, device=device)
+        self.w1 = operations.Linear(dim, hidden_dim, bias=False, dtype=dtype, device=device)
+        self.w2 = operations.Linear(hidden_dim, dim, bias=False, dtype=dtype, device=device)
+        self.w3 = operations.Linear(dim, hidden_dim, bias=False, dtype=dtype, device=device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.w2(F.silu(self.w1(x)) * self.w3(x))

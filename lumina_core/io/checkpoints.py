@@ -17,13 +17,17 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .nextdit import FACTORIES, MultiScaleNextDiT, NextDiTConfig
+from ..models.nextdit import FACTORIES, RELEASED, MultiScaleNextDiT, NextDiTConfig
+from ..models.text import TinyTextEncoder, TinyTextEncoderConfig
 
 CONFIG_METADATA_KEY = "lumina_video_config"
+TEXT_CONFIG_METADATA_KEY = "lumina_text_encoder_config"
 WRAPPER_PREFIXES = ("_orig_mod.", "_checkpoint_wrapped_module.", "_fsdp_wrapped_module.")
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 # Not recoverable from tensor shapes: the released training recipe's values (train_exps/f8F32R256).
-RECIPE_DEFAULTS = dict(rope_theta=256.0, t_scale=1000.0, motion_scale=20.0)
+RECIPE_DEFAULTS = dict(rope_theta=RELEASED.rope_theta, t_scale=RELEASED.t_scale, motion_scale=RELEASED.motion_scale)
+# What the upstream model's constructor uses when model_args.pth leaves a value out.
+UPSTREAM_CONSTRUCTOR_DEFAULTS = dict(rope_theta=10000.0, t_scale=1.0, motion_scale=1.0)
 
 
 class CheckpointError(ValueError):
@@ -96,9 +100,7 @@ def config_from_model_args(args: dict, state_dict: dict[str, torch.Tensor]) -> N
         qk_norm=bool(args.get("qk_norm", inferred.qk_norm)),
         all_patch_size=tuple(args.get("patch_sizes", inferred.all_patch_size)),
         all_f_patch_size=tuple(args.get("f_patch_sizes", inferred.all_f_patch_size)),
-        rope_theta=float(args.get("rope_theta", 10000.0)),
-        t_scale=float(args.get("t_scale", 1.0)),
-        motion_scale=float(args.get("motion_scale", 1.0)),
+        **{name: float(args.get(name, default)) for name, default in UPSTREAM_CONSTRUCTOR_DEFAULTS.items()},
     )
 
 
@@ -228,3 +230,15 @@ def convert(src, dst, dtype: Optional[torch.dtype] = None) -> tuple[NextDiTConfi
     save_file(tensors, str(partial), metadata={CONFIG_METADATA_KEY: config.to_json(), "format": "pt"})
     os.replace(partial, dst)
     return config, notes
+
+
+def load_text_encoder(path, dtype=None, device="cpu") -> TinyTextEncoder:
+    """The tiny text encoder from a .safetensors file holding its config in the metadata."""
+    path = Path(path)
+    state, metadata = read_state_dict(path)
+    if TEXT_CONFIG_METADATA_KEY not in metadata:
+        raise CheckpointError(f"{path}: not a tiny text encoder (no {TEXT_CONFIG_METADATA_KEY} metadata)")
+    with torch.device("meta"):
+        encoder = TinyTextEncoder(TinyTextEncoderConfig.from_json(metadata[TEXT_CONFIG_METADATA_KEY]))
+    encoder.load_state_dict(state, strict=True, assign=True)
+    return encoder.to(device=device, dtype=dtype).eval().requires_grad_(False)

@@ -33,10 +33,10 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from . import vae as vae_module
-from .bench import interleaved
-from .vae import DEFAULT_TILE_LATENT_HW as DEFAULT_TILE
-from .vae import CogVideoXVAE, CogVideoXVAEConfig, frames_for, psnr
+from ..models import vae as vae_module
+from .dit import interleaved
+from ..models.vae import DEFAULT_TILE_LATENT_HW as DEFAULT_TILE
+from ..models.vae import CogVideoXVAE, CogVideoXVAEConfig, frames_for, psnr
 
 BENCH_CONFIG = CogVideoXVAEConfig.tiny()
 BENCH_LATENT = (1, 16, 4, 32, 32)  # 16 frames at 256x256

@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .layers import FeedForward, attention
-from .sampler import TextCondition
 
 SYSTEM_PROMPT = (
     "You are an assistant designed to generate high-quality videos with the highest degree of "
@@ -22,6 +22,38 @@ SYSTEM_PROMPT = (
 )
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<unk>")
 PAD, BOS, UNK = range(len(SPECIAL_TOKENS))
+
+
+@dataclass
+class TextCondition:
+    """Caption features [B, L, D] with their mask [B, L] (1 = real token, right padding)."""
+
+    features: torch.Tensor
+    mask: torch.Tensor
+
+    def __post_init__(self):
+        if self.features.ndim != 3 or self.mask.shape != self.features.shape[:2]:
+            raise ValueError(
+                f"caption features {tuple(self.features.shape)} and mask {tuple(self.mask.shape)} don't match "
+                "([B, L, D] and [B, L])"
+            )
+        if (self.mask.sum(dim=1) == 0).any():
+            raise ValueError("a caption has no tokens (its mask is all zero); encode at least the system prompt")
+
+    def repeat_to(self, batch: int) -> "TextCondition":
+        if self.features.shape[0] == batch:
+            return self
+        if self.features.shape[0] != 1:
+            raise ValueError(f"caption batch {self.features.shape[0]} doesn't match the latent batch {batch}")
+        return TextCondition(self.features.expand(batch, -1, -1), self.mask.expand(batch, -1))
+
+
+def concat_conditions(conds: list[TextCondition]) -> TextCondition:
+    """Stack conditions along the batch, right-padding captions to the longest."""
+    length = max(c.features.shape[1] for c in conds)
+    feats = [F.pad(c.features, (0, 0, 0, length - c.features.shape[1])) for c in conds]
+    masks = [F.pad(c.mask, (0, length - c.mask.shape[1])) for c in conds]
+    return TextCondition(torch.cat(feats), torch.cat(masks))
 
 
 def with_system_prompt(prompt: str) -> str:
@@ -51,15 +83,15 @@ class TinyTextEncoderConfig:
 class EncoderLayer(nn.Module):
     """Pre-norm self-attention + SwiGLU over caption tokens, with a key-padding mask."""
 
-    def __init__(self, dim: int, n_heads: int, dtype=None, device=None):
+    def __init__(self, dim: int, n_heads: int, dtype=None, device=None, operations=nn):
         super().__init__()
         factory = dict(dtype=dtype, device=device)
         self.n_heads = n_heads
-        self.norm1 = nn.RMSNorm(dim, **factory)
-        self.qkv = nn.Linear(dim, 3 * dim, bias=False, **factory)
-        self.out = nn.Linear(dim, dim, bias=False, **factory)
-        self.norm2 = nn.RMSNorm(dim, **factory)
-        self.feed_forward = FeedForward(dim, 4 * dim, multiple_of=16, ffn_dim_multiplier=None, **factory)
+        self.norm1 = operations.RMSNorm(dim, **factory)
+        self.qkv = operations.Linear(dim, 3 * dim, bias=False, **factory)
+        self.out = operations.Linear(dim, dim, bias=False, **factory)
+        self.norm2 = operations.RMSNorm(dim, **factory)
+        self.feed_forward = FeedForward(dim, 4 * dim, multiple_of=16, ffn_dim_multiplier=None, operations=operations, **factory)
 
     def forward(self, x, mask):
         """x [B, L, D], mask [B, L] bool -> [B, L, D]."""
@@ -71,15 +103,17 @@ class EncoderLayer(nn.Module):
 class TinyTextEncoder(nn.Module):
     """Word-level caption encoder for the embedded default; a stand-in with Gemma's interface."""
 
-    def __init__(self, config: TinyTextEncoderConfig, dtype=None, device=None):
+    def __init__(self, config: TinyTextEncoderConfig, dtype=None, device=None, operations=nn):
         super().__init__()
         factory = dict(dtype=dtype, device=device)
         self.config = config
         self.index = {word: i + len(SPECIAL_TOKENS) for i, word in enumerate(config.vocabulary)}
-        self.embedding = nn.Embedding(len(SPECIAL_TOKENS) + len(config.vocabulary), config.dim, **factory)
+        self.embedding = operations.Embedding(len(SPECIAL_TOKENS) + len(config.vocabulary), config.dim, **factory)
         self.position = nn.Parameter(torch.zeros(config.max_tokens, config.dim, **factory))
-        self.layers = nn.ModuleList(EncoderLayer(config.dim, config.n_heads, **factory) for _ in range(config.n_layers))
-        self.norm = nn.RMSNorm(config.dim, **factory)
+        self.layers = nn.ModuleList(
+            EncoderLayer(config.dim, config.n_heads, operations=operations, **factory) for _ in range(config.n_layers)
+        )
+        self.norm = operations.RMSNorm(config.dim, **factory)
 
     @property
     def feature_dim(self) -> int:

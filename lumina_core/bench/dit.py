@@ -12,8 +12,9 @@ from collections import Counter
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .nextdit import NextDiTConfig
-from .sampler import PRESETS, TextCondition, make_noise, sample
+from ..models.nextdit import NextDiTConfig
+from ..models.text import TextCondition
+from ..sampling import PRESETS, make_noise, sample
 
 BENCH_CONFIG = NextDiTConfig(dim=512, n_layers=4, n_heads=8, n_kv_heads=4, cap_feat_dim=256, multiple_of=256)
 BENCH_LATENT = (1, 16, 8, 32, 32)  # a 256x256, 32-frame video
@@ -59,14 +60,13 @@ def bench_model(seed: int = 0):
 
 def forward_rows(model, cond, repeats: int, peak: float) -> list[dict]:
     x = make_noise(BENCH_LATENT, 0)
-    scales = [(1, 2), (2, 2), (2, 4)]
     calls, flops = {}, {}
-    for f_patch, patch in scales:
-        args = (x, torch.full((1,), 0.5), cond.features, cond.mask, torch.tensor([6.0]), patch, f_patch)
-        calls[f"{f_patch}x{patch}"] = lambda args=args: model(*args)
+    for patch in model.patch_sizes:
+        args = (x, torch.full((1,), 0.5), cond.features, cond.mask, torch.tensor([6.0]), patch)
+        calls[str(patch)] = lambda args=args: model(*args)
         with FlopCounterMode(display=False) as counter:
             model(*args)
-        flops[f"{f_patch}x{patch}"] = counter.get_total_flops()
+        flops[str(patch)] = counter.get_total_flops()
     seconds = interleaved(calls, repeats)
     base = seconds["1x2"]
     return [
@@ -81,7 +81,7 @@ def sampling_ratio(model, cond, steps: int, repeats: int) -> dict:
     single = PRESETS["f24F96R960"].with_(steps=steps)
     multi = PRESETS["f24F96R960-MultiScale"].with_(steps=steps)
     times = interleaved({"single": lambda: sample(model, noise, cond, cond, single), "multi": lambda: sample(model, noise, cond, cond, multi)}, repeats)
-    counts = Counter(f"{pf}x{p}" for pf, p in multi.patch_schedule())
+    counts = Counter(map(str, multi.patch_schedule()))
     return dict(steps=steps, multi_over_single=times["multi"] / times["single"], schedule=dict(counts), **times)
 
 

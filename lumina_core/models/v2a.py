@@ -34,10 +34,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .audio import MelAutoencoder, MelAutoencoderConfig, MelConfig, Vocoder, VocoderConfig, check_fields
-from .checkpoint import CheckpointError
+from ..io.checkpoints import CheckpointError
 from .layers import FeedForward, RotaryEmbedding, TimestepEmbedder, apply_rotary, attention, init_linears_xavier
 from .nextdit import masked_mean
-from .sampler import TextCondition, concat_conditions, integrate, make_noise, renorm_per_sample, time_grid
+from ..sampling import integrate, make_noise, renorm_per_sample, time_grid
+from .text import TextCondition, concat_conditions
 
 CONFIG_METADATA_KEY = "lumina_v2a_config"
 

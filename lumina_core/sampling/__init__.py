@@ -1,0 +1,42 @@
+"""Sampling: the preset table, time-aware schedules, guidance and the flow-matching solvers.
+
+``presets`` holds every preset whole; ``schedules`` the time-aware values and the shifted
+time grid; ``guidance`` one guided model evaluation; ``solvers`` the integration loop.
+"""
+
+from .guidance import NO_MOTION, guided_velocity, renorm_per_sample
+from .presets import DEFAULT_PRESET, PRESETS, SOLVERS, SamplingConfig, preset
+from .schedules import (
+    TimeAware,
+    check_time_aware,
+    format_time_aware,
+    parse_time_aware,
+    scale_and_cutoff,
+    time_grid,
+    truncated_scale,
+    value_at,
+)
+from .solvers import check_latent_size, integrate, make_noise, sample
+
+__all__ = [
+    "DEFAULT_PRESET",
+    "NO_MOTION",
+    "PRESETS",
+    "SOLVERS",
+    "SamplingConfig",
+    "TimeAware",
+    "check_latent_size",
+    "check_time_aware",
+    "format_time_aware",
+    "guided_velocity",
+    "integrate",
+    "make_noise",
+    "parse_time_aware",
+    "preset",
+    "renorm_per_sample",
+    "sample",
+    "scale_and_cutoff",
+    "time_grid",
+    "truncated_scale",
+    "value_at",
+]

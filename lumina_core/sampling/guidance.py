@@ -1,0 +1,65 @@
+"""One guided model evaluation: classifier-free guidance with renorm, the motion condition, motion guidance."""
+
+from typing import Optional
+
+import torch
+
+from ..models.nextdit import PatchSize
+from ..models.text import TextCondition, concat_conditions
+from .presets import SamplingConfig
+from .schedules import value_at
+
+NO_MOTION = -1.0
+"""Any negative motion score leaves the motion condition out (the model's motion-dropout case)."""
+
+
+def guided_velocity(
+    model, x, t: float, positive: TextCondition, negative: Optional[TextCondition], config: SamplingConfig
+) -> tuple[torch.Tensor, PatchSize]:
+    """One guided model evaluation at time t -> (velocity [B, C, F, H, W] float32, the patch size used).
+
+    Up to three passes share one batch: the positive one; the negative one while the CFG scale in
+    force is non-zero; the positive caption without its motion score while motion guidance is.
+    """
+    batch = x.shape[0]
+    patch = PatchSize.parse(value_at(config.patch, t))
+    cfg = float(value_at(config.cfg, t))
+    motion_value = float(value_at(config.motion, t))
+    motion_cfg = float(value_at(config.motion_cfg, t)) if motion_value >= 0 else 0.0
+    guided = cfg != 0 and negative is not None
+    model_dtype = next(model.parameters()).dtype
+    motion = [motion_value] * batch
+    conds = [positive]
+    if guided:
+        motion += [float(value_at(config.neg_motion, t))] * batch
+        conds.append(negative)
+    if motion_cfg != 0:
+        motion += [NO_MOTION] * batch
+        conds.append(positive)
+    cond = concat_conditions(conds)
+    n = len(conds) * batch
+    out = model(
+        x.to(model_dtype).repeat(len(conds), 1, 1, 1, 1),
+        torch.full((n,), t, device=x.device, dtype=model_dtype),
+        cond.features.to(device=x.device, dtype=model_dtype),
+        cond.mask.to(x.device),
+        torch.tensor(motion, device=x.device, dtype=model_dtype),
+        patch,
+    ).float()
+    passes = iter(out.split(batch))
+    v_cond = v = next(passes)
+    if guided:
+        v = v_cond + cfg * (v_cond - next(passes))
+        if config.renorm > 0:
+            v = renorm_per_sample(v, v_cond, config.renorm)
+    if motion_cfg != 0:
+        v = v + motion_cfg * (v_cond - next(passes))
+    return v, patch
+
+
+def renorm_per_sample(guided: torch.Tensor, cond: torch.Tensor, max_ratio: float) -> torch.Tensor:
+    """Scale each sample of ``guided`` down so that its norm is at most max_ratio * |cond| of that sample."""
+    dims = tuple(range(1, guided.ndim))
+    limit = torch.linalg.vector_norm(cond, dim=dims, keepdim=True) * max_ratio
+    norm = torch.linalg.vector_norm(guided, dim=dims, keepdim=True)
+    return torch.where(norm > limit, guided * (limit / norm), guided)

@@ -1,0 +1,103 @@
+"""Flow-matching integration from noise to a video latent, and the seeded noise it starts from."""
+
+from typing import Callable, Optional
+
+import torch
+
+from ..models.nextdit import PatchSize
+from ..models.text import TextCondition
+from .guidance import guided_velocity
+from .presets import SOLVERS, SamplingConfig
+
+StepCallback = Callable[[int, int, PatchSize, torch.Tensor], None]
+
+
+@torch.no_grad()
+def integrate(
+    velocity: Callable[[torch.Tensor, float], tuple[torch.Tensor, object]],
+    noise: torch.Tensor,
+    times: list[float],
+    solver: str = "euler",
+    callback: Optional[Callable[[int, int, object, torch.Tensor], None]] = None,
+) -> torch.Tensor:
+    """Integrate dx/dt = velocity(x, t) over ``times`` from noise (t=0) towards data; the state stays float32.
+
+    ``velocity`` returns (v, info); ``callback(step, total, info, x)`` runs after every step with
+    the info of the step's first evaluation: use it for progress, previews, and cancellation
+    (raise from it to stop).
+    """
+    if solver not in SOLVERS:
+        raise ValueError(f"solver {solver!r} is not one of {SOLVERS}")
+    x = noise.float()
+    total = len(times) - 1
+    for step, (t0, t1) in enumerate(zip(times[:-1], times[1:])):
+        dt = t1 - t0
+        v, info = velocity(x, t0)
+        if solver == "midpoint":
+            v, _ = velocity(x + 0.5 * dt * v, t0 + 0.5 * dt)
+        elif solver == "heun":
+            v_end, _ = velocity(x + dt * v, t1)
+            v = 0.5 * (v + v_end)
+        x = x + dt * v
+        if callback is not None:
+            callback(step + 1, total, info, x)
+    return x
+
+
+def sample(
+    model,
+    noise: torch.Tensor,
+    positive: TextCondition,
+    negative: Optional[TextCondition],
+    config: SamplingConfig,
+    callback: Optional[StepCallback] = None,
+) -> torch.Tensor:
+    """Sample a video latent [B, C, F, H, W] from noise with the Lumina-Video model under ``config``.
+
+    ``callback(step, total, patch_size, x)`` runs after every step.
+    """
+    check_latent_size(model, noise.shape, config)
+    batch = noise.shape[0]
+    positive = positive.repeat_to(batch)
+    negative = None if negative is None else negative.repeat_to(batch)
+
+    def velocity(x, t):
+        return guided_velocity(model, x, t, positive, negative, config)
+
+    return integrate(velocity, noise, config.times(), config.solver, callback)
+
+
+def check_latent_size(model, shape, config: SamplingConfig):
+    """Refuse latent sizes the model can't take under this patch schedule, before any work is done."""
+    if len(shape) != 5:
+        raise ValueError(f"latent must be [B, C, F, H, W], got shape {tuple(shape)}")
+    _, channels, frames, height, width = shape
+    if channels != model.in_channels:
+        raise ValueError(f"latent has {channels} channels, the model expects {model.in_channels}")
+    for patch in sorted(config.patch_sizes()):
+        if patch not in model.patch_sizes:
+            have = ", ".join(map(str, model.patch_sizes))
+            raise ValueError(f"the patch schedule uses {patch}, which this model lacks; it has {have}")
+        if height % patch.spatial or width % patch.spatial:
+            raise ValueError(
+                f"latent {height}x{width} is not divisible by patch {patch.spatial}; "
+                f"the video's height and width must be multiples of {8 * patch.spatial}"
+            )
+        if frames > 1 and frames % patch.temporal:
+            raise ValueError(
+                f"{frames} latent frames can't take the temporal patch {patch.temporal} ({patch} is in the schedule); "
+                f"use an even latent frame count (a multiple of {4 * patch.temporal} video frames)"
+            )
+        grid = (max(frames // patch.temporal, 1), height // patch.spatial, width // patch.spatial)
+        limits = model.rope.axes_lens
+        if any(n > limit for n, limit in zip(grid, limits)):
+            raise ValueError(
+                f"at patch {patch} the token grid {grid} exceeds the RoPE tables {limits}; "
+                "use fewer frames or a smaller size"
+            )
+
+
+def make_noise(shape, seed: int, device=None) -> torch.Tensor:
+    """Seeded float32 noise [B, ...]; item i depends only on seed + i, so batch size doesn't change a video."""
+    items = [torch.randn(tuple(shape[1:]), generator=torch.Generator().manual_seed(seed + i)) for i in range(shape[0])]
+    return torch.stack(items).to(device)
