@@ -1,10 +1,10 @@
 """Command line: python -m lumina_core {generate,info,convert,bench} ..."""
 
 import argparse
+import sys
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
-import sys
 
 import torch
 
@@ -30,7 +30,9 @@ def cmd_convert(args):
     config, notes = convert(args.src, args.dst, DTYPES[args.dtype] if args.dtype else None)
     for note in notes:
         print(f"note: {note}")
-    print(f"wrote {args.dst} (dim {config.dim}, {config.n_layers} layers, dtype {args.dtype or 'as stored'}); no model_args.pth needed to load it")
+    print(
+        f"wrote {args.dst} (dim {config.dim}, {config.n_layers} layers, dtype {args.dtype or 'as stored'}); no model_args.pth needed to load it"
+    )
 
 
 def cmd_bench(args):
@@ -107,17 +109,27 @@ def cmd_generate(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m lumina_core", description="Lumina-Video engine: generate video with sound, inspect and convert checkpoints, benchmark.")
+    parser = argparse.ArgumentParser(
+        prog="python -m lumina_core",
+        description="Lumina-Video engine: generate video with sound, inspect and convert checkpoints, benchmark.",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     info = commands.add_parser("info", help="print a checkpoint's config, parameter count and dtype")
-    info.add_argument("checkpoint", help="a .safetensors / .pth file, or the released folder (consolidated.00-of-01.pth + model_args.pth)")
+    info.add_argument(
+        "checkpoint",
+        help="a .safetensors / .pth file, or the released folder (consolidated.00-of-01.pth + model_args.pth)",
+    )
     info.set_defaults(run=cmd_info)
 
-    convert = commands.add_parser("convert", help="rewrite a checkpoint as .safetensors with its config in the metadata")
+    convert = commands.add_parser(
+        "convert", help="rewrite a checkpoint as .safetensors with its config in the metadata"
+    )
     convert.add_argument("src", help="a .pth / .safetensors file or the released folder")
     convert.add_argument("dst", help="output .safetensors path")
-    convert.add_argument("--dtype", choices=sorted(DTYPES), help="cast floating-point tensors (default: keep as stored)")
+    convert.add_argument(
+        "--dtype", choices=sorted(DTYPES), help="cast floating-point tensors (default: keep as stored)"
+    )
     convert.set_defaults(run=cmd_convert)
 
     from . import embedded
@@ -140,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset", choices=list(PRESETS), default=DEFAULT_PRESET, help=f"sampling preset (default {DEFAULT_PRESET})"
     )
     generate.add_argument("--steps", type=int, help="time-grid points (model calls + 1); default from the preset")
-    generate.add_argument("--time-shift", type=float, help="shift of the time grid towards noise; default from the preset")
+    generate.add_argument(
+        "--time-shift", type=float, help="shift of the time grid towards noise; default from the preset"
+    )
     generate.add_argument(
         "--cfg", help="CFG scale in the reference's convention (out = cond + cfg*(cond-uncond)); 0 turns it off"
     )
@@ -149,7 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="motion score of the positive pass; larger = faster (the embedded default's trained range is %g-%g)"
         % TOY_WORLD.speed_range,
     )
-    generate.add_argument("--neg-motion", help="motion score of the negative pass; a larger gap to --motion gives more motion")
+    generate.add_argument(
+        "--neg-motion", help="motion score of the negative pass; a larger gap to --motion gives more motion"
+    )
     generate.add_argument(
         "--motion-cfg",
         help="motion guidance: a third pass adds this x (cond - cond without its motion score), so --motion sets the speed "
@@ -163,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--fps", type=float, default=embedded.FPS)
     generate.add_argument("--audio-steps", type=int, default=25, help="video-to-audio sampling steps")
     generate.add_argument("--no-audio", action="store_true", help="skip video-to-audio")
-    generate.add_argument("--models", type=Path, help="folder with dit/text_encoder/vae/v2a .safetensors (default: the embedded default)")
+    generate.add_argument(
+        "--models", type=Path, help="folder with dit/text_encoder/vae/v2a .safetensors (default: the embedded default)"
+    )
     generate.set_defaults(run=cmd_generate)
 
     bench = commands.add_parser("bench", help="benchmarks: ratios measured in one run")

@@ -19,7 +19,9 @@ from .pipeline import LuminaVideoModels
 from .sampling.presets import DEFAULT_PRESET
 
 PACKAGE_DIR = Path(__file__).resolve().parent / "embedded"
-FILES = dict(dit="dit.safetensors", text_encoder="text_encoder.safetensors", vae="vae.safetensors", v2a="v2a.safetensors")
+FILES = dict(
+    dit="dit.safetensors", text_encoder="text_encoder.safetensors", vae="vae.safetensors", v2a="v2a.safetensors"
+)
 SIZES = dict(width=(64, 64), height=(64, 64), frames=(8, 32))
 """Trained on 64x64 clips of 16 frames; it can't draw beyond this."""
 FPS = 8

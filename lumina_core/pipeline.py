@@ -70,7 +70,9 @@ def decode_latent(
     return ((video.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 4, 1)
 
 
-def generate_audio(models, frames: torch.Tensor, fps: float, seed: int, steps: int = 25, cfg: float = 3.5, callback=None):
+def generate_audio(
+    models, frames: torch.Tensor, fps: float, seed: int, steps: int = 25, cfg: float = 3.5, callback=None
+):
     """frames [B, F, H, W, 3] in [0, 1] -> (waveform [B, 1, round(F * sr / fps)] in [-1, 1], sample rate)."""
     if models.v2a is None:
         raise ValueError("no video-to-audio model is loaded")
@@ -78,5 +80,7 @@ def generate_audio(models, frames: torch.Tensor, fps: float, seed: int, steps: i
     batch = frames.shape[0]
     text = v2a.dit.null_text_condition(batch)
     with torch.no_grad():
-        audio = v2a.generate(frames.permute(0, 1, 4, 2, 3), fps, text, steps=steps, seed=seed, cfg=cfg, callback=callback)
+        audio = v2a.generate(
+            frames.permute(0, 1, 4, 2, 3), fps, text, steps=steps, seed=seed, cfg=cfg, callback=callback
+        )
     return audio.waveform, audio.sample_rate

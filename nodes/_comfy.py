@@ -26,14 +26,18 @@ import torch
 
 try:  # the newest V3 API, gated: it is "latest" because it still changes
     from comfy_api.latest import ComfyExtension, InputImpl, Types, io, ui
+
     API_VERSION = "latest"
 except ImportError:  # pragma: no cover - depends on the ComfyUI version
-    from comfy_api.v0_0_2 import ComfyExtension, InputImpl, Types, io, ui  # type: ignore[no-redef]
+    from comfy_api.v0_0_2 import InputImpl, Types, io, ui  # type: ignore[no-redef]
+
     API_VERSION = "v0_0_2"
 
 for _name in ("ComfyNode", "Schema", "NodeOutput", "Custom", "Hidden"):
     if not hasattr(io, _name):  # pragma: no cover - depends on the ComfyUI version
-        raise ImportError(f"this ComfyUI's comfy_api.{API_VERSION}.io has no {_name}: the Lumina-Video nodes need ComfyUI 0.3.60 or newer")
+        raise ImportError(
+            f"this ComfyUI's comfy_api.{API_VERSION}.io has no {_name}: the Lumina-Video nodes need ComfyUI 0.3.60 or newer"
+        )
 
 import comfy.model_management as mm  # noqa: E402
 import comfy.model_patcher  # noqa: E402
@@ -50,7 +54,9 @@ MODEL_SUFFIXES = (".safetensors", ".pth")
 
 def register_model_folders() -> None:
     """Add ``models/lumina_video`` (after any path extra_model_paths.yaml gave) and accept .safetensors/.pth there."""
-    folder_paths.add_model_folder_path(LUMINA_FOLDER, os.path.join(folder_paths.models_dir, LUMINA_FOLDER), is_default=False)
+    folder_paths.add_model_folder_path(
+        LUMINA_FOLDER, os.path.join(folder_paths.models_dir, LUMINA_FOLDER), is_default=False
+    )
     paths, extensions = folder_paths.folder_names_and_paths[LUMINA_FOLDER]
     extensions.update(MODEL_SUFFIXES)  # a new folder's set is empty (= every file); keep it a filter
 
@@ -185,7 +191,9 @@ def save_path(filename_prefix: str, width: int, height: int) -> tuple[str, str, 
     if not prefix:
         raise ValueError("filename_prefix is empty; give a name such as 'lumina_video/clip'")
     target = os.path.abspath(os.path.join(output_dir, os.path.normpath(prefix)))
-    if os.path.isabs(prefix) or os.path.commonpath((os.path.abspath(output_dir), target)) != os.path.abspath(output_dir):
+    if os.path.isabs(prefix) or os.path.commonpath((os.path.abspath(output_dir), target)) != os.path.abspath(
+        output_dir
+    ):
         raise ValueError(
             f"filename_prefix {filename_prefix!r} points outside ComfyUI's output folder {output_dir}; "
             "use a relative name such as 'lumina_video/clip' (subfolders are fine, '..' and absolute paths are not)"
@@ -193,7 +201,9 @@ def save_path(filename_prefix: str, width: int, height: int) -> tuple[str, str, 
     try:
         folder, stem, counter, subfolder, _ = folder_paths.get_save_image_path(prefix, output_dir, width, height)
     except Exception as error:  # ComfyUI raises a bare Exception for paths outside the output folder
-        raise ValueError(f"filename_prefix {filename_prefix!r} can't be used: {str(error).strip('* ').splitlines()[0]}") from None
+        raise ValueError(
+            f"filename_prefix {filename_prefix!r} can't be used: {str(error).strip('* ').splitlines()[0]}"
+        ) from None
     return folder, stem, counter, subfolder
 
 

@@ -24,13 +24,41 @@ class LuminaVideoAudioGenerate(io.ComfyNode):
             ),
             inputs=[
                 LuminaV2A.Input("v2a", tooltip="The video-to-audio model from Lumina-Video V2A Loader."),
-                io.Image.Input("images", tooltip="The video's frames (IMAGE [frames, height, width, 3]), e.g. from Lumina-Video VAE Decode."),
-                io.Float.Input("fps", default=8.0, min=1.0, max=120.0, step=1.0, round=0.001, tooltip="Frame rate the video will play at; sets the audio's length and sync. Embedded default: 8; released model: 24."),
+                io.Image.Input(
+                    "images",
+                    tooltip="The video's frames (IMAGE [frames, height, width, 3]), e.g. from Lumina-Video VAE Decode.",
+                ),
+                io.Float.Input(
+                    "fps",
+                    default=8.0,
+                    min=1.0,
+                    max=120.0,
+                    step=1.0,
+                    round=0.001,
+                    tooltip="Frame rate the video will play at; sets the audio's length and sync. Embedded default: 8; released model: 24.",
+                ),
                 io.Int.Input("steps", default=25, min=2, max=200, tooltip="Time-grid points (steps - 1 model calls)."),
-                io.Int.Input("seed", default=0, min=0, max=MAX_SEED, control_after_generate=True, tooltip="Noise seed of the audio."),
-                io.Float.Input("cfg", default=3.5, min=0.0, max=20.0, step=0.1, round=0.01, tooltip="Guidance towards the video (engine convention: 3.5 = usual scale 4.5); 0 = no guidance."),
+                io.Int.Input(
+                    "seed",
+                    default=0,
+                    min=0,
+                    max=MAX_SEED,
+                    control_after_generate=True,
+                    tooltip="Noise seed of the audio.",
+                ),
+                io.Float.Input(
+                    "cfg",
+                    default=3.5,
+                    min=0.0,
+                    max=20.0,
+                    step=0.1,
+                    round=0.01,
+                    tooltip="Guidance towards the video (engine convention: 3.5 = usual scale 4.5); 0 = no guidance.",
+                ),
             ],
-            outputs=[io.Audio.Output(display_name="audio", tooltip="Mono audio {waveform [1, 1, samples], sample_rate}.")],
+            outputs=[
+                io.Audio.Output(display_name="audio", tooltip="Mono audio {waveform [1, 1, samples], sample_rate}.")
+            ],
             hidden=[io.Hidden.unique_id],
         )
 
@@ -42,6 +70,12 @@ class LuminaVideoAudioGenerate(io.ComfyNode):
         _comfy.throw_if_interrupted()
         _comfy.load_for_inference(v2a.patcher)
         waveform, sample_rate = generate_audio(
-            v2a, images[None].float(), fps, seed, steps=steps, cfg=cfg, callback=lambda step, total, *_: progress.update(step, total)
+            v2a,
+            images[None].float(),
+            fps,
+            seed,
+            steps=steps,
+            cfg=cfg,
+            callback=lambda step, total, *_: progress.update(step, total),
         )
         return io.NodeOutput({"waveform": waveform[:1].float().cpu(), "sample_rate": int(sample_rate)})

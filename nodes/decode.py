@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..lumina_core.pipeline import decode_latent
 from ..lumina_core.models.vae import frames_for
+from ..lumina_core.pipeline import decode_latent
 from . import _comfy
 from ._comfy import io
 from .sockets import LuminaVAE
@@ -23,20 +23,46 @@ class LuminaVideoVAEDecode(io.ComfyNode):
                 "videos is flattened in order (all frames of video 1, then video 2, ...)."
             ),
             inputs=[
-                LuminaVAE.Input("vae", tooltip="The VAE from Lumina-Video VAE Loader (the same kind the model was trained with)."),
+                LuminaVAE.Input(
+                    "vae", tooltip="The VAE from Lumina-Video VAE Loader (the same kind the model was trained with)."
+                ),
                 io.Latent.Input("latent", tooltip="The sampled latent from Lumina-Video Sampler."),
-                io.Boolean.Input("tiled", default=True, tooltip="Decode in overlapping spatial tiles: bounded memory at large sizes; seams are blended."),
-                io.Int.Input("tile_size", default=256, min=64, max=2048, step=32, tooltip="Tile side in pixels (8 pixels per latent pixel). Larger: fewer seams, more memory."),
-                io.Int.Input("tile_overlap", default=64, min=0, max=1024, step=8, tooltip="Pixels shared by neighbouring tiles and blended; must be smaller than tile_size."),
+                io.Boolean.Input(
+                    "tiled",
+                    default=True,
+                    tooltip="Decode in overlapping spatial tiles: bounded memory at large sizes; seams are blended.",
+                ),
+                io.Int.Input(
+                    "tile_size",
+                    default=256,
+                    min=64,
+                    max=2048,
+                    step=32,
+                    tooltip="Tile side in pixels (8 pixels per latent pixel). Larger: fewer seams, more memory.",
+                ),
+                io.Int.Input(
+                    "tile_overlap",
+                    default=64,
+                    min=0,
+                    max=1024,
+                    step=8,
+                    tooltip="Pixels shared by neighbouring tiles and blended; must be smaller than tile_size.",
+                ),
             ],
-            outputs=[io.Image.Output(display_name="images", tooltip="Decoded frames [frames, height, width, 3] in 0..1.")],
+            outputs=[
+                io.Image.Output(display_name="images", tooltip="Decoded frames [frames, height, width, 3] in 0..1.")
+            ],
         )
 
     @classmethod
-    def execute(cls, vae, latent: dict, tiled: bool = True, tile_size: int = 256, tile_overlap: int = 64) -> io.NodeOutput:
+    def execute(
+        cls, vae, latent: dict, tiled: bool = True, tile_size: int = 256, tile_overlap: int = 64
+    ) -> io.NodeOutput:
         samples = latent["samples"]
         if samples.ndim != 5:
-            raise ValueError(f"latent {tuple(samples.shape)} is not a video latent [batch, 16, frames/4, height/8, width/8]")
+            raise ValueError(
+                f"latent {tuple(samples.shape)} is not a video latent [batch, 16, frames/4, height/8, width/8]"
+            )
         frames_for(samples.shape[2])  # a clear message for odd latent frame counts
         tile, overlap = tile_size // 8, tile_overlap // 8
         if tiled and not 0 <= overlap < tile:

@@ -89,14 +89,18 @@ def download_released() -> str:
     try:
         from huggingface_hub import hf_hub_download
     except ImportError:
-        raise RuntimeError(f"huggingface_hub is not installed (pip install -r requirements.txt), so {RELEASED_REPO} can't be downloaded; {by_hand}") from None
+        raise RuntimeError(
+            f"huggingface_hub is not installed (pip install -r requirements.txt), so {RELEASED_REPO} can't be downloaded; {by_hand}"
+        ) from None
     target.mkdir(parents=True, exist_ok=True)
     log.info("downloading %s into %s (7 GB; resumes where it stopped)", RELEASED_REPO, target)
     try:
         for filename in reversed(RELEASED_FILES):  # the small model_args.pth first: fails fast when offline
             hf_hub_download(RELEASED_REPO, filename, local_dir=str(target))
     except Exception as error:  # offline, proxy, HTTP errors: all end the same way for the user
-        raise RuntimeError(f"could not reach the Hugging Face hub for {RELEASED_REPO} ({type(error).__name__}: {error}); {by_hand}") from None
+        raise RuntimeError(
+            f"could not reach the Hugging Face hub for {RELEASED_REPO} ({type(error).__name__}: {error}); {by_hand}"
+        ) from None
     return str(target / RELEASED_FILES[0])
 
 
@@ -132,7 +136,11 @@ class LuminaVideoModelLoader(io.ComfyNode):
                     f"{RELEASED_MODEL} is chosen and missing. Off: nothing is downloaded. Interrupted downloads resume.",
                 ),
             ],
-            outputs=[LuminaModel.Output(display_name="model", tooltip="The video model (and, for the embedded default, its text encoder).")],
+            outputs=[
+                LuminaModel.Output(
+                    display_name="model", tooltip="The video model (and, for the embedded default, its text encoder)."
+                )
+            ],
         )
 
     @classmethod
@@ -152,7 +160,9 @@ class LuminaVideoModelLoader(io.ComfyNode):
                     )
                 path = download_released()
             if path is None:
-                raise FileNotFoundError(f"model file {model_name!r} is not in {_comfy.folder_locations(_comfy.LUMINA_FOLDER)} or the diffusion_models folders")
+                raise FileNotFoundError(
+                    f"model file {model_name!r} is not in {_comfy.folder_locations(_comfy.LUMINA_FOLDER)} or the diffusion_models folders"
+                )
             dit_path = Path(path)
             sibling = dit_path.with_name("text_encoder.safetensors")
             text_path = sibling if sibling.is_file() and dit_path.suffix == ".safetensors" else None
@@ -200,7 +210,9 @@ class LuminaVideoVAELoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae_name: str, dtype: str = "auto") -> io.NodeOutput:
-        path, load_device, offload_to, is_embedded = _placement(vae_name, EMBEDDED_VAE, "vae", "vae", "VAE", _comfy.vae_device)
+        path, load_device, offload_to, is_embedded = _placement(
+            vae_name, EMBEDDED_VAE, "vae", "vae", "VAE", _comfy.vae_device
+        )
         vae = load_vae(path, dtype=_dtype(dtype, load_device), device=offload_to)
         return io.NodeOutput(LoadedVAE(vae, _comfy.managed(vae, load_device, offload_to), vae_name, is_embedded))
 

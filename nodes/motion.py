@@ -49,7 +49,14 @@ def motion_condition(
 
 def _score(name: str, default: float, tooltip: str):
     return io.Float.Input(
-        name, default=default, min=-1.0, max=20.0, step=0.1, round=0.01, display_mode=io.NumberDisplay.slider, tooltip=tooltip
+        name,
+        default=default,
+        min=-1.0,
+        max=20.0,
+        step=0.1,
+        round=0.01,
+        display_mode=io.NumberDisplay.slider,
+        tooltip=tooltip,
     )
 
 
@@ -139,10 +146,11 @@ class LuminaVideoMotionScore(io.ComfyNode):
                     optional=True,
                 ),
             ],
-            outputs=[LuminaMotion.Output(display_name="motion", tooltip="Motion conditions for the Lumina-Video Sampler.")],
+            outputs=[
+                LuminaMotion.Output(display_name="motion", tooltip="Motion conditions for the Lumina-Video Sampler.")
+            ],
         )
 
     @classmethod
     def execute(cls, **widgets: float) -> io.NodeOutput:
         return io.NodeOutput(motion_condition(**widgets))
-

@@ -61,12 +61,43 @@ class LuminaVideoEmptyLatent(io.ComfyNode):
                 "released model: e.g. 1248x704 or 960x960, 96 frames at 24 fps)."
             ),
             inputs=[
-                io.Int.Input("width", default=64, min=SIZE_MULTIPLE, max=MAX_SIDE, step=SIZE_MULTIPLE, tooltip="Video width in pixels, a multiple of 32 (embedded default: 64; released: up to about 1248)."),
-                io.Int.Input("height", default=64, min=SIZE_MULTIPLE, max=MAX_SIDE, step=SIZE_MULTIPLE, tooltip="Video height in pixels, a multiple of 32 (embedded default: 64; released: e.g. 704)."),
-                io.Int.Input("frames", default=16, min=FRAME_MULTIPLE, max=MAX_FRAMES, step=FRAME_MULTIPLE, tooltip="Number of video frames, a multiple of 8 (embedded default: 16 at 8 fps; released: 96 at 24 fps)."),
-                io.Int.Input("batch_size", default=1, min=1, max=MAX_BATCH, tooltip="Videos per run; video i uses seed + i, so a batch repeats single runs exactly."),
+                io.Int.Input(
+                    "width",
+                    default=64,
+                    min=SIZE_MULTIPLE,
+                    max=MAX_SIDE,
+                    step=SIZE_MULTIPLE,
+                    tooltip="Video width in pixels, a multiple of 32 (embedded default: 64; released: up to about 1248).",
+                ),
+                io.Int.Input(
+                    "height",
+                    default=64,
+                    min=SIZE_MULTIPLE,
+                    max=MAX_SIDE,
+                    step=SIZE_MULTIPLE,
+                    tooltip="Video height in pixels, a multiple of 32 (embedded default: 64; released: e.g. 704).",
+                ),
+                io.Int.Input(
+                    "frames",
+                    default=16,
+                    min=FRAME_MULTIPLE,
+                    max=MAX_FRAMES,
+                    step=FRAME_MULTIPLE,
+                    tooltip="Number of video frames, a multiple of 8 (embedded default: 16 at 8 fps; released: 96 at 24 fps).",
+                ),
+                io.Int.Input(
+                    "batch_size",
+                    default=1,
+                    min=1,
+                    max=MAX_BATCH,
+                    tooltip="Videos per run; video i uses seed + i, so a batch repeats single runs exactly.",
+                ),
             ],
-            outputs=[io.Latent.Output(display_name="latent", tooltip="Empty latent; its shape tells the sampler the video's size.")],
+            outputs=[
+                io.Latent.Output(
+                    display_name="latent", tooltip="Empty latent; its shape tells the sampler the video's size."
+                )
+            ],
         )
 
     @classmethod
@@ -92,13 +123,13 @@ def resolve_patch_schedule(choice: str, custom: str, preset_name: str):
         return preset(preset_name).patch
     if choice == CUSTOM:
         if not custom.strip():
-            raise ValueError(f"custom_schedule is empty: write a patch schedule such as \"1x2\" or {EXAMPLE_SCHEDULE}")
+            raise ValueError(f'custom_schedule is empty: write a patch schedule such as "1x2" or {EXAMPLE_SCHEDULE}')
         try:
             return parse_time_aware(custom, "custom_schedule", str)
         except ValueError as error:
             raise ValueError(
-                f"custom_schedule {custom!r} is not a patch schedule ({error}). Write a scale such as \"1x2\", or "
-                f'{EXAMPLE_SCHEDULE}: start at the first scale, switch to the next once t reaches each time'
+                f'custom_schedule {custom!r} is not a patch schedule ({error}). Write a scale such as "1x2", or '
+                f"{EXAMPLE_SCHEDULE}: start at the first scale, switch to the next once t reaches each time"
             ) from None
     if choice in SINGLE_SCALE:
         return choice
@@ -127,7 +158,9 @@ def sampler_config(
         changes["time_shift"] = float(time_shift)
     if cfg >= 0 or cfg_cutoff >= 0:
         preset_cfg, preset_cutoff = scale_and_cutoff(config.cfg)
-        changes["cfg"] = truncated_scale(cfg if cfg >= 0 else preset_cfg, cfg_cutoff if cfg_cutoff >= 0 else preset_cutoff)
+        changes["cfg"] = truncated_scale(
+            cfg if cfg >= 0 else preset_cfg, cfg_cutoff if cfg_cutoff >= 0 else preset_cutoff
+        )
     if renorm >= 0:
         changes["renorm"] = float(renorm)
     if patch_schedule != FROM_PRESET:
@@ -213,7 +246,9 @@ def latent_preview(x: torch.Tensor, max_frames: int = 4, max_side: int = 512):
 
 def _override_float(name: str, low: float, high: float, tooltip: str, slider: bool = False):
     extra = dict(display_mode=io.NumberDisplay.slider) if slider else {}
-    return io.Float.Input(name, default=low, min=low, max=high, step=0.01 if slider else 0.1, round=0.001, tooltip=tooltip, **extra)
+    return io.Float.Input(
+        name, default=low, min=low, max=high, step=0.01 if slider else 0.1, round=0.001, tooltip=tooltip, **extra
+    )
 
 
 def _by_preset(describe) -> str:
@@ -239,14 +274,20 @@ class LuminaVideoSampler(io.ComfyNode):
             ),
             inputs=[
                 LuminaModel.Input("model", tooltip="The video model from Lumina-Video Model Loader."),
-                LuminaConditioning.Input("conditioning", tooltip="Prompt and negative prompt from Lumina-Video Text Encode."),
+                LuminaConditioning.Input(
+                    "conditioning", tooltip="Prompt and negative prompt from Lumina-Video Text Encode."
+                ),
                 io.Latent.Input(
                     "latent",
                     tooltip="Sets the video's size and batch (Lumina-Video Empty Latent); its values are not used, sampling "
                     "starts from seeded noise.",
                 ),
                 io.Int.Input(
-                    "seed", default=0, min=0, max=MAX_SEED, control_after_generate=True,
+                    "seed",
+                    default=0,
+                    min=0,
+                    max=MAX_SEED,
+                    control_after_generate=True,
                     tooltip="Noise seed; video i of a batch uses seed + i.",
                 ),
                 io.Combo.Input(
@@ -257,30 +298,41 @@ class LuminaVideoSampler(io.ComfyNode):
                     "f24F96R960 / f16F64R512 (and -MultiScale): the reference's settings for the released weights.",
                 ),
                 io.Int.Input(
-                    "steps", default=0, min=0, max=500,
+                    "steps",
+                    default=0,
+                    min=0,
+                    max=500,
                     tooltip="Override: time-grid points (steps - 1 model calls, the reference's convention); 0 = the "
                     f"preset's ({_by_preset(lambda c: c.steps)}).",
                 ),
                 _override_float(
-                    "cfg", -1.0, 50.0,
+                    "cfg",
+                    -1.0,
+                    50.0,
                     "Override: guidance, reference convention: out = cond + cfg * (cond - uncond), so 20 equals a usual CFG "
                     "scale of 21; 0 skips the negative pass; -1 = the preset's "
                     f"({_by_preset(lambda c: f'{scale_and_cutoff(c.cfg)[0]:g}')}).",
                 ),
                 _override_float(
-                    "cfg_cutoff", -1.0, 1.0,
+                    "cfg_cutoff",
+                    -1.0,
+                    1.0,
                     "Override: CFG truncation: from this time on (0 = noise, 1 = finished) cfg is 0 and the negative pass is "
                     "skipped, which also saves time; 1 keeps guidance to the end; -1 = the preset's "
                     f"({_by_preset(lambda c: f'{scale_and_cutoff(c.cfg)[1]:g}')}).",
                     slider=True,
                 ),
                 _override_float(
-                    "time_shift", 0.0, 100.0,
+                    "time_shift",
+                    0.0,
+                    100.0,
                     "Override: shifts the time grid towards the noisy start (t / (t + s - s*t)); larger = more steps on "
                     f"composition; 0 = the preset's ({_by_preset(lambda c: f'{c.time_shift:g}')}).",
                 ),
                 _override_float(
-                    "renorm", -1.0, 20.0,
+                    "renorm",
+                    -1.0,
+                    20.0,
                     "Override: caps each video's guided output at renorm x the norm of its conditional output, taming "
                     f"high cfg; 0 = off; -1 = the preset's ({_by_preset(lambda c: f'{c.renorm:g}' if c.renorm > 0 else 'off')}).",
                 ),
@@ -295,7 +347,7 @@ class LuminaVideoSampler(io.ComfyNode):
                     "custom_schedule",
                     default="",
                     tooltip="Used when patch_schedule is 'custom'. The reference's time-aware form: a scale "
-                    f"\"{{temporal}}x{{spatial}}\" or {EXAMPLE_SCHEDULE} = the first scale until t reaches the first time, "
+                    f'"{{temporal}}x{{spatial}}" or {EXAMPLE_SCHEDULE} = the first scale until t reaches the first time, '
                     "then the next, and so on.",
                 ),
                 io.Combo.Input(
@@ -311,7 +363,11 @@ class LuminaVideoSampler(io.ComfyNode):
                     tooltip="Motion conditions from Lumina-Video Motion Score. Unconnected: the preset's.",
                 ),
             ],
-            outputs=[io.Latent.Output(display_name="latent", tooltip="The sampled video latent, for Lumina-Video VAE Decode.")],
+            outputs=[
+                io.Latent.Output(
+                    display_name="latent", tooltip="The sampled video latent, for Lumina-Video VAE Decode."
+                )
+            ],
             hidden=[io.Hidden.unique_id],
         )
 
@@ -363,7 +419,9 @@ class LuminaVideoSampler(io.ComfyNode):
         )
         missing = sorted(config.patch_sizes() - set(model.dit.patch_sizes))
         if missing:
-            label = f"custom_schedule {custom_schedule!r}" if patch_schedule == CUSTOM else f"patch_schedule of {preset!r}"
+            label = (
+                f"custom_schedule {custom_schedule!r}" if patch_schedule == CUSTOM else f"patch_schedule of {preset!r}"
+            )
             raise ValueError(
                 f"{label} uses {', '.join(map(str, missing))}, which the model {model.name!r} lacks; "
                 f"it has {', '.join(map(str, model.dit.patch_sizes))}"
@@ -377,7 +435,15 @@ class LuminaVideoSampler(io.ComfyNode):
         _comfy.load_for_inference(model.patcher)
         try:
             out = sample_latent(
-                model, conditioning.positive, conditioning.negative, width, height, frames, seed, config, batch=batch,
+                model,
+                conditioning.positive,
+                conditioning.negative,
+                width,
+                height,
+                frames,
+                seed,
+                config,
+                batch=batch,
                 callback=on_step,
             )
         finally:

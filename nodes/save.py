@@ -61,18 +61,43 @@ class LuminaVideoSaveVideo(io.ComfyNode):
                 "overwritten, and appear only once complete. Also outputs ComfyUI's VIDEO for the native video nodes."
             ),
             inputs=[
-                io.Image.Input("images", tooltip="Frames [frames, height, width, 3] in 0..1, e.g. from Lumina-Video VAE Decode. Odd sizes are padded by one pixel."),
-                io.Float.Input("fps", default=8.0, min=1.0, max=120.0, step=1.0, round=0.001, tooltip="Playback frame rate (embedded default 8; released model 24)."),
-                io.Combo.Input("format", options=list(FORMATS), default="mp4", tooltip="mp4 (H.264 + AAC) plays everywhere; webm (VP9 + Opus) is smaller and open."),
+                io.Image.Input(
+                    "images",
+                    tooltip="Frames [frames, height, width, 3] in 0..1, e.g. from Lumina-Video VAE Decode. Odd sizes are padded by one pixel.",
+                ),
+                io.Float.Input(
+                    "fps",
+                    default=8.0,
+                    min=1.0,
+                    max=120.0,
+                    step=1.0,
+                    round=0.001,
+                    tooltip="Playback frame rate (embedded default 8; released model 24).",
+                ),
+                io.Combo.Input(
+                    "format",
+                    options=list(FORMATS),
+                    default="mp4",
+                    tooltip="mp4 (H.264 + AAC) plays everywhere; webm (VP9 + Opus) is smaller and open.",
+                ),
                 io.String.Input(
                     "filename_prefix",
                     default="lumina_video/LuminaVideo",
                     tooltip="File name inside ComfyUI's output folder; subfolders allowed, '..' and absolute paths refused. "
                     "A number is appended: LuminaVideo_00001_.mp4.",
                 ),
-                io.Audio.Input("audio", optional=True, tooltip="Soundtrack (AUDIO), e.g. from Lumina-Video Audio Generate or Load Audio."),
+                io.Audio.Input(
+                    "audio",
+                    optional=True,
+                    tooltip="Soundtrack (AUDIO), e.g. from Lumina-Video Audio Generate or Load Audio.",
+                ),
             ],
-            outputs=[io.Video.Output(display_name="video", tooltip="The same frames and sound as ComfyUI's VIDEO (for Save Video, Get Video Components, ...).")],
+            outputs=[
+                io.Video.Output(
+                    display_name="video",
+                    tooltip="The same frames and sound as ComfyUI's VIDEO (for Save Video, Get Video Components, ...).",
+                )
+            ],
             is_output_node=True,
         )
 
@@ -91,7 +116,14 @@ class LuminaVideoSaveVideo(io.ComfyNode):
         filename = f"{stem}_{counter:05}_.{format}"
         sound, sample_rate = (None, None) if audio is None else prepare_audio(audio, format)
         _comfy.throw_if_interrupted()
-        write_video(os.path.join(folder, filename), images.detach().float().cpu(), rate, audio=sound, sample_rate=sample_rate, format=format)
+        write_video(
+            os.path.join(folder, filename),
+            images.detach().float().cpu(),
+            rate,
+            audio=sound,
+            sample_rate=sample_rate,
+            format=format,
+        )
         video_audio = None if sound is None else {"waveform": sound[None], "sample_rate": sample_rate}
         video = _comfy.make_video(images, rate, video_audio)
         return io.NodeOutput(video, ui=_comfy.preview_video(filename, subfolder))

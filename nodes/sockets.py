@@ -79,4 +79,6 @@ class Motion:
 
     motion: Any  # float or (v0, (t1, v1), ...)
     neg_motion: Any
-    motion_cfg: Any = None  # motion guidance, time-aware like the others; 0 = the reference's sampling, None = the preset's
+    motion_cfg: Any = (
+        None  # motion guidance, time-aware like the others; 0 = the reference's sampling, None = the preset's
+    )

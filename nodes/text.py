@@ -6,8 +6,8 @@ import logging
 
 import torch
 
-from ..lumina_core.pipeline import encode_prompts
 from ..lumina_core.models.text import TextCondition, with_system_prompt
+from ..lumina_core.pipeline import encode_prompts
 from ._comfy import io
 from .sockets import Conditioning, LuminaConditioning, LuminaModel
 
@@ -53,7 +53,10 @@ class LuminaVideoTextEncode(io.ComfyNode):
                 "(colours red/green/blue/yellow/white, shapes circle/square/triangle, directions left/right/up/down)."
             ),
             inputs=[
-                LuminaModel.Input("model", tooltip="The video model; its caption width must match the text encoder's, and the embedded default brings its own encoder."),
+                LuminaModel.Input(
+                    "model",
+                    tooltip="The video model; its caption width must match the text encoder's, and the embedded default brings its own encoder.",
+                ),
                 io.String.Input(
                     "positive",
                     multiline=True,
@@ -73,7 +76,12 @@ class LuminaVideoTextEncode(io.ComfyNode):
                     "Leave unconnected for the embedded default.",
                 ),
             ],
-            outputs=[LuminaConditioning.Output(display_name="conditioning", tooltip="Caption features of both prompts, for the Lumina-Video Sampler.")],
+            outputs=[
+                LuminaConditioning.Output(
+                    display_name="conditioning",
+                    tooltip="Caption features of both prompts, for the Lumina-Video Sampler.",
+                )
+            ],
         )
 
     @classmethod
@@ -95,7 +103,11 @@ class LuminaVideoTextEncode(io.ComfyNode):
             encoder = "embedded"
         dim = pos.features.shape[-1]
         if dim != model.caption_dim:
-            hint = " Disconnect the clip input to use the embedded model's own encoder." if model.text_encoder is not None else ""
+            hint = (
+                " Disconnect the clip input to use the embedded model's own encoder."
+                if model.text_encoder is not None
+                else ""
+            )
             raise ValueError(
                 f"the text encoder gives {dim}-wide caption features but the model {model.name!r} reads {model.caption_dim}-wide ones.{hint}"
             )

@@ -74,7 +74,9 @@ class Hidden(str, Enum):
 class Input:
     Parent = None
 
-    def __init__(self, id: str, display_name: str = None, optional=False, tooltip: str = None, lazy: bool = None, extra_dict=None):
+    def __init__(
+        self, id: str, display_name: str = None, optional=False, tooltip: str = None, lazy: bool = None, extra_dict=None
+    ):
         self.id, self.display_name, self.optional, self.tooltip, self.lazy = id, display_name, optional, tooltip, lazy
         self.extra_dict = extra_dict or {}
 
@@ -88,9 +90,26 @@ class Input:
 
 
 class WidgetInput(Input):
-    def __init__(self, id, display_name=None, optional=False, tooltip=None, lazy=None, default=None, socketless=None, widget_type=None, force_input=None, extra_dict=None):
+    def __init__(
+        self,
+        id,
+        display_name=None,
+        optional=False,
+        tooltip=None,
+        lazy=None,
+        default=None,
+        socketless=None,
+        widget_type=None,
+        force_input=None,
+        extra_dict=None,
+    ):
         super().__init__(id, display_name, optional, tooltip, lazy, extra_dict)
-        self.default, self.socketless, self.widget_type, self.force_input = default, socketless, widget_type, force_input
+        self.default, self.socketless, self.widget_type, self.force_input = (
+            default,
+            socketless,
+            widget_type,
+            force_input,
+        )
 
 
 class Output:
@@ -107,42 +126,115 @@ class Output:
 def _comfy_type(io_type: str, input_base=Input, input_class=None):
     input_class = input_class or type("Input", (input_base,), {})
     output_class = type("Output", (Output,), {})
-    parent = type(io_type.title().replace("_", ""), (), {"io_type": io_type, "Input": input_class, "Output": output_class})
+    parent = type(
+        io_type.title().replace("_", ""), (), {"io_type": io_type, "Input": input_class, "Output": output_class}
+    )
     input_class.Parent = parent
     output_class.Parent = parent
     return parent
 
 
 class _BooleanInput(WidgetInput):
-    def __init__(self, id, display_name=None, optional=False, tooltip=None, lazy=None, default=None, label_on=None, label_off=None, socketless=None, force_input=None):
+    def __init__(
+        self,
+        id,
+        display_name=None,
+        optional=False,
+        tooltip=None,
+        lazy=None,
+        default=None,
+        label_on=None,
+        label_off=None,
+        socketless=None,
+        force_input=None,
+    ):
         super().__init__(id, display_name, optional, tooltip, lazy, default, socketless, None, force_input)
         self.label_on, self.label_off = label_on, label_off
 
 
 class _IntInput(WidgetInput):
-    def __init__(self, id, display_name=None, optional=False, tooltip=None, lazy=None, default=None, min=None, max=None, step=None,
-                 control_after_generate=None, display_mode=None, socketless=None, force_input=None):
+    def __init__(
+        self,
+        id,
+        display_name=None,
+        optional=False,
+        tooltip=None,
+        lazy=None,
+        default=None,
+        min=None,
+        max=None,
+        step=None,
+        control_after_generate=None,
+        display_mode=None,
+        socketless=None,
+        force_input=None,
+    ):
         super().__init__(id, display_name, optional, tooltip, lazy, default, socketless, None, force_input)
-        self.min, self.max, self.step, self.control_after_generate, self.display_mode = min, max, step, control_after_generate, display_mode
+        self.min, self.max, self.step, self.control_after_generate, self.display_mode = (
+            min,
+            max,
+            step,
+            control_after_generate,
+            display_mode,
+        )
 
 
 class _FloatInput(WidgetInput):
-    def __init__(self, id, display_name=None, optional=False, tooltip=None, lazy=None, default=None, min=None, max=None, step=None,
-                 round=None, display_mode=None, socketless=None, force_input=None):
+    def __init__(
+        self,
+        id,
+        display_name=None,
+        optional=False,
+        tooltip=None,
+        lazy=None,
+        default=None,
+        min=None,
+        max=None,
+        step=None,
+        round=None,
+        display_mode=None,
+        socketless=None,
+        force_input=None,
+    ):
         super().__init__(id, display_name, optional, tooltip, lazy, default, socketless, None, force_input)
         self.min, self.max, self.step, self.round, self.display_mode = min, max, step, round, display_mode
 
 
 class _StringInput(WidgetInput):
-    def __init__(self, id, display_name=None, optional=False, tooltip=None, lazy=None, multiline=False, placeholder=None, default=None,
-                 dynamic_prompts=None, socketless=None, force_input=None):
+    def __init__(
+        self,
+        id,
+        display_name=None,
+        optional=False,
+        tooltip=None,
+        lazy=None,
+        multiline=False,
+        placeholder=None,
+        default=None,
+        dynamic_prompts=None,
+        socketless=None,
+        force_input=None,
+    ):
         super().__init__(id, display_name, optional, tooltip, lazy, default, socketless, None, force_input)
         self.multiline, self.placeholder, self.dynamic_prompts = multiline, placeholder, dynamic_prompts
 
 
 class _ComboInput(WidgetInput):
-    def __init__(self, id, options=None, display_name=None, optional=False, tooltip=None, lazy=None, default=None, control_after_generate=None,
-                 upload=None, image_folder=None, remote=None, socketless=None):
+    def __init__(
+        self,
+        id,
+        options=None,
+        display_name=None,
+        optional=False,
+        tooltip=None,
+        lazy=None,
+        default=None,
+        control_after_generate=None,
+        upload=None,
+        image_folder=None,
+        remote=None,
+        socketless=None,
+    ):
         if isinstance(options, type) and issubclass(options, Enum):
             options = [v.value for v in options]
         super().__init__(id, display_name, optional, tooltip, lazy, default, socketless)
@@ -191,7 +283,9 @@ class Schema:
         if len(set(inputs)) != len(inputs):
             issues.append(f"Input ids must be unique, but {[k for k, n in Counter(inputs).items() if n > 1]} are not.")
         if len(set(outputs)) != len(outputs):
-            issues.append(f"Output ids must be unique, but {[k for k, n in Counter(outputs).items() if n > 1]} are not.")
+            issues.append(
+                f"Output ids must be unique, but {[k for k, n in Counter(outputs).items() if n > 1]} are not."
+            )
         if set(inputs) & set(outputs):
             issues.append(f"Ids must be unique between inputs and outputs, but {set(inputs) & set(outputs)} are not.")
         if issues:
@@ -272,7 +366,9 @@ class ComfyNode:
             return out
         if isinstance(out, tuple):
             return NodeOutput(*out)
-        raise TypeError(f"Invalid return type from node: {type(out)} (ComfyUI 0.3.64 accepts NodeOutput or a tuple here)")
+        raise TypeError(
+            f"Invalid return type from node: {type(out)} (ComfyUI 0.3.64 accepts NodeOutput or a tuple here)"
+        )
 
 
 def first_real_override(cls, name: str):
@@ -392,7 +488,9 @@ class ModelPatcher:
         self.model, self.load_device, self.offload_device, self.size = model, load_device, offload_device, size
 
 
-def _load_models_gpu(models, memory_required=0, force_patch_weights=False, minimum_memory_required=None, force_full_load=False):
+def _load_models_gpu(
+    models, memory_required=0, force_patch_weights=False, minimum_memory_required=None, force_full_load=False
+):
     for patcher in models:
         patcher.model.to(patcher.load_device)
     RECORDER.loaded.append((list(models), force_full_load))
@@ -406,9 +504,15 @@ def _make_folder_paths(models_dir: Path, output_dir: Path) -> types.ModuleType:
     fp.models_dir = str(models_dir)
     fp.supported_pt_extensions = {".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"}
     fp.folder_names_and_paths = {
-        "diffusion_models": ([str(models_dir / "unet"), str(models_dir / "diffusion_models")], set(fp.supported_pt_extensions)),
+        "diffusion_models": (
+            [str(models_dir / "unet"), str(models_dir / "diffusion_models")],
+            set(fp.supported_pt_extensions),
+        ),
         "vae": ([str(models_dir / "vae")], set(fp.supported_pt_extensions)),
-        "text_encoders": ([str(models_dir / "text_encoders"), str(models_dir / "clip")], set(fp.supported_pt_extensions)),
+        "text_encoders": (
+            [str(models_dir / "text_encoders"), str(models_dir / "clip")],
+            set(fp.supported_pt_extensions),
+        ),
     }
 
     def add_model_folder_path(folder_name, full_folder_path, is_default=False):
@@ -462,7 +566,14 @@ def _make_folder_paths(models_dir: Path, output_dir: Path) -> types.ModuleType:
                     counter = max(counter, int(digits) + 1)
         return full_output_folder, filename, counter, subfolder, filename_prefix
 
-    for function in (add_model_folder_path, get_folder_paths, get_filename_list, get_full_path, get_output_directory, get_save_image_path):
+    for function in (
+        add_model_folder_path,
+        get_folder_paths,
+        get_filename_list,
+        get_full_path,
+        get_output_directory,
+        get_save_image_path,
+    ):
         setattr(fp, function.__name__, function)
     return fp
 
@@ -476,9 +587,28 @@ def install(models_dir: Path, output_dir: Path) -> dict:
 
     io = _module("comfy_api.latest._io")
     for name, value in dict(
-        FolderType=FolderType, NumberDisplay=NumberDisplay, Hidden=Hidden, Input=Input, WidgetInput=WidgetInput, Output=Output,
-        Boolean=Boolean, Int=Int, Float=Float, String=String, Combo=Combo, Image=Image, Audio=Audio, Latent=Latent, Video=Video,
-        Clip=Clip, Model=Model, Conditioning=Conditioning, Custom=Custom, Schema=Schema, NodeOutput=NodeOutput, ComfyNode=ComfyNode,
+        FolderType=FolderType,
+        NumberDisplay=NumberDisplay,
+        Hidden=Hidden,
+        Input=Input,
+        WidgetInput=WidgetInput,
+        Output=Output,
+        Boolean=Boolean,
+        Int=Int,
+        Float=Float,
+        String=String,
+        Combo=Combo,
+        Image=Image,
+        Audio=Audio,
+        Latent=Latent,
+        Video=Video,
+        Clip=Clip,
+        Model=Model,
+        Conditioning=Conditioning,
+        Custom=Custom,
+        Schema=Schema,
+        NodeOutput=NodeOutput,
+        ComfyNode=ComfyNode,
         HiddenHolder=HiddenHolder,
     ).items():
         setattr(io, name, value)
@@ -500,7 +630,9 @@ def install(models_dir: Path, output_dir: Path) -> dict:
     cpu = torch.device("cpu")
     mm.InterruptProcessingException = InterruptProcessingException
     mm.throw_exception_if_processing_interrupted = _throw_if_interrupted
-    mm.get_torch_device = mm.unet_offload_device = mm.intermediate_device = mm.vae_device = mm.text_encoder_device = lambda: cpu
+    mm.get_torch_device = mm.unet_offload_device = mm.intermediate_device = mm.vae_device = mm.text_encoder_device = (
+        lambda: cpu
+    )
     mm.should_use_bf16 = lambda device=None, **kw: False
     mm.load_models_gpu = _load_models_gpu
     mm.current_loaded_models = []
@@ -511,7 +643,16 @@ def install(models_dir: Path, output_dir: Path) -> dict:
     cli_args.args = types.SimpleNamespace(disable_metadata=False, cpu=True)
     comfy.utils, comfy.model_management, comfy.model_patcher, comfy.cli_args = utils, mm, patcher, cli_args
 
-    for module in (api, latest, comfy, utils, mm, patcher, cli_args, _make_folder_paths(Path(models_dir), Path(output_dir))):
+    for module in (
+        api,
+        latest,
+        comfy,
+        utils,
+        mm,
+        patcher,
+        cli_args,
+        _make_folder_paths(Path(models_dir), Path(output_dir)),
+    ):
         sys.modules[module.__name__] = module
     return saved
 

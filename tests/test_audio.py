@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from lumina_core.models.audio import (
-    GriffinLimVocoder, HiFiGANVocoder, MelAutoencoder, MelAutoencoderConfig, MelConfig, VocoderConfig, log_mel_spectrogram,
+    GriffinLimVocoder,
+    HiFiGANVocoder,
+    MelAutoencoder,
+    MelAutoencoderConfig,
+    MelConfig,
+    VocoderConfig,
+    log_mel_spectrogram,
     mel_filterbank,
 )
 

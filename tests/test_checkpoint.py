@@ -5,20 +5,36 @@ from dataclasses import replace
 import pytest
 import torch
 from safetensors.torch import save_file
-
 from tiny_models import TINY, randomized
+
 from lumina_core import PatchSize
 from lumina_core.__main__ import main
-from lumina_core.io.checkpoints import CheckpointError, infer_config, load_nextdit, read_state_dict, strip_wrapper_prefixes
+from lumina_core.io.checkpoints import (
+    CheckpointError,
+    infer_config,
+    load_nextdit,
+    read_state_dict,
+    strip_wrapper_prefixes,
+)
 
 
 def released_layout(tmp_path, model, prefix="_orig_mod."):
     """The released folder: a fp32 consolidated .pth with torch.compile prefixes, plus model_args.pth."""
-    state = {(f"layers.{k.split('.', 2)[1]}.{prefix}{k.split('.', 2)[2]}" if k.startswith("layers.") else k): v for k, v in model.state_dict().items()}
+    state = {
+        (f"layers.{k.split('.', 2)[1]}.{prefix}{k.split('.', 2)[2]}" if k.startswith("layers.") else k): v
+        for k, v in model.state_dict().items()
+    }
     torch.save(state, tmp_path / "consolidated.00-of-01.pth")
     args = types.SimpleNamespace(
-        model="tiny", qk_norm=True, patch_sizes=[2, 2, 4], f_patch_sizes=[1, 2, 2], rope_theta=256.0, t_scale=1000.0, motion_scale=20.0,
-        lr=1e-4, data_path="/data/video.yaml",
+        model="tiny",
+        qk_norm=True,
+        patch_sizes=[2, 2, 4],
+        f_patch_sizes=[1, 2, 2],
+        rope_theta=256.0,
+        t_scale=1000.0,
+        motion_scale=20.0,
+        lr=1e-4,
+        data_path="/data/video.yaml",
     )
     torch.save(args, tmp_path / "model_args.pth")
     return tmp_path
@@ -40,7 +56,10 @@ def test_released_folder_loads_exactly(tmp_path):
 
 
 def test_wrapper_prefixes_are_stripped():
-    state = {"layers.0._checkpoint_wrapped_module._orig_mod.attention.wq.weight": 1, "_fsdp_wrapped_module.pad_token": 2}
+    state = {
+        "layers.0._checkpoint_wrapped_module._orig_mod.attention.wq.weight": 1,
+        "_fsdp_wrapped_module.pad_token": 2,
+    }
     assert strip_wrapper_prefixes(state) == {"layers.0.attention.wq.weight": 1, "pad_token": 2}
 
 
@@ -56,7 +75,10 @@ def test_config_is_inferred_from_shapes_without_model_args(tmp_path):
 def test_feed_forward_size_is_recovered_for_other_multipliers():
     config = replace(TINY, multiple_of=1, ffn_dim_multiplier=1.3)
     inferred, _ = infer_config(config.build(device="meta").state_dict())
-    assert inferred.build(device="meta").layers[0].feed_forward.w1.weight.shape == config.build(device="meta").layers[0].feed_forward.w1.weight.shape
+    assert (
+        inferred.build(device="meta").layers[0].feed_forward.w1.weight.shape
+        == config.build(device="meta").layers[0].feed_forward.w1.weight.shape
+    )
 
 
 def test_convert_writes_safetensors_that_need_no_model_args(tmp_path):
@@ -99,8 +121,10 @@ def test_model_args_with_unexpected_objects_are_refused(tmp_path):
 
 def test_lumina_image_weights_get_a_clear_error(tmp_path):
     lumina2 = {
-        "x_embedder.weight": torch.zeros(8, 64), "noise_refiner.0.attention.qkv.weight": torch.zeros(24, 8),
-        "cap_embedder.1.weight": torch.zeros(8, 32), "layers.0.attention.qkv.weight": torch.zeros(24, 8),
+        "x_embedder.weight": torch.zeros(8, 64),
+        "noise_refiner.0.attention.qkv.weight": torch.zeros(24, 8),
+        "cap_embedder.1.weight": torch.zeros(8, 32),
+        "layers.0.attention.qkv.weight": torch.zeros(24, 8),
     }
     save_file(lumina2, str(tmp_path / "lumina2.safetensors"))
     with pytest.raises(CheckpointError, match="not a Lumina-Video Multi-scale Next-DiT.*Lumina-Image 2.0"):
@@ -112,7 +136,9 @@ def test_missing_and_unexpected_keys_are_named(tmp_path):
     del state["layers.1.attention.wq.weight"]
     state["layers.1.attention.extra.weight"] = torch.zeros(2)
     save_file(state, str(tmp_path / "broken.safetensors"))
-    with pytest.raises(CheckpointError, match=r"1 missing keys, e.g. \['layers.1.attention.wq.weight'\].*1 unexpected keys"):
+    with pytest.raises(
+        CheckpointError, match=r"1 missing keys, e.g. \['layers.1.attention.wq.weight'\].*1 unexpected keys"
+    ):
         load_nextdit(tmp_path / "broken.safetensors")
 
 

@@ -8,7 +8,10 @@ from lumina_core.io.media import read_video
 
 def test_generate_writes_a_video_with_sound(tmp_path, capsys):
     out = tmp_path / "demo.mp4"
-    assert main(["generate", "--prompt", "a red circle moving left", "--motion", "6", "--seed", "0", "--out", str(out)]) == 0
+    assert (
+        main(["generate", "--prompt", "a red circle moving left", "--motion", "6", "--seed", "0", "--out", str(out)])
+        == 0
+    )
     video = read_video(out)
     assert video.frames.shape == (16, 64, 64, 3)
     assert video.fps == 8
@@ -24,7 +27,10 @@ def test_generate_writes_a_video_with_sound(tmp_path, capsys):
         (["--frames", "12"], "try 8 or 16"),
         (["--width", "128"], "outside what the embedded default was trained for"),
         (["--cfg", "(4, 0.6)"], "cfg must be"),
-        (["--motion-cfg", "(10, (2, 0))"], "--motion-cfg must be a float or (v0, (t1, v1), ...) with increasing t in [0, 1]"),
+        (
+            ["--motion-cfg", "(10, (2, 0))"],
+            "--motion-cfg must be a float or (v0, (t1, v1), ...) with increasing t in [0, 1]",
+        ),
         (["--patch", "3x3"], "patch"),
     ],
 )

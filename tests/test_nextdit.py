@@ -1,9 +1,9 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_models import TINY, randomized
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from tiny_models import TINY, randomized
 from lumina_core import MultiScaleNextDiT, PatchSize
 from lumina_core.models.layers import SMALL_ATTENTION_GRID, attention
 
@@ -45,7 +45,11 @@ def expected_keys(n_layers, scales):
     keys = {"pad_token"}
     for f_patch, patch in scales:
         keys |= {f"all_x_embedder.{patch}-{f_patch}.{p}" for p in ("weight", "bias")}
-        keys |= {f"all_final_layer.{patch}-{f_patch}.{m}.{p}" for m in ("linear", "adaLN_modulation.1") for p in ("weight", "bias")}
+        keys |= {
+            f"all_final_layer.{patch}-{f_patch}.{m}.{p}"
+            for m in ("linear", "adaLN_modulation.1")
+            for p in ("weight", "bias")
+        }
     for e in ("t_embedder", "motion_embedder"):
         keys |= {f"{e}.mlp.{i}.{p}" for i in (0, 2) for p in ("weight", "bias")}
     keys |= {"cap_embedder.0.weight", "cap_embedder.0.bias", "cap_embedder.1.weight", "cap_embedder.1.bias"}
@@ -54,7 +58,10 @@ def expected_keys(n_layers, scales):
         keys |= {f"{a}.{w}.weight" for w in ("wq", "wk", "wv", "wk_y", "wv_y", "wo")} | {f"{a}.gate"}
         keys |= {f"{a}.{norm}.{p}" for norm in ("q_norm", "k_norm", "ky_norm") for p in ("weight", "bias")}
         keys |= {f"layers.{n}.feed_forward.{w}.weight" for w in ("w1", "w2", "w3")}
-        keys |= {f"layers.{n}.{norm}.weight" for norm in ("attention_norm1", "attention_norm2", "ffn_norm1", "ffn_norm2", "attention_y_norm")}
+        keys |= {
+            f"layers.{n}.{norm}.weight"
+            for norm in ("attention_norm1", "attention_norm2", "ffn_norm1", "ffn_norm2", "attention_y_norm")
+        }
         keys |= {f"layers.{n}.adaLN_modulation.1.{p}" for p in ("weight", "bias")}
     return keys
 
@@ -66,18 +73,35 @@ def test_state_dict_keys_are_the_released_ones():
 
 def test_released_config_has_released_shapes_and_size():
     state = MultiScaleNextDiT(
-        all_patch_size=(2, 2, 4), all_f_patch_size=(1, 2, 2), in_channels=16, dim=2304, n_layers=24, n_heads=16,
-        n_kv_heads=8, qk_norm=True, cap_feat_dim=2304, device="meta",
+        all_patch_size=(2, 2, 4),
+        all_f_patch_size=(1, 2, 2),
+        in_channels=16,
+        dim=2304,
+        n_layers=24,
+        n_heads=16,
+        n_kv_heads=8,
+        qk_norm=True,
+        cap_feat_dim=2304,
+        device="meta",
     ).state_dict()
     assert len(state) == 583
     assert sum(v.numel() for v in state.values()) == 1_771_364_672
     shapes = {
-        "all_x_embedder.2-1.weight": (2304, 64), "all_x_embedder.2-2.weight": (2304, 128), "all_x_embedder.4-2.weight": (2304, 512),
-        "all_final_layer.4-2.linear.weight": (512, 2304), "all_final_layer.2-1.adaLN_modulation.1.weight": (2304, 1024),
-        "t_embedder.mlp.0.weight": (1024, 256), "motion_embedder.mlp.2.weight": (1024, 1024), "cap_embedder.1.weight": (1024, 2304),
-        "layers.0.attention.wq.weight": (2304, 2304), "layers.0.attention.wk_y.weight": (1152, 2304), "layers.0.attention.gate": (16,),
-        "layers.0.attention.k_norm.weight": (1152,), "layers.0.feed_forward.w1.weight": (6144, 2304),
-        "layers.0.adaLN_modulation.1.weight": (9216, 1024), "layers.23.attention_y_norm.weight": (2304,),
+        "all_x_embedder.2-1.weight": (2304, 64),
+        "all_x_embedder.2-2.weight": (2304, 128),
+        "all_x_embedder.4-2.weight": (2304, 512),
+        "all_final_layer.4-2.linear.weight": (512, 2304),
+        "all_final_layer.2-1.adaLN_modulation.1.weight": (2304, 1024),
+        "t_embedder.mlp.0.weight": (1024, 256),
+        "motion_embedder.mlp.2.weight": (1024, 1024),
+        "cap_embedder.1.weight": (1024, 2304),
+        "layers.0.attention.wq.weight": (2304, 2304),
+        "layers.0.attention.wk_y.weight": (1152, 2304),
+        "layers.0.attention.gate": (16,),
+        "layers.0.attention.k_norm.weight": (1152,),
+        "layers.0.feed_forward.w1.weight": (6144, 2304),
+        "layers.0.adaLN_modulation.1.weight": (9216, 1024),
+        "layers.23.attention_y_norm.weight": (2304,),
     }
     for key, shape in shapes.items():
         assert tuple(state[key].shape) == shape, key
@@ -130,7 +154,14 @@ def test_half_precision_tracks_fp32(dtype):
     cap, mask = caption(batch=1)
     with torch.no_grad():
         ref = run(model32, x, cap, mask)
-        half = model_half(x.to(dtype), torch.full((1,), 0.3, dtype=dtype), cap.to(dtype), mask, torch.full((1,), 6.0, dtype=dtype), PatchSize(1, 2))
+        half = model_half(
+            x.to(dtype),
+            torch.full((1,), 0.3, dtype=dtype),
+            cap.to(dtype),
+            mask,
+            torch.full((1,), 6.0, dtype=dtype),
+            PatchSize(1, 2),
+        )
     assert half.dtype == dtype
     assert (half.float() - ref).abs().max() / ref.abs().max() < 0.05
 
@@ -159,7 +190,9 @@ def test_attention_agrees_with_the_flash_kernel_on_either_side_of_the_small_grid
     key_mask[2] = False
     heads_first = lambda t: t.repeat_interleave(4 // t.shape[2], dim=2).transpose(1, 2)  # noqa: E731
     with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-        expected = F.scaled_dot_product_attention(heads_first(q), heads_first(k), heads_first(v), attn_mask=key_mask[:, None, None, :])
+        expected = F.scaled_dot_product_attention(
+            heads_first(q), heads_first(k), heads_first(v), attn_mask=key_mask[:, None, None, :]
+        )
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         out = attention(q, k, v, key_mask)
     torch.testing.assert_close(out, expected.transpose(1, 2), rtol=1e-5, atol=1e-5)

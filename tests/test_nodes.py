@@ -17,15 +17,14 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import comfy_stubs
 import numpy as np
 import pytest
 import torch
-
-import comfy_stubs
 from comfy_stubs import RECORDER, InterruptProcessingException, ValidationFailed, run_node
-from lumina_core.io.media import read_video
-
 from toy_weights import embedded_dir_for_tests
+
+from lumina_core.io.media import read_video
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "lumina_video_pack_under_test"
@@ -79,10 +78,24 @@ def loaded(env):
     v2a = env.run("LuminaVideoV2ALoader", v2a_name=EMBEDDED, dtype="auto")[0]
     cond = env.run("LuminaVideoTextEncode", model=model, positive="a red circle moving right", negative="")[0]
     latent = env.run("LuminaVideoEmptyLatent", width=64, height=64, frames=16, batch_size=1)[0]
-    return dict(model=model, vae=vae, v2a=v2a, conditioning=cond, latent=latent, widgets=default_widgets(env, "LuminaVideoSampler"))
+    return dict(
+        model=model,
+        vae=vae,
+        v2a=v2a,
+        conditioning=cond,
+        latent=latent,
+        widgets=default_widgets(env, "LuminaVideoSampler"),
+    )
 
 
-MOTION_WIDGETS = ("motion", "negative_motion_start", "negative_motion_after", "switch_t", "motion_guidance", "motion_guidance_until")
+MOTION_WIDGETS = (
+    "motion",
+    "negative_motion_start",
+    "negative_motion_after",
+    "switch_t",
+    "motion_guidance",
+    "motion_guidance_until",
+)
 
 
 def default_widgets(env, node_id):
@@ -91,7 +104,9 @@ def default_widgets(env, node_id):
 
 
 def sampler_inputs(loaded, **changes):
-    inputs = dict(loaded["widgets"], model=loaded["model"], conditioning=loaded["conditioning"], latent=loaded["latent"])
+    inputs = dict(
+        loaded["widgets"], model=loaded["model"], conditioning=loaded["conditioning"], latent=loaded["latent"]
+    )
     inputs.update(seed=1, steps=FAST_STEPS)
     inputs.update(changes)
     return inputs
@@ -110,10 +125,21 @@ def test_node_ids_are_the_registered_ones(env):
     assert env.package.WEB_DIRECTORY == "./web"
 
 
-@pytest.mark.parametrize("node_id", [
-    "LuminaVideoModelLoader", "LuminaVideoVAELoader", "LuminaVideoTextEncode", "LuminaVideoMotionScore", "LuminaVideoEmptyLatent",
-    "LuminaVideoSampler", "LuminaVideoVAEDecode", "LuminaVideoV2ALoader", "LuminaVideoAudioGenerate", "LuminaVideoSaveVideo",
-])
+@pytest.mark.parametrize(
+    "node_id",
+    [
+        "LuminaVideoModelLoader",
+        "LuminaVideoVAELoader",
+        "LuminaVideoTextEncode",
+        "LuminaVideoMotionScore",
+        "LuminaVideoEmptyLatent",
+        "LuminaVideoSampler",
+        "LuminaVideoVAEDecode",
+        "LuminaVideoV2ALoader",
+        "LuminaVideoAudioGenerate",
+        "LuminaVideoSaveVideo",
+    ],
+)
 def test_schema_is_well_formed(env, node_id):
     schema = env.nodes[node_id].GET_SCHEMA()
     assert schema.node_id == node_id
@@ -127,31 +153,53 @@ def test_schema_is_well_formed(env, node_id):
         assert inp.tooltip and len(inp.tooltip) > 15, f"{node_id}.{inp.id} needs a tooltip"
         if inp.is_widget:
             assert inp.default is not None, f"{node_id}.{inp.id} needs a default"
-            assert comfy_stubs.check_widget_value(inp, inp.default) is None, f"{node_id}.{inp.id}: default {inp.default!r} is invalid"
+            assert comfy_stubs.check_widget_value(inp, inp.default) is None, (
+                f"{node_id}.{inp.id}: default {inp.default!r} is invalid"
+            )
     for io_type in {i.io_type for i in schema.inputs} | {o.io_type for o in schema.outputs}:
         assert io_type == io_type.upper()
-    pack_types = {t for t in {i.io_type for i in schema.inputs} | {o.io_type for o in schema.outputs} if t.startswith("LUMINAVIDEO_")}
-    assert pack_types <= {"LUMINAVIDEO_MODEL", "LUMINAVIDEO_VAE", "LUMINAVIDEO_V2A", "LUMINAVIDEO_CONDITIONING", "LUMINAVIDEO_MOTION"}
+    pack_types = {
+        t
+        for t in {i.io_type for i in schema.inputs} | {o.io_type for o in schema.outputs}
+        if t.startswith("LUMINAVIDEO_")
+    }
+    assert pack_types <= {
+        "LUMINAVIDEO_MODEL",
+        "LUMINAVIDEO_VAE",
+        "LUMINAVIDEO_V2A",
+        "LUMINAVIDEO_CONDITIONING",
+        "LUMINAVIDEO_MOTION",
+    }
 
 
 def test_package_metadata_matches_requirements():
     import tomllib
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
-    requirements = [line.strip() for line in (REPO / "requirements.txt").read_text().splitlines() if line.strip() and not line.startswith("#")]
+    requirements = [
+        line.strip()
+        for line in (REPO / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert project["project"]["dependencies"] == requirements
-    assert not [r for r in requirements if r.split("=")[0].split(">")[0].strip() in ("torch", "torchvision", "torchaudio")]
+    assert not [
+        r for r in requirements if r.split("=")[0].split(">")[0].strip() in ("torch", "torchvision", "torchaudio")
+    ]
     assert "comfyui" not in project["project"]["name"].lower()
     assert project["project"]["urls"]["Repository"].startswith("https://")
     assert {"PublisherId", "DisplayName", "Icon", "includes"} <= set(project["tool"]["comfy"])
-    assert "web" not in project["tool"]["comfy"], "WEB_DIRECTORY serves web/; a second registration would load the extension twice"
+    assert "web" not in project["tool"]["comfy"], (
+        "WEB_DIRECTORY serves web/; a second registration would load the extension twice"
+    )
     assert project["tool"]["pytest"]["ini_options"]["testpaths"] == ["tests"]
 
 
 def test_only_the_comfy_module_imports_comfyui():
     for path in (REPO / "nodes").glob("*.py"):
         text = path.read_text()
-        imports_comfy = any(f"import {m}" in text or f"from {m}" in text for m in ("comfy", "comfy_api", "folder_paths"))
+        imports_comfy = any(
+            f"import {m}" in text or f"from {m}" in text for m in ("comfy", "comfy_api", "folder_paths")
+        )
         assert imports_comfy == (path.name == "_comfy.py"), path.name
 
 
@@ -160,7 +208,9 @@ def test_only_the_comfy_module_imports_comfyui():
 
 def test_text_to_video_with_sound(env, loaded):
     RECORDER.reset()
-    motion = env.run("LuminaVideoMotionScore", motion=6.0, negative_motion_start=2.0, negative_motion_after=6.0, switch_t=0.05)[0]
+    motion = env.run(
+        "LuminaVideoMotionScore", motion=6.0, negative_motion_start=2.0, negative_motion_after=6.0, switch_t=0.05
+    )[0]
     assert motion.neg_motion == (2.0, (0.05, 6.0))
     latent = env.run("LuminaVideoSampler", motion=motion, **sampler_inputs(loaded))[0]
     samples = latent["samples"]
@@ -171,18 +221,22 @@ def test_text_to_video_with_sound(env, loaded):
     assert steps == [(i, FAST_STEPS - 1) for i in range(1, FAST_STEPS)]
     kind, picture, size = RECORDER.progress[-1][3]
     assert kind == "JPEG" and picture.size == (4 * 8 * 8, 8 * 8) and size == 512
-    (patchers, force_full_load), = RECORDER.loaded
+    ((patchers, force_full_load),) = RECORDER.loaded
     assert patchers == [loaded["model"].patcher] and force_full_load
     assert patchers[0].model.module is loaded["model"].dit
 
-    images = env.run("LuminaVideoVAEDecode", vae=loaded["vae"], latent=latent, tiled=True, tile_size=256, tile_overlap=64)[0]
+    images = env.run(
+        "LuminaVideoVAEDecode", vae=loaded["vae"], latent=latent, tiled=True, tile_size=256, tile_overlap=64
+    )[0]
     assert images.shape == (16, 64, 64, 3) and images.min() >= 0 and images.max() <= 1
 
     audio = env.run("LuminaVideoAudioGenerate", v2a=loaded["v2a"], images=images, fps=8.0, steps=4, seed=3, cfg=3.5)[0]
     rate = audio["sample_rate"]
     assert audio["waveform"].shape == (1, 1, 16 * rate // 8)  # exactly frames / fps seconds
 
-    out = env.run("LuminaVideoSaveVideo", images=images, audio=audio, fps=8.0, format="mp4", filename_prefix="lumina_video/chain")
+    out = env.run(
+        "LuminaVideoSaveVideo", images=images, audio=audio, fps=8.0, format="mp4", filename_prefix="lumina_video/chain"
+    )
     (saved,) = out.ui.as_dict()["images"]
     assert out.ui.as_dict()["animated"] == (True,)
     assert saved == {"filename": "chain_00001_.mp4", "subfolder": "lumina_video", "type": "output"}
@@ -203,7 +257,9 @@ def test_nodes_give_what_the_engine_gives(env, loaded):
     expected = core.pipeline.decode_latent(models.vae, latent)[0]
 
     sampled = env.run("LuminaVideoSampler", **sampler_inputs(loaded))[0]
-    images = env.run("LuminaVideoVAEDecode", vae=loaded["vae"], latent=sampled, tiled=True, tile_size=256, tile_overlap=64)[0]
+    images = env.run(
+        "LuminaVideoVAEDecode", vae=loaded["vae"], latent=sampled, tiled=True, tile_size=256, tile_overlap=64
+    )[0]
     torch.testing.assert_close(images, expected, atol=1e-5, rtol=1e-5)
 
 
@@ -212,7 +268,9 @@ def test_a_batch_repeats_single_runs(env, loaded):
     both = env.run("LuminaVideoSampler", **sampler_inputs(loaded, latent=batch, seed=5, steps=3))[0]["samples"]
     second = env.run("LuminaVideoSampler", **sampler_inputs(loaded, seed=6, steps=3))[0]["samples"]
     torch.testing.assert_close(both[1:], second, atol=1e-4, rtol=1e-4)
-    frames = env.run("LuminaVideoVAEDecode", vae=loaded["vae"], latent={"samples": both}, tiled=False, tile_size=256, tile_overlap=64)[0]
+    frames = env.run(
+        "LuminaVideoVAEDecode", vae=loaded["vae"], latent={"samples": both}, tiled=False, tile_size=256, tile_overlap=64
+    )[0]
     assert frames.shape == (32, 64, 64, 3)
 
 
@@ -284,10 +342,21 @@ def test_unconnected_motion_is_the_presets(env, loaded):
     assert motion.motion_cfg is None, "motion guidance -1 leaves it to the preset"
     same = env.run("LuminaVideoSampler", motion=motion, **sampler_inputs(loaded, steps=3))[0]["samples"]
     torch.testing.assert_close(default, same)
-    reference = env.run("LuminaVideoMotionScore", motion=6.0, negative_motion_start=2.0, negative_motion_after=6.0, switch_t=0.05, motion_guidance=0.0)[0]
+    reference = env.run(
+        "LuminaVideoMotionScore",
+        motion=6.0,
+        negative_motion_start=2.0,
+        negative_motion_after=6.0,
+        switch_t=0.05,
+        motion_guidance=0.0,
+    )[0]
     assert reference.motion_cfg == 0.0
-    assert not torch.allclose(default, env.run("LuminaVideoSampler", motion=reference, **sampler_inputs(loaded, steps=3))[0]["samples"])
-    strong = env.run("LuminaVideoMotionScore", motion=12.0, negative_motion_start=0.0, negative_motion_after=12.0, switch_t=1.0)[0]
+    assert not torch.allclose(
+        default, env.run("LuminaVideoSampler", motion=reference, **sampler_inputs(loaded, steps=3))[0]["samples"]
+    )
+    strong = env.run(
+        "LuminaVideoMotionScore", motion=12.0, negative_motion_start=0.0, negative_motion_after=12.0, switch_t=1.0
+    )[0]
     other = env.run("LuminaVideoSampler", motion=strong, **sampler_inputs(loaded, steps=3))[0]["samples"]
     assert not torch.allclose(default, other)
 
@@ -299,7 +368,12 @@ def test_the_web_extensions_plan_is_the_samplers(env):
     plan = sampling.plan_request({"sampler": {"preset": "embedded-MultiScale"}, "motion": None})
     assert Counter(plan["patch"]) == {"2x4": 22, "2x2": 4, "1x2": 3}
     assert plan["times"] == presets["embedded-MultiScale"].times()[:-1]
-    custom = sampling.plan_request({"sampler": {"preset": "f24F96R960", "patch_schedule": "custom", "custom_schedule": '("2x4", (0.5'}, "motion": None})
+    custom = sampling.plan_request(
+        {
+            "sampler": {"preset": "f24F96R960", "patch_schedule": "custom", "custom_schedule": '("2x4", (0.5'},
+            "motion": None,
+        }
+    )
     assert "custom_schedule" in custom["error"]
     assert "error" in sampling.plan_request({"sampler": "not widgets"})
 
@@ -314,21 +388,29 @@ def test_motion_node_names_the_bad_input(env):
         env.package.nodes.motion.motion_condition(*scores.values(), motion_guidance=10.0, motion_guidance_until=1.5)
 
 
-@pytest.mark.parametrize("schedule,custom", [("1x2", ""), ("2x4", ""), ("preset", ""), ("custom", '("2x4", (0.5, "1x2"))'), ("custom", "2x2")])
+@pytest.mark.parametrize(
+    "schedule,custom",
+    [("1x2", ""), ("2x4", ""), ("preset", ""), ("custom", '("2x4", (0.5, "1x2"))'), ("custom", "2x2")],
+)
 def test_patch_schedules(env, loaded, schedule, custom):
     RECORDER.reset()
-    out = env.run("LuminaVideoSampler", **sampler_inputs(loaded, steps=3, patch_schedule=schedule, custom_schedule=custom))[0]
+    out = env.run(
+        "LuminaVideoSampler", **sampler_inputs(loaded, steps=3, patch_schedule=schedule, custom_schedule=custom)
+    )[0]
     assert out["samples"].shape == (1, 16, 4, 8, 8)
 
 
 # --------------------------------------------------------------------------- clear errors
 
 
-@pytest.mark.parametrize("size,message", [
-    (dict(width=70, height=64, frames=16), "width 70 must be a multiple of 32 between 32 and 2048 (try 64 or 96)"),
-    (dict(width=64, height=64, frames=12), "try 8 or 16"),
-    (dict(width=64, height=4096, frames=16), "height 4096"),
-])
+@pytest.mark.parametrize(
+    "size,message",
+    [
+        (dict(width=70, height=64, frames=16), "width 70 must be a multiple of 32 between 32 and 2048 (try 64 or 96)"),
+        (dict(width=64, height=64, frames=12), "try 8 or 16"),
+        (dict(width=64, height=4096, frames=16), "height 4096"),
+    ],
+)
 def test_empty_latent_names_the_nearest_valid_size(env, size, message):
     with pytest.raises(ValidationFailed, match=message.replace("(", r"\(").replace(")", r"\)")):
         env.run("LuminaVideoEmptyLatent", batch_size=1, **size)
@@ -355,7 +437,10 @@ def test_schedule_with_a_scale_the_model_lacks(env, loaded):
     custom = '("1x4", (0.5, "3x5"))'
     with pytest.raises(ValueError) as error:
         # time shift 1: the grid's even steps reach t = 0.5, so both scales are in use
-        env.run("LuminaVideoSampler", **sampler_inputs(loaded, patch_schedule="custom", custom_schedule=custom, time_shift=1.0))
+        env.run(
+            "LuminaVideoSampler",
+            **sampler_inputs(loaded, patch_schedule="custom", custom_schedule=custom, time_shift=1.0),
+        )
     assert f"custom_schedule {custom!r} uses 1x4, 3x5, which the model" in str(error.value)
     assert str(error.value).endswith("it has 1x2, 2x2, 2x4")
 
@@ -383,14 +468,20 @@ class FakeGemma:
 
     def encode_from_tokens(self, tokens, return_pooled=False, return_dict=False):
         n = len(tokens["gemma2_2b"][0])
-        return {"cond": torch.randn(1, n, self.dim), "pooled_output": None, "attention_mask": torch.ones(1, n, dtype=torch.long)}
+        return {
+            "cond": torch.randn(1, n, self.dim),
+            "pooled_output": None,
+            "attention_mask": torch.ones(1, n, dtype=torch.long),
+        }
 
 
 def test_text_encode_with_clip_adds_the_system_prompt(env, loaded):
     from lumina_core.models.text import SYSTEM_PROMPT
 
     clip = FakeGemma(dim=loaded["model"].caption_dim)
-    cond = env.run("LuminaVideoTextEncode", model=loaded["model"], positive="(a red:1.5) circle", negative="blurry", clip=clip)[0]
+    cond = env.run(
+        "LuminaVideoTextEncode", model=loaded["model"], positive="(a red:1.5) circle", negative="blurry", clip=clip
+    )[0]
     assert clip.texts == [SYSTEM_PROMPT + "(a red:1.5) circle", SYSTEM_PROMPT + "blurry"]
     assert cond.encoder == "clip" and cond.positive.features.shape[-1] == clip.dim
     assert cond.positive.mask.sum() == cond.positive.features.shape[1]
@@ -398,15 +489,25 @@ def test_text_encode_with_clip_adds_the_system_prompt(env, loaded):
 
 def test_sampler_refuses_conditioning_made_for_another_model(env, loaded):
     """Gemma features wired into the embedded model's sampler (the text node's own check bypassed)."""
-    gemma = env.package.lumina_core.models.text.TextCondition(torch.randn(1, 4, 2304), torch.ones(1, 4, dtype=torch.long))
+    gemma = env.package.lumina_core.models.text.TextCondition(
+        torch.randn(1, 4, 2304), torch.ones(1, 4, dtype=torch.long)
+    )
     wrong = type(loaded["conditioning"])(gemma, gemma, "a fox", "", "clip")
     with pytest.raises(ValueError, match="2304-wide caption features but the model .* reads 64-wide ones"):
         env.run("LuminaVideoSampler", **sampler_inputs(loaded, conditioning=wrong))
 
 
 def test_text_encode_refuses_a_clip_of_the_wrong_width(env, loaded):
-    with pytest.raises(ValueError, match="2304-wide caption features but the model .* reads 64-wide ones. Disconnect the clip input"):
-        env.run("LuminaVideoTextEncode", model=loaded["model"], positive="a red circle", negative="", clip=FakeGemma(dim=2304))
+    with pytest.raises(
+        ValueError, match="2304-wide caption features but the model .* reads 64-wide ones. Disconnect the clip input"
+    ):
+        env.run(
+            "LuminaVideoTextEncode",
+            model=loaded["model"],
+            positive="a red circle",
+            negative="",
+            clip=FakeGemma(dim=2304),
+        )
 
 
 def test_model_files_load_from_the_folders(env):
@@ -418,7 +519,9 @@ def test_model_files_load_from_the_folders(env):
     schema = env.nodes["LuminaVideoModelLoader"].GET_SCHEMA()
     options = schema.inputs[0].options
     assert options[:2] == [EMBEDDED, "Lumina-Video-f24R960/consolidated.00-of-01.pth"]
-    assert "toy/dit.safetensors" in options and "bare_dit.safetensors" in options and "toy/model_args.pth" not in options
+    assert (
+        "toy/dit.safetensors" in options and "bare_dit.safetensors" in options and "toy/model_args.pth" not in options
+    )
 
     bare = env.run("LuminaVideoModelLoader", model_name="bare_dit.safetensors", dtype="fp32", download=False)[0]
     assert bare.text_encoder is None and not bare.embedded
@@ -437,7 +540,9 @@ def test_model_files_load_from_the_folders(env):
 
 def test_missing_embedded_files_are_named(env, monkeypatch, tmp_path):
     monkeypatch.setenv("LUMINA_VIDEO_EMBEDDED_DIR", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match=r"the embedded default's dit.safetensors is missing from .*lumina_core.toyworld.train"):
+    with pytest.raises(
+        FileNotFoundError, match=r"the embedded default's dit.safetensors is missing from .*lumina_core.toyworld.train"
+    ):
         env.run("LuminaVideoModelLoader", model_name=EMBEDDED, dtype="auto", download=False)
     with pytest.raises(FileNotFoundError, match="v2a.safetensors is missing"):
         env.run("LuminaVideoV2ALoader", v2a_name=EMBEDDED, dtype="auto")
@@ -445,7 +550,9 @@ def test_missing_embedded_files_are_named(env, monkeypatch, tmp_path):
 
 def test_released_weights_are_downloaded_only_on_request(env, monkeypatch):
     released = "Lumina-Video-f24R960/consolidated.00-of-01.pth"
-    with pytest.raises(FileNotFoundError, match="Turn on 'download' to fetch Alpha-VLLM/Lumina-Video-f24R960 into .*lumina_video"):
+    with pytest.raises(
+        FileNotFoundError, match="Turn on 'download' to fetch Alpha-VLLM/Lumina-Video-f24R960 into .*lumina_video"
+    ):
         env.run("LuminaVideoModelLoader", model_name=released, dtype="auto", download=False)
 
     import huggingface_hub
@@ -454,7 +561,10 @@ def test_released_weights_are_downloaded_only_on_request(env, monkeypatch):
         raise ConnectionError("no route to host")
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
-    with pytest.raises(RuntimeError, match=r"could not reach the Hugging Face hub for Alpha-VLLM/Lumina-Video-f24R960 .*no route to host.*into .*lumina_video/Lumina-Video-f24R960"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"could not reach the Hugging Face hub for Alpha-VLLM/Lumina-Video-f24R960 .*no route to host.*into .*lumina_video/Lumina-Video-f24R960",
+    ):
         env.run("LuminaVideoModelLoader", model_name=released, dtype="auto", download=True)
 
 
@@ -479,11 +589,15 @@ def test_save_never_overwrites_and_stays_in_the_output_folder(env):
     assert not list(env.output.parent.glob("outside*"))
 
 
-@pytest.mark.parametrize("rate,channels,seconds,expected_rate", [(44100, 2, 3.0, 44100), (12345, 1, 0.5, 16000), (48000, 6, 1.0, 48000)])
+@pytest.mark.parametrize(
+    "rate,channels,seconds,expected_rate", [(44100, 2, 3.0, 44100), (12345, 1, 0.5, 16000), (48000, 6, 1.0, 48000)]
+)
 def test_save_takes_native_audio(env, rate, channels, seconds, expected_rate):
     """LoadAudio's {"waveform": [1, C, T], "sample_rate"}: resampled when AAC needs it, cut or padded to the video."""
     audio = {"waveform": torch.rand(1, channels, int(rate * seconds)) * 0.2 - 0.1, "sample_rate": rate}
-    out = env.run("LuminaVideoSaveVideo", images=_frames(n=8), fps=8.0, format="mp4", filename_prefix="audio/native", audio=audio)
+    out = env.run(
+        "LuminaVideoSaveVideo", images=_frames(n=8), fps=8.0, format="mp4", filename_prefix="audio/native", audio=audio
+    )
     name = out.ui.as_dict()["images"][0]["filename"]
     _, fps, sound, sample_rate = read_video(env.output / "audio" / name)
     assert sample_rate == expected_rate and sound.shape[0] == (channels if channels <= 2 else 1)

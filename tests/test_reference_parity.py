@@ -21,7 +21,8 @@ from lumina_core import MultiScaleNextDiT, PatchSize
 
 REF_ROOT = os.environ.get("LUMINA_VIDEO_REF_ROOT")
 pytestmark = pytest.mark.skipif(
-    not REF_ROOT, reason="LUMINA_VIDEO_REF_ROOT is not set: reference parity NOT checked (point it at an Alpha-VLLM/Lumina-Video checkout)"
+    not REF_ROOT,
+    reason="LUMINA_VIDEO_REF_ROOT is not set: reference parity NOT checked (point it at an Alpha-VLLM/Lumina-Video checkout)",
 )
 
 
@@ -62,7 +63,9 @@ def install_stand_ins():
     parallel.get_sequence_parallel_world_size = lambda: 1
     utils = types.ModuleType("utils")
     utils.parallel = parallel
-    sys.modules.update({"flash_attn": flash, "flash_attn.bert_padding": padding, "utils": utils, "utils.parallel": parallel})
+    sys.modules.update(
+        {"flash_attn": flash, "flash_attn.bert_padding": padding, "utils": utils, "utils.parallel": parallel}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +86,18 @@ def reference_module():
 
 
 CONFIG = dict(
-    all_patch_size=(2, 2, 4), all_f_patch_size=(1, 2, 2), in_channels=16, dim=128, n_layers=2, n_heads=4, n_kv_heads=2,
-    qk_norm=True, cap_feat_dim=48, rope_theta=256.0, t_scale=1000.0, motion_scale=20.0,
+    all_patch_size=(2, 2, 4),
+    all_f_patch_size=(1, 2, 2),
+    in_channels=16,
+    dim=128,
+    n_layers=2,
+    n_heads=4,
+    n_kv_heads=2,
+    qk_norm=True,
+    cap_feat_dim=48,
+    rope_theta=256.0,
+    t_scale=1000.0,
+    motion_scale=20.0,
 )
 
 
@@ -92,7 +105,10 @@ def randomize(model, seed):
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for param in model.parameters():
-            param.copy_(torch.randn(param.shape, generator=generator) * (0.5 / math.sqrt(max(param.shape[-1], 1))) + (param.ndim == 1) * 0.1)
+            param.copy_(
+                torch.randn(param.shape, generator=generator) * (0.5 / math.sqrt(max(param.shape[-1], 1)))
+                + (param.ndim == 1) * 0.1
+            )
 
 
 def inputs(frames, batch=2, seed=0):

@@ -2,11 +2,19 @@ from collections import Counter
 
 import pytest
 import torch
-
 from tiny_models import TINY
+
 from lumina_core.models.text import TextCondition
 from lumina_core.sampling import (
-    PRESETS, guided_velocity, integrate, make_noise, parse_time_aware, renorm_per_sample, sample, time_grid, value_at,
+    PRESETS,
+    guided_velocity,
+    integrate,
+    make_noise,
+    parse_time_aware,
+    renorm_per_sample,
+    sample,
+    time_grid,
+    value_at,
 )
 
 
@@ -78,14 +86,18 @@ def test_negative_motion_schedule_reaches_the_negative_pass():
 
 def test_euler_heun_midpoint_integrate_a_constant_velocity_exactly():
     for solver in ("euler", "heun", "midpoint"):
-        out = sample(CountingModel(velocity=0.5), torch.ones(1, 16, 2, 8, 8), cond(), None, reference(steps=9, solver=solver))
+        out = sample(
+            CountingModel(velocity=0.5), torch.ones(1, 16, 2, 8, 8), cond(), None, reference(steps=9, solver=solver)
+        )
         assert torch.allclose(out, torch.full_like(out, 1.5))
 
 
 def test_integrate_runs_a_linear_ode_to_its_solution():
     # dx/dt = x has x(1) = e * x(0); heun is second order, so it beats euler at equal steps
     times = torch.linspace(0, 1, 21).tolist()
-    errors = {s: abs(integrate(lambda x, t: (x, None), torch.ones(1), times, s).item() - torch.e) for s in ("euler", "heun")}
+    errors = {
+        s: abs(integrate(lambda x, t: (x, None), torch.ones(1), times, s).item() - torch.e) for s in ("euler", "heun")
+    }
     assert errors["heun"] < errors["euler"] / 10
 
 
@@ -94,7 +106,11 @@ def test_cfg_formula_and_per_sample_renorm():
         def forward(self, x, t, cap, mask, motion, patch):
             # cond pass (motion 6): 1; uncond pass (motion 2): 0.5 for item 0, 0.99 for item 1
             uncond = torch.tensor([0.5, 0.99]).view(2, 1, 1, 1, 1)
-            return torch.where((motion == 6).view(-1, 1, 1, 1, 1), torch.ones_like(x), uncond.repeat(x.shape[0] // 2, 1, 1, 1, 1).expand_as(x))
+            return torch.where(
+                (motion == 6).view(-1, 1, 1, 1, 1),
+                torch.ones_like(x),
+                uncond.repeat(x.shape[0] // 2, 1, 1, 1, 1).expand_as(x),
+            )
 
     config = reference(cfg=3.0, renorm=2.0, motion=6.0, neg_motion=2.0)
     v, scale = guided_velocity(Model(), torch.zeros(2, 16, 2, 8, 8), 0.5, cond(2), cond(2), config)
@@ -129,7 +145,9 @@ def test_motion_guidance_adds_the_motion_scores_own_effect_in_a_third_pass():
 
 def test_motion_guidance_runs_without_cfg_and_is_skipped_when_off_or_without_a_motion_score():
     without_cfg = MotionVelocityModel()
-    v, _ = guided_velocity(without_cfg, torch.zeros(1, 16, 2, 8, 8), 0.5, motion_cond(1, 0.0), None, reference(motion=6.0, motion_cfg=2.0))
+    v, _ = guided_velocity(
+        without_cfg, torch.zeros(1, 16, 2, 8, 8), 0.5, motion_cond(1, 0.0), None, reference(motion=6.0, motion_cfg=2.0)
+    )
     assert without_cfg.calls == [(2, "1x2", [6.0, -1.0])]
     assert torch.allclose(v, torch.full_like(v, 1.6 + 2 * 0.7))
     for config in (reference(cfg=0.0, motion=6.0, motion_cfg=0.0), reference(cfg=0.0, motion=-1.0, motion_cfg=2.0)):
@@ -140,7 +158,13 @@ def test_motion_guidance_runs_without_cfg_and_is_skipped_when_off_or_without_a_m
 
 def test_motion_guidance_follows_its_time_aware_schedule():
     model = MotionVelocityModel()
-    sample(model, torch.zeros(1, 16, 2, 8, 8), motion_cond(1, 0.0), None, reference(steps=11, time_shift=1.0, cfg=0.0, motion_cfg=(4.0, (0.5, 0.0))))
+    sample(
+        model,
+        torch.zeros(1, 16, 2, 8, 8),
+        motion_cond(1, 0.0),
+        None,
+        reference(steps=11, time_shift=1.0, cfg=0.0, motion_cfg=(4.0, (0.5, 0.0))),
+    )
     assert [call[0] for call in model.calls] == [2] * 5 + [1] * 5
 
 
@@ -154,12 +178,24 @@ def test_renorm_math():
 
 def test_time_aware_values():
     schedule = ("2x4", (0.03, "2x2"), (0.125, "1x2"))
-    assert [value_at(schedule, t) for t in (0.0, 0.0299, 0.03, 0.1, 0.125, 0.9)] == ["2x4", "2x4", "2x2", "2x2", "1x2", "1x2"]
+    assert [value_at(schedule, t) for t in (0.0, 0.0299, 0.03, 0.1, 0.125, 0.9)] == [
+        "2x4",
+        "2x4",
+        "2x2",
+        "2x2",
+        "1x2",
+        "1x2",
+    ]
     assert value_at(6.0, 0.5) == 6.0
     assert parse_time_aware('("2x4", (0.03, "2x2"), (0.125, "1x2"))', "patch", str) == schedule
     assert parse_time_aware("(20, (0.2, 0))", "cfg", float) == (20, (0.2, 0))
     assert parse_time_aware("2x2", "patch", str) == "2x2"
-    for text, kind in (("(20, 0.2)", float), ("('2x4', (0.5, '2y2'))", str), ("(1, (0.5, 2), (0.1, 3))", float), ("lots", float)):
+    for text, kind in (
+        ("(20, 0.2)", float),
+        ("('2x4', (0.5, '2y2'))", str),
+        ("(1, (0.5, 2), (0.1, 3))", float),
+        ("lots", float),
+    ):
         with pytest.raises(ValueError):
             parse_time_aware(text, "setting", kind)
 

@@ -6,6 +6,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+
 from lumina_core.io.media import read_video
 from lumina_core.toyworld import metrics, world
 
@@ -170,7 +171,14 @@ def test_vocabulary_covers_every_caption_and_heldout_templates_use_only_training
             caption = template.format(colour=colour, shape=shape, direction=direction)
             assert set(world.caption_words(caption)) <= set(world.VOCABULARY)
             assert set(world.caption_words(caption)) - {colour, shape, direction} <= train_words
-    assert world.caption_words("A red Circle, moving LEFT quickly!") == ["a", "red", "circle", "moving", "left", "quickly"]
+    assert world.caption_words("A red Circle, moving LEFT quickly!") == [
+        "a",
+        "red",
+        "circle",
+        "moving",
+        "left",
+        "quickly",
+    ]
     assert world.parse_caption("the Green triangle travels up") == ("green", "triangle", "up")
     assert world.parse_caption("something else") == (None, None, None)
 

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from toy_weights import write_random_embedded
 
 from lumina_core.models.nextdit import MultiScaleNextDiT, PatchSize
 from lumina_core.toyworld import train
-from toy_weights import write_random_embedded
 
 
 @pytest.fixture(autouse=True)
@@ -17,7 +17,19 @@ def one_thread():
 
 
 def run(tmp_path, *args):
-    train.main([*args, "--threads", "1", "--save-every", "1", "--runs", str(tmp_path / "runs"), "--export", str(tmp_path / "export")])
+    train.main(
+        [
+            *args,
+            "--threads",
+            "1",
+            "--save-every",
+            "1",
+            "--runs",
+            str(tmp_path / "runs"),
+            "--export",
+            str(tmp_path / "export"),
+        ]
+    )
 
 
 def test_dit_steps_follow_the_scale_cycle_and_resume(tmp_path, monkeypatch):
@@ -47,7 +59,10 @@ def test_scale_cycle_must_name_the_models_patch_sizes(tmp_path):
 
 
 def test_dit_without_latents_or_a_vae_to_encode_them_names_the_fix(tmp_path):
-    with pytest.raises(SystemExit, match=r"no .*latents.pt to train on and no .*vae.safetensors to encode clips with: copy the VAE there"):
+    with pytest.raises(
+        SystemExit,
+        match=r"no .*latents.pt to train on and no .*vae.safetensors to encode clips with: copy the VAE there",
+    ):
         run(tmp_path, "dit", "--clips", "2", "--batch", "2", "--steps", "1")
     assert not (tmp_path / "runs" / "dit").exists()
 
@@ -107,7 +122,9 @@ def test_dit_from_export_fine_tunes_the_exported_weights(tmp_path):
     from lumina_core.io.checkpoints import read_state_dict
 
     write_random_embedded(tmp_path / "export")
-    before = {name: read_state_dict(tmp_path / "export" / name)[0] for name in ("dit.safetensors", "text_encoder.safetensors")}
+    before = {
+        name: read_state_dict(tmp_path / "export" / name)[0] for name in ("dit.safetensors", "text_encoder.safetensors")
+    }
     run(tmp_path, "dit", "--from-export", "--clips", "2", "--batch", "2", "--steps", "1")
     for name, state in before.items():
         after, _ = read_state_dict(tmp_path / "export" / name)

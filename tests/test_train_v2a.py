@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from lumina_core.toyworld import train_v2a
 from lumina_core.models.v2a import load_v2a
+from lumina_core.toyworld import train_v2a
 
 
 @pytest.fixture(autouse=True)
@@ -19,8 +19,27 @@ def one_thread():
 
 def run(tmp_path, steps: int):
     args = train_v2a.build_parser().parse_args(
-        ["--steps", str(steps), "--ae-steps", "12", "--batch", "4", "--clips", "8", "--save-every", "2", "--threads", "1",
-         "--runs", str(tmp_path / "runs"), "--export", str(tmp_path / "export"), "--eval-clips", "0", "--tiny"]
+        [
+            "--steps",
+            str(steps),
+            "--ae-steps",
+            "12",
+            "--batch",
+            "4",
+            "--clips",
+            "8",
+            "--save-every",
+            "2",
+            "--threads",
+            "1",
+            "--runs",
+            str(tmp_path / "runs"),
+            "--export",
+            str(tmp_path / "export"),
+            "--eval-clips",
+            "0",
+            "--tiny",
+        ]
     )
     return train_v2a.run(args)
 

@@ -7,16 +7,32 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from lumina_core.models.audio import GriffinLimVocoder, HiFiGANVocoder, MelAutoencoderConfig, VocoderConfig
 from lumina_core.io.checkpoints import CheckpointError
+from lumina_core.models.audio import GriffinLimVocoder, HiFiGANVocoder, MelAutoencoderConfig, VocoderConfig
 from lumina_core.models.text import TextCondition
 from lumina_core.models.v2a import (
-    AudioTimeline, ConvFrameEncoder, FrameEncoder, V2AConfig, V2AGenerator, load_v2a, resample_to_tokens, save_v2a,
+    AudioTimeline,
+    ConvFrameEncoder,
+    FrameEncoder,
+    V2AConfig,
+    V2AGenerator,
+    load_v2a,
+    resample_to_tokens,
+    save_v2a,
 )
 
 TINY = V2AConfig(
-    dim=32, n_layers=2, n_heads=2, multiple_of=16, text_dim=16, visual_dim=16, sync_dim=8, frame_size=16, encoder_width=4,
-    autoencoder=MelAutoencoderConfig(latent_channels=4, width=16), vocoder=VocoderConfig(iterations=4),
+    dim=32,
+    n_layers=2,
+    n_heads=2,
+    multiple_of=16,
+    text_dim=16,
+    visual_dim=16,
+    sync_dim=8,
+    frame_size=16,
+    encoder_width=4,
+    autoencoder=MelAutoencoderConfig(latent_channels=4, width=16),
+    vocoder=VocoderConfig(iterations=4),
 )
 SAMPLE_RATE = TINY.mel.sample_rate
 
@@ -62,6 +78,7 @@ def test_timeline_covers_the_clip():
 
 def test_resampling_aligns_clips_at_different_frame_rates():
     """The same flash (0.4-0.6 s of a 1 s clip) at 30 fps and at 15 fps gives the same token features."""
+
     def flash(fps):
         times = torch.arange(fps) / fps
         values = ((times >= 0.4) & (times < 0.6)).float()
@@ -94,7 +111,13 @@ def test_last_frame_reaches_the_audio(generator):
 def test_random_weights_end_to_end_with_guidance(generator):
     steps_seen = []
     audio = generator.generate(
-        clip(batch=2, frames=9), 12, caption(), steps=4, seed=5, cfg=3.5, renorm=2.0,
+        clip(batch=2, frames=9),
+        12,
+        caption(),
+        steps=4,
+        seed=5,
+        cfg=3.5,
+        renorm=2.0,
         callback=lambda step, total, t, x: steps_seen.append((step, total, x.shape)),
     )
     samples = round(9 * SAMPLE_RATE / 12)
@@ -103,7 +126,9 @@ def test_random_weights_end_to_end_with_guidance(generator):
     assert audio.waveform.std() > 0
     assert [s[:2] for s in steps_seen] == [(1, 3), (2, 3), (3, 3)]
     assert steps_seen[0][2] == (2, TINY.autoencoder.latent_channels, generator.timeline(9, 12).tokens)
-    with_negative = generator.generate(clip(batch=2, frames=9), 12, caption(), steps=4, seed=5, negative_text=caption(length=1, seed=9))
+    with_negative = generator.generate(
+        clip(batch=2, frames=9), 12, caption(), steps=4, seed=5, negative_text=caption(length=1, seed=9)
+    )
     assert not torch.allclose(with_negative.waveform, audio.waveform)
 
 
@@ -115,7 +140,9 @@ def test_seeded_and_batch_independent(generator):
     other = generator.generate(frames, 24, text, steps=3, seed=8).waveform
     assert torch.equal(first, again)
     assert not torch.allclose(first, other)
-    alone = generator.generate(frames[1:], 24, TextCondition(text.features[1:], text.mask[1:]), steps=3, seed=8).waveform
+    alone = generator.generate(
+        frames[1:], 24, TextCondition(text.features[1:], text.mask[1:]), steps=3, seed=8
+    ).waveform
     assert torch.allclose(alone[0], first[1], atol=1e-4), "item i depends only on seed + i"
 
 

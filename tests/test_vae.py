@@ -21,7 +21,9 @@ from lumina_core.models.vae import (
 )
 
 MICRO = CogVideoXVAEConfig(block_out_channels=(8, 16, 16, 16), layers_per_block=1, norm_num_groups=4)
-DIFFUSERS_MISSING = "diffusers is not installed (pip install -r requirements-dev.txt): parity with AutoencoderKLCogVideoX NOT checked"
+DIFFUSERS_MISSING = (
+    "diffusers is not installed (pip install -r requirements-dev.txt): parity with AutoencoderKLCogVideoX NOT checked"
+)
 
 
 def randomized(config: CogVideoXVAEConfig = MICRO, seed: int = 0) -> CogVideoXVAE:
@@ -244,11 +246,26 @@ def test_config_round_trips_through_the_diffusers_form():
     assert CogVideoXVAEConfig.from_diffusers_config(real.to_dict()) == real
     assert real.spatial_compression == 8 and real.scaling_factor == 1.15258426
     published = {  # THUDM/CogVideoX-2b vae/config.json
-        "_class_name": "AutoencoderKLCogVideoX", "act_fn": "silu", "block_out_channels": [128, 256, 256, 512],
-        "down_block_types": ["CogVideoXDownBlock3D"] * 4, "force_upcast": True, "in_channels": 3, "latent_channels": 16,
-        "latents_mean": None, "latents_std": None, "layers_per_block": 3, "norm_eps": 1e-06, "norm_num_groups": 32,
-        "out_channels": 3, "sample_height": 480, "sample_width": 720, "scaling_factor": 1.15258426, "shift_factor": None,
-        "temporal_compression_ratio": 4, "up_block_types": ["CogVideoXUpBlock3D"] * 4, "use_post_quant_conv": False,
+        "_class_name": "AutoencoderKLCogVideoX",
+        "act_fn": "silu",
+        "block_out_channels": [128, 256, 256, 512],
+        "down_block_types": ["CogVideoXDownBlock3D"] * 4,
+        "force_upcast": True,
+        "in_channels": 3,
+        "latent_channels": 16,
+        "latents_mean": None,
+        "latents_std": None,
+        "layers_per_block": 3,
+        "norm_eps": 1e-06,
+        "norm_num_groups": 32,
+        "out_channels": 3,
+        "sample_height": 480,
+        "sample_width": 720,
+        "scaling_factor": 1.15258426,
+        "shift_factor": None,
+        "temporal_compression_ratio": 4,
+        "up_block_types": ["CogVideoXUpBlock3D"] * 4,
+        "use_post_quant_conv": False,
         "use_quant_conv": False,
     }
     assert CogVideoXVAEConfig.from_diffusers_config(published) == real
@@ -276,7 +293,9 @@ def test_load_builds_on_meta_and_never_initialises_weights(tmp_path, micro, monk
     save_vae(micro, path)
     initialised = []
     original = torch.nn.init.kaiming_uniform_
-    monkeypatch.setattr(torch.nn.init, "kaiming_uniform_", lambda t, *a, **k: initialised.append(t.device.type) or original(t, *a, **k))
+    monkeypatch.setattr(
+        torch.nn.init, "kaiming_uniform_", lambda t, *a, **k: initialised.append(t.device.type) or original(t, *a, **k)
+    )
     loaded = load_vae(path)
     assert initialised and set(initialised) == {"meta"}
     assert not any(p.is_meta for p in loaded.parameters())
@@ -308,8 +327,11 @@ def test_weights_of_another_vae_are_refused_by_name(tmp_path, micro):
     with pytest.raises(VAEWeightsError, match=r"missing keys.*unexpected keys \['decoder.conv_out.weight'"):
         load_vae(path)
     other = tmp_path / "other.safetensors"
-    save_file({k: v.contiguous() for k, v in micro.state_dict().items()}, str(other),
-              metadata={vae_module.CONFIG_METADATA_KEY: json.dumps(CogVideoXVAEConfig.tiny().to_dict())})
+    save_file(
+        {k: v.contiguous() for k, v in micro.state_dict().items()},
+        str(other),
+        metadata={vae_module.CONFIG_METADATA_KEY: json.dumps(CogVideoXVAEConfig.tiny().to_dict())},
+    )
     with pytest.raises(VAEWeightsError, match="has shape"):
         load_vae(other)
     save_file({k: v.contiguous() for k, v in micro.state_dict().items()}, str(other))

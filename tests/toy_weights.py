@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+
 def real_embedded_dir() -> Path | None:
     """The pack's embedded folder when it holds all four files (the env var LUMINA_VIDEO_TEST_RANDOM_WEIGHTS=1 forces random ones)."""
     from lumina_core import embedded
@@ -28,9 +29,9 @@ def write_random_embedded(folder: Path, seed: int = 0) -> Path:
     """Random-weight dit/text_encoder/vae/v2a .safetensors in ``folder``, in the embedded default's format."""
     from lumina_core.io.checkpoints import CONFIG_METADATA_KEY, TEXT_CONFIG_METADATA_KEY
     from lumina_core.models.text import TinyTextEncoder
-    from lumina_core.toyworld.train import TOY_DIT_CONFIG, TOY_TEXT_CONFIG, TOY_VAE_CONFIG
     from lumina_core.models.v2a import V2AConfig, V2AGenerator, save_v2a
     from lumina_core.models.vae import CogVideoXVAE, save_vae
+    from lumina_core.toyworld.train import TOY_DIT_CONFIG, TOY_TEXT_CONFIG, TOY_VAE_CONFIG
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -52,7 +53,9 @@ def write_random_embedded(folder: Path, seed: int = 0) -> Path:
             metadata={TEXT_CONFIG_METADATA_KEY: TOY_TEXT_CONFIG.to_json(), "format": "pt"},
         )
         save_vae(CogVideoXVAE(TOY_VAE_CONFIG), folder / "vae.safetensors")
-        small = V2AConfig(dim=64, n_layers=2, n_heads=2, multiple_of=32, visual_dim=32, sync_dim=16, frame_size=32, encoder_width=8)
+        small = V2AConfig(
+            dim=64, n_layers=2, n_heads=2, multiple_of=32, visual_dim=32, sync_dim=16, frame_size=32, encoder_width=8
+        )
         save_v2a(folder / "v2a.safetensors", V2AGenerator(small))
     return folder
 

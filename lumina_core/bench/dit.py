@@ -54,7 +54,9 @@ def bench_model(seed: int = 0):
         for p in model.parameters():
             if p.abs().sum() == 0:
                 p.normal_(0, 0.02)
-    cond = TextCondition(torch.randn(1, CAPTION_TOKENS, BENCH_CONFIG.cap_feat_dim), torch.ones(1, CAPTION_TOKENS, dtype=torch.long))
+    cond = TextCondition(
+        torch.randn(1, CAPTION_TOKENS, BENCH_CONFIG.cap_feat_dim), torch.ones(1, CAPTION_TOKENS, dtype=torch.long)
+    )
     return model, cond
 
 
@@ -70,7 +72,13 @@ def forward_rows(model, cond, repeats: int, peak: float) -> list[dict]:
     seconds = interleaved(calls, repeats)
     base = seconds["1x2"]
     return [
-        dict(scale=name, seconds=seconds[name], gflops=flops[name] / 1e9, share_of_peak=flops[name] / seconds[name] / peak, time_vs_1x2=seconds[name] / base)
+        dict(
+            scale=name,
+            seconds=seconds[name],
+            gflops=flops[name] / 1e9,
+            share_of_peak=flops[name] / seconds[name] / peak,
+            time_vs_1x2=seconds[name] / base,
+        )
         for name in calls
     ]
 
@@ -80,7 +88,13 @@ def sampling_ratio(model, cond, steps: int, repeats: int) -> dict:
     noise = make_noise(BENCH_LATENT, 1)
     single = PRESETS["f24F96R960"].with_(steps=steps)
     multi = PRESETS["f24F96R960-MultiScale"].with_(steps=steps)
-    times = interleaved({"single": lambda: sample(model, noise, cond, cond, single), "multi": lambda: sample(model, noise, cond, cond, multi)}, repeats)
+    times = interleaved(
+        {
+            "single": lambda: sample(model, noise, cond, cond, single),
+            "multi": lambda: sample(model, noise, cond, cond, multi),
+        },
+        repeats,
+    )
     counts = Counter(map(str, multi.patch_schedule()))
     return dict(steps=steps, multi_over_single=times["multi"] / times["single"], schedule=dict(counts), **times)
 

@@ -34,9 +34,9 @@ import numpy as np
 import torch
 
 from ..models import vae as vae_module
-from .dit import interleaved
 from ..models.vae import DEFAULT_TILE_LATENT_HW as DEFAULT_TILE
 from ..models.vae import CogVideoXVAE, CogVideoXVAEConfig, frames_for, psnr
+from .dit import interleaved
 
 BENCH_CONFIG = CogVideoXVAEConfig.tiny()
 BENCH_LATENT = (1, 16, 4, 32, 32)  # 16 frames at 256x256
@@ -75,7 +75,9 @@ def diffusers_available() -> bool:
     return True
 
 
-def build_pair(config: CogVideoXVAEConfig, dtype: torch.dtype = torch.float32, seed: int = 0, with_diffusers: bool = True):
+def build_pair(
+    config: CogVideoXVAEConfig, dtype: torch.dtype = torch.float32, seed: int = 0, with_diffusers: bool = True
+):
     """(ours, diffusers' or None) with the same random weights, drawn by ours."""
     torch.manual_seed(seed)
     ours = CogVideoXVAE(config).requires_grad_(False).eval()
@@ -91,7 +93,9 @@ def build_pair(config: CogVideoXVAEConfig, dtype: torch.dtype = torch.float32, s
     return ours.to(dtype), ref
 
 
-def decoder_for(impl: str, model, tile: Optional[tuple[int, int]], overlap: int) -> Callable[[torch.Tensor], torch.Tensor]:
+def decoder_for(
+    impl: str, model, tile: Optional[tuple[int, int]], overlap: int
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """VAE-space latent -> frames, each implementation called the way it is meant to be."""
     if impl == "ours":
         if tile is None:
@@ -151,14 +155,24 @@ def measure_peak_memory(
 ) -> dict:
     """Peak memory of one decode, measured in a fresh subprocess: {"peak_bytes", "output_bytes"}."""
     job = dict(
-        impl=impl, config=config.to_dict(), latent=list(latent_shape), dtype=dtype, tile=tile, overlap=overlap,
+        impl=impl,
+        config=config.to_dict(),
+        latent=list(latent_shape),
+        dtype=dtype,
+        tile=tile,
+        overlap=overlap,
         frame_slice_bytes=frame_slice_bytes,
     )
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS="1")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     result = subprocess.run(
         [sys.executable, "-c", "from lumina_core.vae_bench import _child; _child()"],
-        input=json.dumps(job), capture_output=True, text=True, env=env, cwd=root, check=False,
+        input=json.dumps(job),
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=root,
+        check=False,
     )
     if result.returncode:
         raise RuntimeError(f"peak-memory measurement {job} failed:\n{result.stderr[-2000:]}")
@@ -187,13 +201,18 @@ def compare_with_diffusers(repeats: int, have_diffusers: bool, can_measure_memor
     try:
         ours, ref = build_pair(BENCH_CONFIG, with_diffusers=have_diffusers)
         latent = bench_latent(BENCH_LATENT)
-        decoders = {"ours": decoder_for("ours", ours, None, 0), "ours tiled": decoder_for("ours", ours, BENCH_TILE, BENCH_OVERLAP)}
+        decoders = {
+            "ours": decoder_for("ours", ours, None, 0),
+            "ours tiled": decoder_for("ours", ours, BENCH_TILE, BENCH_OVERLAP),
+        }
         if have_diffusers:
             decoders["diffusers"] = decoder_for("diffusers", ref, None, 0)
             decoders["diffusers tiled"] = decoder_for("diffusers", ref, BENCH_TILE, BENCH_OVERLAP)
         with torch.no_grad():
             # Fastest run per decoder: the least disturbed by other load on the machine.
-            times = interleaved({name: functools.partial(decode, latent) for name, decode in decoders.items()}, repeats, summary=min)
+            times = interleaved(
+                {name: functools.partial(decode, latent) for name, decode in decoders.items()}, repeats, summary=min
+            )
             frames = {name: decode(latent) for name, decode in decoders.items()}
     finally:
         torch.set_num_threads(threads)
@@ -202,7 +221,9 @@ def compare_with_diffusers(repeats: int, have_diffusers: bool, can_measure_memor
     if can_measure_memory:
         for impl in ("ours", "diffusers") if have_diffusers else ("ours",):
             for tile, suffix in ((None, ""), (BENCH_TILE, " tiled")):
-                peak = measure_peak_memory(impl, BENCH_CONFIG, BENCH_LATENT, tile=tile, overlap=BENCH_OVERLAP if tile else 0)
+                peak = measure_peak_memory(
+                    impl, BENCH_CONFIG, BENCH_LATENT, tile=tile, overlap=BENCH_OVERLAP if tile else 0
+                )
                 peaks[impl + suffix] = peak["peak_bytes"]
 
     def ratio(numerator: dict, a: str, b: str, unit: str = "s") -> tuple:
@@ -212,22 +233,57 @@ def compare_with_diffusers(repeats: int, have_diffusers: bool, can_measure_memor
     def max_abs(a: str, b: str) -> float:
         return (frames[a] - frames[b]).abs().max().item()
 
-    setup = f"tiny config, {_describe(BENCH_LATENT)}, fp32, tiles {BENCH_TILE[0]}x{BENCH_TILE[1]} overlap {BENCH_OVERLAP}"
+    setup = (
+        f"tiny config, {_describe(BENCH_LATENT)}, fp32, tiles {BENCH_TILE[0]}x{BENCH_TILE[1]} overlap {BENCH_OVERLAP}"
+    )
     measures = [  # (name, what it needs, () -> (value, unit, note))
-        ("parity with diffusers (max abs)", {"diffusers"}, lambda: (max_abs("ours", "diffusers"), "", f"same weights and latent: {setup}; times: 1 thread, fastest of {repeats}")),
+        (
+            "parity with diffusers (max abs)",
+            {"diffusers"},
+            lambda: (
+                max_abs("ours", "diffusers"),
+                "",
+                f"same weights and latent: {setup}; times: 1 thread, fastest of {repeats}",
+            ),
+        ),
         ("decode time ours/diffusers, untiled", {"diffusers"}, lambda: ratio(times, "ours", "diffusers")),
         ("decode time ours/diffusers, tiled", {"diffusers"}, lambda: ratio(times, "ours tiled", "diffusers tiled")),
         ("decode time tiled/untiled (ours)", set(), lambda: ratio(times, "ours tiled", "ours")),
-        ("peak memory ours/diffusers, untiled", {"diffusers", "memory"}, lambda: ratio(peaks, "ours", "diffusers", "MiB")),
-        ("peak memory ours/diffusers, tiled", {"diffusers", "memory"}, lambda: ratio(peaks, "ours tiled", "diffusers tiled", "MiB")),
+        (
+            "peak memory ours/diffusers, untiled",
+            {"diffusers", "memory"},
+            lambda: ratio(peaks, "ours", "diffusers", "MiB"),
+        ),
+        (
+            "peak memory ours/diffusers, tiled",
+            {"diffusers", "memory"},
+            lambda: ratio(peaks, "ours tiled", "diffusers tiled", "MiB"),
+        ),
         ("peak memory untiled/tiled (ours)", {"memory"}, lambda: ratio(peaks, "ours", "ours tiled", "MiB")),
-        ("tiled vs untiled PSNR (ours)", set(),
-         lambda: (psnr(frames["ours tiled"], frames["ours"]), "dB", f"max abs {max_abs('ours tiled', 'ours'):.3f}; GroupNorm statistics are per tile")),
-        ("tiled vs untiled PSNR (diffusers)", {"diffusers"},
-         lambda: (psnr(frames["diffusers tiled"], frames["diffusers"]), "dB", f"max abs {max_abs('diffusers tiled', 'diffusers'):.3f}; its own blending")),
+        (
+            "tiled vs untiled PSNR (ours)",
+            set(),
+            lambda: (
+                psnr(frames["ours tiled"], frames["ours"]),
+                "dB",
+                f"max abs {max_abs('ours tiled', 'ours'):.3f}; GroupNorm statistics are per tile",
+            ),
+        ),
+        (
+            "tiled vs untiled PSNR (diffusers)",
+            {"diffusers"},
+            lambda: (
+                psnr(frames["diffusers tiled"], frames["diffusers"]),
+                "dB",
+                f"max abs {max_abs('diffusers tiled', 'diffusers'):.3f}; its own blending",
+            ),
+        ),
     ]
     missing = {need for need, present in (("diffusers", have_diffusers), ("memory", can_measure_memory)) if not present}
-    return [_row(name, *measure()) if not needs & missing else _skipped(name, needs & missing) for name, needs, measure in measures]
+    return [
+        _row(name, *measure()) if not needs & missing else _skipped(name, needs & missing)
+        for name, needs, measure in measures
+    ]
 
 
 SKIP_REASONS = {
@@ -248,9 +304,22 @@ def memory_scaling(sides: tuple[int, ...]) -> list[dict]:
         untiled = measure_peak_memory("ours", BENCH_CONFIG, shape)
         tiled = measure_peak_memory("ours", BENCH_CONFIG, shape, tile=BENCH_TILE, overlap=BENCH_OVERLAP)
         output = untiled["output_bytes"] / MIB
-        rows.append(_row(f"peak memory untiled, {_describe(shape)}", untiled["peak_bytes"] / MIB, "MiB", f"output {output:.0f} MiB"))
-        rows.append(_row(f"peak memory tiled {BENCH_TILE[0]}x{BENCH_TILE[1]}, {_describe(shape)}", tiled["peak_bytes"] / MIB, "MiB",
-                         f"working memory without the output: {(tiled['peak_bytes'] - tiled['output_bytes']) / MIB:.0f} MiB"))
+        rows.append(
+            _row(
+                f"peak memory untiled, {_describe(shape)}",
+                untiled["peak_bytes"] / MIB,
+                "MiB",
+                f"output {output:.0f} MiB",
+            )
+        )
+        rows.append(
+            _row(
+                f"peak memory tiled {BENCH_TILE[0]}x{BENCH_TILE[1]}, {_describe(shape)}",
+                tiled["peak_bytes"] / MIB,
+                "MiB",
+                f"working memory without the output: {(tiled['peak_bytes'] - tiled['output_bytes']) / MIB:.0f} MiB",
+            )
+        )
     return rows
 
 
@@ -267,7 +336,9 @@ def full_video_estimate(sides: tuple[int, ...]) -> list[dict]:
         pixels.append(p)
         working.append(result["peak_bytes"] - result["output_bytes"])
     per_pixel, intercept = np.polyfit(pixels, working, 1)
-    residual = max(abs(intercept + per_pixel * p - w) / w for p, w in zip(pixels, working))  # worst relative miss of the line
+    residual = max(
+        abs(intercept + per_pixel * p - w) / w for p, w in zip(pixels, working)
+    )  # worst relative miss of the line
 
     _, latent_channels, t, h, w = FULL_VIDEO_LATENT
     weights = sum(p.numel() for p in CogVideoXVAE(config, device="meta").parameters()) * 2
@@ -276,13 +347,26 @@ def full_video_estimate(sides: tuple[int, ...]) -> list[dict]:
     untiled_working = intercept + per_pixel * (8 * h) * (8 * w)
     sizes = ", ".join(f"{8 * s}x{8 * s}" for s in sides)
     return [
-        _row("CogVideoX-2b decode working memory per output pixel", per_pixel / 1024, "KiB/px",
-             f"bf16, two latent frames per chunk; line through tiles of {sizes} px"
-             + (f", worst residual {residual:.1%}" if len(sides) > 2 else "")),
-        _row(f"est. peak 1248x704x96 bf16, tiled {DEFAULT_TILE[0]}x{DEFAULT_TILE[1]}", (weights + output + tile_working) / 2**30, "GiB",
-             f"weights {weights / 2**30:.2f} + output {output / 2**30:.2f} + one {8 * DEFAULT_TILE[0]}x{8 * DEFAULT_TILE[1]} px tile "
-             f"{tile_working / 2**30:.2f} GiB (goal < 12)"),
-        _row("est. peak 1248x704x96 bf16, untiled", (weights + output + untiled_working) / 2**30, "GiB", "same line read at 704x1248 px"),
+        _row(
+            "CogVideoX-2b decode working memory per output pixel",
+            per_pixel / 1024,
+            "KiB/px",
+            f"bf16, two latent frames per chunk; line through tiles of {sizes} px"
+            + (f", worst residual {residual:.1%}" if len(sides) > 2 else ""),
+        ),
+        _row(
+            f"est. peak 1248x704x96 bf16, tiled {DEFAULT_TILE[0]}x{DEFAULT_TILE[1]}",
+            (weights + output + tile_working) / 2**30,
+            "GiB",
+            f"weights {weights / 2**30:.2f} + output {output / 2**30:.2f} + one {8 * DEFAULT_TILE[0]}x{8 * DEFAULT_TILE[1]} px tile "
+            f"{tile_working / 2**30:.2f} GiB (goal < 12)",
+        ),
+        _row(
+            "est. peak 1248x704x96 bf16, untiled",
+            (weights + output + untiled_working) / 2**30,
+            "GiB",
+            "same line read at 704x1248 px",
+        ),
     ]
 
 

@@ -49,7 +49,9 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
             if isinstance(loaded, dict) and isinstance(loaded.get(nested), dict):
                 loaded = loaded[nested]
         if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-            raise CheckpointError(f"{path}: expected a state dict (a mapping of names to tensors), found {type(loaded).__name__}")
+            raise CheckpointError(
+                f"{path}: expected a state dict (a mapping of names to tensors), found {type(loaded).__name__}"
+            )
         return dict(loaded), {}
     raise CheckpointError(f"{path}: unknown weights format {path.suffix!r}; use .safetensors or the released .pth")
 
@@ -63,7 +65,9 @@ def safe_torch_load(path: Path, allowed_globals: tuple = ()):
             except RuntimeError as error:
                 if "mmap" not in str(error):
                     raise
-                return torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) pickles can't be mapped
+                return torch.load(
+                    path, map_location="cpu", weights_only=True
+                )  # legacy (non-zip) pickles can't be mapped
     except pickle.UnpicklingError as error:
         reason = str(error).split("\n\n")[0].strip() or "it holds objects other than tensors"
         raise CheckpointError(
@@ -86,7 +90,9 @@ def read_model_args(path: Path) -> dict:
     """The released ``model_args.pth`` (a pickled types.SimpleNamespace) as a dict."""
     args = safe_torch_load(path, allowed_globals=(types.SimpleNamespace,))
     if not isinstance(args, types.SimpleNamespace):
-        raise CheckpointError(f"{path}: expected the training arguments (a SimpleNamespace), found {type(args).__name__}")
+        raise CheckpointError(
+            f"{path}: expected the training arguments (a SimpleNamespace), found {type(args).__name__}"
+        )
     return vars(args)
 
 
@@ -106,8 +112,17 @@ def config_from_model_args(args: dict, state_dict: dict[str, torch.Tensor]) -> N
 
 def infer_config(state_dict: dict[str, torch.Tensor]) -> tuple[NextDiTConfig, list[str]]:
     """Recover the architecture from tensor shapes; returns the config and notes on what was assumed."""
-    embedders = sorted(k[len("all_x_embedder.") : -len(".weight")] for k in state_dict if k.startswith("all_x_embedder.") and k.endswith(".weight"))
-    required = ("cap_embedder.1.weight", "layers.0.attention.gate", "layers.0.attention.wk.weight", "layers.0.feed_forward.w1.weight")
+    embedders = sorted(
+        k[len("all_x_embedder.") : -len(".weight")]
+        for k in state_dict
+        if k.startswith("all_x_embedder.") and k.endswith(".weight")
+    )
+    required = (
+        "cap_embedder.1.weight",
+        "layers.0.attention.gate",
+        "layers.0.attention.wk.weight",
+        "layers.0.feed_forward.w1.weight",
+    )
     if not embedders or any(k not in state_dict for k in required):
         raise CheckpointError(describe_mismatch(state_dict, expected=None))
     patch_pairs = [tuple(int(v) for v in name.split("-")) for name in embedders]  # (patch, f_patch)
@@ -168,7 +183,10 @@ def describe_mismatch(state_dict: dict[str, torch.Tensor], expected: Optional[di
             if names:
                 lines.append(f"{len(names)} {label} keys, e.g. {names[:5]}")
         if wrong:
-            lines.append(f"{len(wrong)} keys with other shapes, e.g. " + ", ".join(f"{k} {tuple(state_dict[k].shape)} vs {tuple(expected[k])}" for k in wrong[:3]))
+            lines.append(
+                f"{len(wrong)} keys with other shapes, e.g. "
+                + ", ".join(f"{k} {tuple(state_dict[k].shape)} vs {tuple(expected[k])}" for k in wrong[:3])
+            )
     else:
         lines.append(f"no all_x_embedder.* / layers.N.attention keys; found e.g. {sorted(keys)[:5]}")
     return "; ".join(lines)
@@ -194,7 +212,9 @@ def resolve_config(weights: Path, state_dict, metadata: dict[str, str]) -> tuple
     return infer_config(state_dict)
 
 
-def load_nextdit(path, dtype: Optional[torch.dtype] = None, device="cpu") -> tuple[MultiScaleNextDiT, NextDiTConfig, list[str]]:
+def load_nextdit(
+    path, dtype: Optional[torch.dtype] = None, device="cpu"
+) -> tuple[MultiScaleNextDiT, NextDiTConfig, list[str]]:
     """Build the model on the meta device and adopt the file's tensors (assign=True): one copy in memory.
 
     Returns the model in eval mode, its config, and notes on where the config came from.
@@ -224,7 +244,10 @@ def convert(src, dst, dtype: Optional[torch.dtype] = None) -> tuple[NextDiTConfi
         expected = {k: v.shape for k, v in config.build().state_dict().items()}
     if set(expected) != set(state_dict):
         raise CheckpointError(f"{weights}: " + describe_mismatch(state_dict, expected))
-    tensors = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous() for k, v in state_dict.items()}
+    tensors = {
+        k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
+        for k, v in state_dict.items()
+    }
     dst = Path(dst)
     partial = dst.with_name(dst.name + ".partial")
     save_file(tensors, str(partial), metadata={CONFIG_METADATA_KEY: config.to_json(), "format": "pt"})

@@ -19,6 +19,7 @@ is librosa's slaney construction written out here.
 import math
 from abc import ABCMeta, abstractmethod
 from dataclasses import asdict, dataclass, fields
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -38,7 +39,9 @@ class MelConfig:
 
     def __post_init__(self):
         if self.hop_length > self.n_fft:
-            raise ValueError(f"hop_length {self.hop_length} is longer than n_fft {self.n_fft}; the STFT would skip samples")
+            raise ValueError(
+                f"hop_length {self.hop_length} is longer than n_fft {self.n_fft}; the STFT would skip samples"
+            )
         if not 0 <= self.f_min < self.f_max <= self.sample_rate / 2:
             raise ValueError(f"mel range {self.f_min}-{self.f_max} Hz must lie within 0-{self.sample_rate / 2} Hz")
 
@@ -75,7 +78,9 @@ def mel_filterbank(config: MelConfig, device=None) -> torch.Tensor:
     fft_hz = torch.linspace(0, config.sample_rate / 2, config.n_fft // 2 + 1, dtype=torch.float64, device=device)
     edges = torch.tensor([config.f_min, config.f_max], dtype=torch.float64, device=device)
     mel_lo, mel_hi = hz_to_slaney_mel(edges)
-    band_hz = slaney_mel_to_hz(torch.linspace(float(mel_lo), float(mel_hi), config.n_mels + 2, dtype=torch.float64, device=device))
+    band_hz = slaney_mel_to_hz(
+        torch.linspace(float(mel_lo), float(mel_hi), config.n_mels + 2, dtype=torch.float64, device=device)
+    )
     widths = band_hz.diff()
     ramps = band_hz[:, None] - fft_hz[None, :]
     rising = -ramps[:-2] / widths[:-1, None]
@@ -89,7 +94,13 @@ def stft(waveform: torch.Tensor, config: MelConfig) -> torch.Tensor:
     """[B, T] float -> complex64 [B, n_fft/2 + 1, T // hop + 1]; centred frames, zero padding past the ends."""
     window = torch.hann_window(config.n_fft, device=waveform.device)
     return torch.stft(
-        waveform.float(), config.n_fft, config.hop_length, window=window, center=True, pad_mode="constant", return_complex=True
+        waveform.float(),
+        config.n_fft,
+        config.hop_length,
+        window=window,
+        center=True,
+        pad_mode="constant",
+        return_complex=True,
     )
 
 
@@ -212,7 +223,11 @@ class MelEncoder(nn.Module):
             layers += [ResidualBlock1d(width, **factory) for _ in range(config.blocks_per_level)]
             layers.append(nn.Conv1d(width, width, 4, stride=2, padding=1, **factory))
         layers += [ResidualBlock1d(width, **factory) for _ in range(config.blocks_per_level)]
-        layers += [ChannelNorm(width, **factory), nn.SiLU(), nn.Conv1d(width, 2 * config.latent_channels, 3, padding=1, **factory)]
+        layers += [
+            ChannelNorm(width, **factory),
+            nn.SiLU(),
+            nn.Conv1d(width, 2 * config.latent_channels, 3, padding=1, **factory),
+        ]
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -231,7 +246,11 @@ class MelDecoder(nn.Module):
             layers += [ResidualBlock1d(width, **factory) for _ in range(config.blocks_per_level)]
             layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv1d(width, width, 3, padding=1, **factory)]
         layers += [ResidualBlock1d(width, **factory) for _ in range(config.blocks_per_level)]
-        layers += [ChannelNorm(width, **factory), nn.SiLU(), nn.Conv1d(width, config.mel.n_mels, 3, padding=1, **factory)]
+        layers += [
+            ChannelNorm(width, **factory),
+            nn.SiLU(),
+            nn.Conv1d(width, config.mel.n_mels, 3, padding=1, **factory),
+        ]
         self.layers = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -302,7 +321,9 @@ class Vocoder(nn.Module, metaclass=ABCMeta):
         if log_mel.ndim != 3 or log_mel.shape[1] != self.mel.n_mels:
             raise ValueError(f"log-mel must be [B, {self.mel.n_mels}, frames], got shape {tuple(log_mel.shape)}")
         if length < 1 or log_mel.shape[-1] < self.mel.frames_for(length):
-            raise ValueError(f"{log_mel.shape[-1]} mel frames can't make {length} samples; they need {self.mel.frames_for(length)} frames")
+            raise ValueError(
+                f"{log_mel.shape[-1]} mel frames can't make {length} samples; they need {self.mel.frames_for(length)} frames"
+            )
         return log_mel[..., : self.mel.frames_for(length)]
 
 
@@ -318,7 +339,9 @@ class GriffinLimVocoder(Vocoder):
     def __init__(self, mel: MelConfig, iterations: int = 32, momentum: float = 0.99, magnitude_iterations: int = 50):
         super().__init__(mel)
         if iterations < 0 or not 0 <= momentum < 1:
-            raise ValueError(f"Griffin-Lim needs iterations >= 0 and 0 <= momentum < 1, got {iterations} and {momentum}")
+            raise ValueError(
+                f"Griffin-Lim needs iterations >= 0 and 0 <= momentum < 1, got {iterations} and {momentum}"
+            )
         self.iterations = iterations
         self.momentum = momentum
         self.magnitude_iterations = magnitude_iterations
@@ -360,9 +383,12 @@ class HiFiGANResBlock(nn.Module):
         super().__init__()
         factory = dict(dtype=dtype, device=device)
         self.dilated = nn.ModuleList(
-            nn.Conv1d(channels, channels, kernel_size, dilation=d, padding=d * (kernel_size - 1) // 2, **factory) for d in dilations
+            nn.Conv1d(channels, channels, kernel_size, dilation=d, padding=d * (kernel_size - 1) // 2, **factory)
+            for d in dilations
         )
-        self.plain = nn.ModuleList(nn.Conv1d(channels, channels, kernel_size, padding=(kernel_size - 1) // 2, **factory) for _ in dilations)
+        self.plain = nn.ModuleList(
+            nn.Conv1d(channels, channels, kernel_size, padding=(kernel_size - 1) // 2, **factory) for _ in dilations
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for dilated, plain in zip(self.dilated, self.plain):
@@ -390,9 +416,13 @@ class HiFiGANVocoder(Vocoder):
     ):
         super().__init__(mel)
         if math.prod(upsample_rates) != mel.hop_length:
-            raise ValueError(f"HiFi-GAN upsample rates {tuple(upsample_rates)} multiply to {math.prod(upsample_rates)}, not the hop {mel.hop_length}")
+            raise ValueError(
+                f"HiFi-GAN upsample rates {tuple(upsample_rates)} multiply to {math.prod(upsample_rates)}, not the hop {mel.hop_length}"
+            )
         if width % 2 ** len(upsample_rates):
-            raise ValueError(f"HiFi-GAN width {width} must halve {len(upsample_rates)} times (a multiple of {2 ** len(upsample_rates)})")
+            raise ValueError(
+                f"HiFi-GAN width {width} must halve {len(upsample_rates)} times (a multiple of {2 ** len(upsample_rates)})"
+            )
         factory = dict(dtype=dtype, device=device)
         self.conv_pre = nn.Conv1d(mel.n_mels, width, 7, padding=3, **factory)
         self.upsamples = nn.ModuleList()
@@ -402,10 +432,22 @@ class HiFiGANVocoder(Vocoder):
             kernel = 2 * rate
             padding = (kernel - rate + 1) // 2  # with output_padding: exactly `rate` samples per input frame
             self.upsamples.append(
-                nn.ConvTranspose1d(channels, channels // 2, kernel, rate, padding, output_padding=2 * padding - (kernel - rate), **factory)
+                nn.ConvTranspose1d(
+                    channels,
+                    channels // 2,
+                    kernel,
+                    rate,
+                    padding,
+                    output_padding=2 * padding - (kernel - rate),
+                    **factory,
+                )
             )
             channels //= 2
-            self.resblocks.append(nn.ModuleList(HiFiGANResBlock(channels, k, tuple(resblock_dilations), **factory) for k in resblock_kernel_sizes))
+            self.resblocks.append(
+                nn.ModuleList(
+                    HiFiGANResBlock(channels, k, tuple(resblock_dilations), **factory) for k in resblock_kernel_sizes
+                )
+            )
         self.conv_post = nn.Conv1d(channels, 1, 7, padding=3, **factory)
 
     def forward(self, log_mel: torch.Tensor, length: int) -> torch.Tensor:
@@ -458,4 +500,3 @@ class VocoderConfig:
 
 
 VOCODER_KINDS = ("griffin_lim", "hifigan")
-

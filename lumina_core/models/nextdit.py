@@ -33,11 +33,13 @@ class PatchSize(NamedTuple):
 
     @classmethod
     def parse(cls, spec: str) -> "PatchSize":
-        """"2x4" -> PatchSize(temporal=2, spatial=4)."""
+        """ "2x4" -> PatchSize(temporal=2, spatial=4)."""
         try:
             temporal, spatial = (int(part) for part in spec.lower().split("x"))
         except (AttributeError, ValueError):
-            raise ValueError(f"patch size {spec!r} must be written '{{temporal}}x{{spatial}}', e.g. '1x2' or '2x4'") from None
+            raise ValueError(
+                f"patch size {spec!r} must be written '{{temporal}}x{{spatial}}', e.g. '1x2' or '2x4'"
+            ) from None
         return cls(temporal, spatial)
 
     def __str__(self) -> str:
@@ -52,7 +54,15 @@ class NextDiTAttention(nn.Module):
     """Self-attention over video tokens plus a per-head gated cross-attention to the caption."""
 
     def __init__(
-        self, dim: int, n_heads: int, n_kv_heads: Optional[int], qk_norm: bool, y_dim: int, dtype=None, device=None, operations=nn
+        self,
+        dim: int,
+        n_heads: int,
+        n_kv_heads: Optional[int],
+        qk_norm: bool,
+        y_dim: int,
+        dtype=None,
+        device=None,
+        operations=nn,
     ):
         super().__init__()
         self.n_heads = n_heads
@@ -187,7 +197,6 @@ class NextDiTConfig:
         return cls(**values)
 
 
-
 RELEASED = NextDiTConfig()
 """The released Lumina-Video-f24R960 architecture."""
 
@@ -219,10 +228,14 @@ class MultiScaleNextDiT(nn.Module):
     ):
         super().__init__()
         if len(all_patch_size) != len(all_f_patch_size):
-            raise ValueError(f"all_patch_size {all_patch_size} and all_f_patch_size {all_f_patch_size} differ in length")
+            raise ValueError(
+                f"all_patch_size {all_patch_size} and all_f_patch_size {all_f_patch_size} differ in length"
+            )
         head_dim = dim // n_heads
         if head_dim % 16:
-            raise ValueError(f"head dim {head_dim} (dim {dim} / n_heads {n_heads}) must be a multiple of 16 for the 3D RoPE split")
+            raise ValueError(
+                f"head dim {head_dim} (dim {dim} / n_heads {n_heads}) must be a multiple of 16 for the 3D RoPE split"
+            )
         factory = dict(dtype=dtype, device=device)
         layer_factory = dict(factory, operations=operations)
         self.in_channels = self.out_channels = in_channels
@@ -235,17 +248,30 @@ class MultiScaleNextDiT(nn.Module):
         self.all_final_layer = nn.ModuleDict()
         for patch in self.patch_sizes:
             volume = patch.temporal * patch.spatial * patch.spatial
-            self.all_x_embedder[patch.checkpoint_key] = operations.Linear(volume * in_channels, dim, bias=True, **factory)
+            self.all_x_embedder[patch.checkpoint_key] = operations.Linear(
+                volume * in_channels, dim, bias=True, **factory
+            )
             self.all_final_layer[patch.checkpoint_key] = FinalLayer(dim, patch, in_channels, **layer_factory)
 
         cond_dim = min(dim, 1024)
         self.t_embedder = TimestepEmbedder(cond_dim, **layer_factory)
         self.motion_embedder = TimestepEmbedder(cond_dim, **layer_factory)
         self.cap_embedder = nn.Sequential(
-            operations.LayerNorm(cap_feat_dim, **factory), operations.Linear(cap_feat_dim, cond_dim, bias=True, **factory)
+            operations.LayerNorm(cap_feat_dim, **factory),
+            operations.Linear(cap_feat_dim, cond_dim, bias=True, **factory),
         )
         self.layers = nn.ModuleList(
-            NextDiTBlock(dim, n_heads, n_kv_heads, multiple_of, ffn_dim_multiplier, norm_eps, qk_norm, cap_feat_dim, **layer_factory)
+            NextDiTBlock(
+                dim,
+                n_heads,
+                n_kv_heads,
+                multiple_of,
+                ffn_dim_multiplier,
+                norm_eps,
+                qk_norm,
+                cap_feat_dim,
+                **layer_factory,
+            )
             for _ in range(n_layers)
         )
         axes_dims = (head_dim // 8 * 2, head_dim // 8 * 3, head_dim // 8 * 3)
@@ -267,7 +293,12 @@ class MultiScaleNextDiT(nn.Module):
         for block in self.layers:
             zero += [block.adaLN_modulation[1].weight, block.adaLN_modulation[1].bias, block.attention.gate]
         for final in self.all_final_layer.values():
-            zero += [final.linear.weight, final.linear.bias, final.adaLN_modulation[1].weight, final.adaLN_modulation[1].bias]
+            zero += [
+                final.linear.weight,
+                final.linear.bias,
+                final.adaLN_modulation[1].weight,
+                final.adaLN_modulation[1].bias,
+            ]
         for param in zero:
             nn.init.zeros_(param)
         nn.init.normal_(self.pad_token, std=0.02, generator=generator)
@@ -281,7 +312,9 @@ class MultiScaleNextDiT(nn.Module):
         grid = (x.shape[2] // pt, x.shape[3] // ps, x.shape[4] // ps)
         return tokens, grid
 
-    def unpatchify(self, tokens: torch.Tensor, grid: tuple[int, int, int], patch: PatchSize, frames: int) -> torch.Tensor:
+    def unpatchify(
+        self, tokens: torch.Tensor, grid: tuple[int, int, int], patch: PatchSize, frames: int
+    ) -> torch.Tensor:
         """Inverse of patchify; crops the repeated frames of a single image back to ``frames``."""
         f, h, w = grid
         pt, ps = patch

@@ -91,7 +91,9 @@ class EncoderLayer(nn.Module):
         self.qkv = operations.Linear(dim, 3 * dim, bias=False, **factory)
         self.out = operations.Linear(dim, dim, bias=False, **factory)
         self.norm2 = operations.RMSNorm(dim, **factory)
-        self.feed_forward = FeedForward(dim, 4 * dim, multiple_of=16, ffn_dim_multiplier=None, operations=operations, **factory)
+        self.feed_forward = FeedForward(
+            dim, 4 * dim, multiple_of=16, ffn_dim_multiplier=None, operations=operations, **factory
+        )
 
     def forward(self, x, mask):
         """x [B, L, D], mask [B, L] bool -> [B, L, D]."""

@@ -33,11 +33,11 @@ from einops import rearrange
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .audio import MelAutoencoder, MelAutoencoderConfig, MelConfig, Vocoder, VocoderConfig, check_fields
 from ..io.checkpoints import CheckpointError
+from ..sampling import integrate, make_noise, renorm_per_sample, time_grid
+from .audio import MelAutoencoder, MelAutoencoderConfig, MelConfig, Vocoder, VocoderConfig, check_fields
 from .layers import FeedForward, RotaryEmbedding, TimestepEmbedder, apply_rotary, attention, init_linears_xavier
 from .nextdit import masked_mean
-from ..sampling import integrate, make_noise, renorm_per_sample, time_grid
 from .text import TextCondition, concat_conditions
 
 CONFIG_METADATA_KEY = "lumina_v2a_config"
@@ -153,7 +153,9 @@ class AudioTimeline:
         index = torch.arange(self.frames, dtype=torch.float64)
         frame_start, frame_end = index / self.fps, (index + 1) / self.fps
         frame_start[0], frame_end[-1] = -math.inf, math.inf
-        overlap = torch.minimum(token_end[:, None], frame_end[None]) - torch.maximum(token_start[:, None], frame_start[None])
+        overlap = torch.minimum(token_end[:, None], frame_end[None]) - torch.maximum(
+            token_start[:, None], frame_start[None]
+        )
         return overlap.clamp(min=0) / self.token_seconds
 
 
@@ -195,7 +197,9 @@ def resize_frames(frames: torch.Tensor, size: int, weight: torch.Tensor, chunk: 
     """
     flat = rearrange(frames, "b f c h w -> (b f) c h w")
     parts = [
-        F.interpolate(part.to(device=weight.device, dtype=torch.float32), size=(size, size), mode="bilinear", antialias=True)
+        F.interpolate(
+            part.to(device=weight.device, dtype=torch.float32), size=(size, size), mode="bilinear", antialias=True
+        )
         for part in flat.split(chunk)
     ]
     return rearrange(torch.cat(parts).to(weight.dtype) * 2 - 1, "(b f) c h w -> b f c h w", b=frames.shape[0])
@@ -242,12 +246,22 @@ class MotionSyncEncoder(FrameEncoder):
     bounces, where its sounds are).
     """
 
-    def __init__(self, feature_dim: int, frame_size: int = 64, width: int = 32, reference_fps: float = 25.0, dtype=None, device=None):
+    def __init__(
+        self,
+        feature_dim: int,
+        frame_size: int = 64,
+        width: int = 32,
+        reference_fps: float = 25.0,
+        dtype=None,
+        device=None,
+    ):
         super().__init__()
         factory = dict(dtype=dtype, device=device)
         self.feature_dim, self.frame_size, self.reference_fps = feature_dim, frame_size, reference_fps
         self.stack = ConvImageStack(6, width, **factory)
-        self.temporal = nn.Conv1d(self.stack.out_dim, self.stack.out_dim, 3, padding=1, padding_mode="replicate", **factory)
+        self.temporal = nn.Conv1d(
+            self.stack.out_dim, self.stack.out_dim, 3, padding=1, padding_mode="replicate", **factory
+        )
         self.proj = nn.Linear(self.stack.out_dim, feature_dim, **factory)
 
     def forward(self, frames: torch.Tensor, fps: float) -> torch.Tensor:
@@ -340,13 +354,23 @@ class V2ANextDiT(nn.Module):
         self.latent_channels = config.autoencoder.latent_channels
 
         self.audio_embedder = nn.Linear(self.latent_channels, dim, bias=True, **factory)
-        self.visual_embedder = nn.Sequential(nn.LayerNorm(config.visual_dim, **factory), nn.Linear(config.visual_dim, dim, **factory))
-        self.text_embedder = nn.Sequential(nn.RMSNorm(config.text_dim, eps=config.norm_eps, **factory), nn.Linear(config.text_dim, dim, **factory))
+        self.visual_embedder = nn.Sequential(
+            nn.LayerNorm(config.visual_dim, **factory), nn.Linear(config.visual_dim, dim, **factory)
+        )
+        self.text_embedder = nn.Sequential(
+            nn.RMSNorm(config.text_dim, eps=config.norm_eps, **factory), nn.Linear(config.text_dim, dim, **factory)
+        )
 
         self.t_embedder = TimestepEmbedder(cond_dim, **factory)
-        self.visual_pool_embedder = nn.Sequential(nn.LayerNorm(config.visual_dim, **factory), nn.Linear(config.visual_dim, cond_dim, **factory))
-        self.text_pool_embedder = nn.Sequential(nn.LayerNorm(config.text_dim, **factory), nn.Linear(config.text_dim, cond_dim, **factory))
-        self.sync_embedder = nn.Sequential(nn.LayerNorm(config.sync_dim, **factory), nn.Linear(config.sync_dim, cond_dim, **factory))
+        self.visual_pool_embedder = nn.Sequential(
+            nn.LayerNorm(config.visual_dim, **factory), nn.Linear(config.visual_dim, cond_dim, **factory)
+        )
+        self.text_pool_embedder = nn.Sequential(
+            nn.LayerNorm(config.text_dim, **factory), nn.Linear(config.text_dim, cond_dim, **factory)
+        )
+        self.sync_embedder = nn.Sequential(
+            nn.LayerNorm(config.sync_dim, **factory), nn.Linear(config.sync_dim, cond_dim, **factory)
+        )
 
         # Stand-ins for a missing condition: the unconditional branch of CFG, and condition dropout in training.
         self.null_visual = nn.Parameter(torch.zeros(config.visual_dim, **factory))
@@ -384,7 +408,9 @@ class V2ANextDiT(nn.Module):
         """
         batch, _, n_audio = latents.shape
         if visual.shape[1] != n_audio or sync.shape[1] != n_audio:
-            raise ValueError(f"visual {tuple(visual.shape)} and sync {tuple(sync.shape)} features must have one row per audio token ({n_audio})")
+            raise ValueError(
+                f"visual {tuple(visual.shape)} and sync {tuple(sync.shape)} features must have one row per audio token ({n_audio})"
+            )
         if n_audio > self.config.max_audio_tokens:
             raise ValueError(f"{n_audio} audio tokens exceed the RoPE table of {self.config.max_audio_tokens}")
         if video_dropped is not None:
@@ -394,10 +420,14 @@ class V2ANextDiT(nn.Module):
         n_text = text.shape[1]
 
         audio_tokens = self.audio_embedder(rearrange(latents, "b c n -> b n c"))  # [B, N, dim]
-        tokens = torch.cat([audio_tokens, self.visual_embedder(visual), self.text_embedder(text)], dim=1)  # [B, 2N + L, dim]
+        tokens = torch.cat(
+            [audio_tokens, self.visual_embedder(visual), self.text_embedder(text)], dim=1
+        )  # [B, 2N + L, dim]
 
         clip = self.t_embedder(t * self.config.t_scale)
-        clip = clip + self.visual_pool_embedder(visual.mean(dim=1)) + self.text_pool_embedder(masked_mean(text, text_mask))  # [B, cond_dim]
+        clip = (
+            clip + self.visual_pool_embedder(visual.mean(dim=1)) + self.text_pool_embedder(masked_mean(text, text_mask))
+        )  # [B, cond_dim]
         timed = clip[:, None] + self.sync_embedder(sync)  # [B, N, cond_dim]
         c = torch.cat([timed, timed, clip[:, None].expand(-1, n_text, -1)], dim=1)  # [B, 2N + L, cond_dim]
 
@@ -445,16 +475,23 @@ class V2AGenerator(nn.Module):
         if frame_encoder is None:
             frame_encoder = ConvFrameEncoder(config.visual_dim, config.frame_size, config.encoder_width, **factory)
         if sync_encoder is None:
-            sync_encoder = MotionSyncEncoder(config.sync_dim, config.frame_size, config.encoder_width, config.sync_reference_fps, **factory)
+            sync_encoder = MotionSyncEncoder(
+                config.sync_dim, config.frame_size, config.encoder_width, config.sync_reference_fps, **factory
+            )
         self.frame_encoder, self.sync_encoder = frame_encoder, sync_encoder
-        for name, encoder, size in (("frame_encoder", self.frame_encoder, config.visual_dim), ("sync_encoder", self.sync_encoder, config.sync_dim)):
+        for name, encoder, size in (
+            ("frame_encoder", self.frame_encoder, config.visual_dim),
+            ("sync_encoder", self.sync_encoder, config.sync_dim),
+        ):
             if encoder.feature_dim != size:
                 raise ValueError(f"{name} gives {encoder.feature_dim} features per frame, the config expects {size}")
         self.dit = V2ANextDiT(config, **factory)
         self.autoencoder = MelAutoencoder(config.autoencoder, **factory)
         self.vocoder = config.vocoder.build(config.mel, **factory) if vocoder is None else vocoder
         if self.vocoder.mel != config.mel:
-            raise ValueError(f"the vocoder's mel settings {self.vocoder.mel} differ from the autoencoder's {config.mel}")
+            raise ValueError(
+                f"the vocoder's mel settings {self.vocoder.mel} differ from the autoencoder's {config.mel}"
+            )
 
     @property
     def sample_rate(self) -> int:
@@ -465,16 +502,25 @@ class V2AGenerator(nn.Module):
         timeline = AudioTimeline.for_clip(frames, fps, self.config.autoencoder)
         if timeline.tokens > self.config.max_audio_tokens:
             longest = self.config.max_audio_tokens / self.config.token_rate
-            raise ValueError(f"frames: {frames} frames at {fps} fps is {frames / fps:.1f} s; this model makes at most {longest:.1f} s of audio")
+            raise ValueError(
+                f"frames: {frames} frames at {fps} fps is {frames / fps:.1f} s; this model makes at most {longest:.1f} s of audio"
+            )
         return timeline
 
-    def video_features(self, frames: torch.Tensor, fps: float, timeline: AudioTimeline) -> tuple[torch.Tensor, torch.Tensor]:
+    def video_features(
+        self, frames: torch.Tensor, fps: float, timeline: AudioTimeline
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """frames [B, F, 3, H, W] (any device) -> (visual [B, N, visual_dim], sync [B, N, sync_dim]) on the audio-token timeline."""
         visual = self.frame_encoder(frames, fps)
         sync = self.sync_encoder(frames, fps)
-        for name, feats, size in (("frame_encoder", visual, self.config.visual_dim), ("sync_encoder", sync, self.config.sync_dim)):
+        for name, feats, size in (
+            ("frame_encoder", visual, self.config.visual_dim),
+            ("sync_encoder", sync, self.config.sync_dim),
+        ):
             if feats.shape != (frames.shape[0], frames.shape[1], size):
-                raise ValueError(f"{name} returned {tuple(feats.shape)}, expected one {size}-vector per frame {tuple(frames.shape[:2])}")
+                raise ValueError(
+                    f"{name} returned {tuple(feats.shape)}, expected one {size}-vector per frame {tuple(frames.shape[:2])}"
+                )
         return resample_to_tokens(visual, timeline), resample_to_tokens(sync, timeline)
 
     @torch.no_grad()
@@ -515,7 +561,11 @@ class V2AGenerator(nn.Module):
 
         guided = cfg != 0
         if guided:
-            negative = dit.null_text_condition(batch) if negative_text is None else check_text(negative_text, batch, "negative_text")
+            negative = (
+                dit.null_text_condition(batch)
+                if negative_text is None
+                else check_text(negative_text, batch, "negative_text")
+            )
             caption = concat_conditions([text, negative])
             visual, sync = visual.repeat(2, 1, 1), sync.repeat(2, 1, 1)
             video_dropped = torch.arange(2 * batch, device=device) >= batch
@@ -544,11 +594,15 @@ def check_frames(frames) -> tuple[int, int]:
     """frames must be a float tensor [B, F, 3, H, W] with F >= 1; returns (B, F)."""
     if not isinstance(frames, torch.Tensor) or frames.ndim != 5 or frames.shape[2] != 3:
         shape = tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
-        raise ValueError(f"frames must be a tensor [B, F, 3, H, W] (ComfyUI's IMAGE [F, H, W, 3] needs permuting), got {shape}")
+        raise ValueError(
+            f"frames must be a tensor [B, F, 3, H, W] (ComfyUI's IMAGE [F, H, W, 3] needs permuting), got {shape}"
+        )
     if not frames.is_floating_point():
         raise ValueError(f"frames must be floats in [0, 1], got {frames.dtype}")
     if frames.shape[1] == 0 or frames.shape[0] == 0:
-        raise ValueError(f"frames: got {frames.shape[1]} frames in a batch of {frames.shape[0]}; give at least one frame")
+        raise ValueError(
+            f"frames: got {frames.shape[1]} frames in a batch of {frames.shape[0]}; give at least one frame"
+        )
     if frames.shape[3] == 0 or frames.shape[4] == 0:
         raise ValueError(f"frames: the pictures are {frames.shape[3]}x{frames.shape[4]} pixels")
     return frames.shape[0], frames.shape[1]
@@ -569,7 +623,9 @@ def check_text(text: TextCondition, batch: int, name: str) -> TextCondition:
     if not isinstance(text, TextCondition):
         raise ValueError(f"{name} must be a TextCondition (caption features and mask), got {type(text).__name__}")
     if text.features.shape[0] not in (1, batch):
-        raise ValueError(f"{name} has {text.features.shape[0]} captions for a batch of {batch} videos (frames); give one caption or one per video")
+        raise ValueError(
+            f"{name} has {text.features.shape[0]} captions for a batch of {batch} videos (frames); give one caption or one per video"
+        )
     return text.repeat_to(batch)
 
 
@@ -581,7 +637,11 @@ def save_v2a(path, generator: V2AGenerator):
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"{path}: V2A checkpoints are .safetensors files")
-    expected = (("frame_encoder", ConvFrameEncoder), ("sync_encoder", MotionSyncEncoder), ("vocoder", generator.config.vocoder.vocoder_class))
+    expected = (
+        ("frame_encoder", ConvFrameEncoder),
+        ("sync_encoder", MotionSyncEncoder),
+        ("vocoder", generator.config.vocoder.vocoder_class),
+    )
     for name, builtin in expected:
         if type(getattr(generator, name)) is not builtin:
             raise ValueError(
@@ -602,7 +662,9 @@ def load_v2a(path, dtype: Optional[torch.dtype] = None, device="cpu") -> V2AGene
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     if path.suffix != ".safetensors":
-        raise CheckpointError(f"{path}: V2A checkpoints are .safetensors files written by save_v2a, not {path.suffix or 'suffix-less'} files")
+        raise CheckpointError(
+            f"{path}: V2A checkpoints are .safetensors files written by save_v2a, not {path.suffix or 'suffix-less'} files"
+        )
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
@@ -610,7 +672,9 @@ def load_v2a(path, dtype: Optional[torch.dtype] = None, device="cpu") -> V2AGene
     except Exception as error:  # safetensors raises its own error types for damaged headers
         raise CheckpointError(f"{path}: not a readable .safetensors file ({error})") from None
     if CONFIG_METADATA_KEY not in metadata:
-        hint = " (it is a Lumina-Video Next-DiT: load it as the video model)" if "lumina_video_config" in metadata else ""
+        hint = (
+            " (it is a Lumina-Video Next-DiT: load it as the video model)" if "lumina_video_config" in metadata else ""
+        )
         raise CheckpointError(f"{path}: not a Lumina V2A checkpoint, its metadata has no {CONFIG_METADATA_KEY!r}{hint}")
     try:
         config = V2AConfig.from_json(metadata[CONFIG_METADATA_KEY])

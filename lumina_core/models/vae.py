@@ -130,7 +130,9 @@ class CogVideoXVAEConfig:
                 "(the frame rule of this module and every released CogVideoX VAE assume 4)"
             )
         if len(self.block_out_channels) < 3:
-            raise ValueError("block_out_channels needs at least 3 entries: the two temporal downsamplers live in the first two blocks")
+            raise ValueError(
+                "block_out_channels needs at least 3 entries: the two temporal downsamplers live in the first two blocks"
+            )
         odd = [c for c in self.block_out_channels if c % self.norm_num_groups]
         if odd:
             raise ValueError(f"norm_num_groups={self.norm_num_groups} does not divide block_out_channels {odd}")
@@ -164,7 +166,9 @@ class CogVideoXVAEConfig:
         }
         for name, (supported, value) in unsupported.items():
             if value != supported:
-                raise ValueError(f"{DIFFUSERS_CLASS_NAME} config with {name}={value!r} is not supported (only {supported!r})")
+                raise ValueError(
+                    f"{DIFFUSERS_CLASS_NAME} config with {name}={value!r} is not supported (only {supported!r})"
+                )
         for name in ("down_block_types", "up_block_types"):
             kinds = set(config.get(name, ()))
             if kinds - {"CogVideoXDownBlock3D", "CogVideoXUpBlock3D"}:
@@ -198,7 +202,9 @@ def _silu(x: torch.Tensor) -> torch.Tensor:
     return F.silu(x, inplace=not _records_grad(x))
 
 
-def conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride=(1, 1, 1), padding=(0, 0, 0)) -> torch.Tensor:
+def conv3d(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride=(1, 1, 1), padding=(0, 0, 0)
+) -> torch.Tensor:
     """``F.conv3d``, except that float32 on CPU always goes through oneDNN.
 
     PyTorch sends a batch-1 input with N*C*T*H <= 20480 (every tile-sized activation of
@@ -206,7 +212,12 @@ def conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride=(1,
     buffer 27x the input. (oneDNN wants contiguous input: a strided one, such as a
     latent tile, costs it hundreds of times longer.)
     """
-    if x.device.type == "cpu" and x.dtype == torch.float32 and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled:
+    if (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and torch.backends.mkldnn.is_available()
+        and torch.backends.mkldnn.enabled
+    ):
         return torch.mkldnn_convolution(x.contiguous(), weight, bias, padding, stride, (1, 1, 1), 1)
     return F.conv3d(x, weight, bias, stride, padding)
 
@@ -307,7 +318,9 @@ class SpatialNorm3D(nn.Module):
 class ResnetBlock3D(nn.Module):
     """Two (norm, SiLU, causal conv) stages and a residual; spatial norms in the decoder."""
 
-    def __init__(self, in_channels, out_channels, groups, eps, latent_channels: Optional[int] = None, dtype=None, device=None):
+    def __init__(
+        self, in_channels, out_channels, groups, eps, latent_channels: Optional[int] = None, dtype=None, device=None
+    ):
         super().__init__()
         factory = dict(dtype=dtype, device=device)
         if latent_channels is None:
@@ -331,7 +344,9 @@ class ResnetBlock3D(nn.Module):
         h = self.conv1(_silu(h), cache)
         h = self._norm(self.norm2, h, z, cache, segments)
         h = self.conv2(_silu(h), cache)
-        shortcut = conv3d(x, self.conv_shortcut.weight, self.conv_shortcut.bias) if hasattr(self, "conv_shortcut") else x
+        shortcut = (
+            conv3d(x, self.conv_shortcut.weight, self.conv_shortcut.bias) if hasattr(self, "conv_shortcut") else x
+        )
         return h.add_(shortcut)
 
 
@@ -364,7 +379,9 @@ class Upsample3D(nn.Module):
         time_factor = 2 if self.compress_time and x.shape[2] > 1 else 1
 
         def output_frames(a: int, b: int) -> torch.Tensor:
-            up = F.interpolate(x[:, :, a // time_factor : b // time_factor], scale_factor=(time_factor, 2, 2), mode="nearest")
+            up = F.interpolate(
+                x[:, :, a // time_factor : b // time_factor], scale_factor=(time_factor, 2, 2), mode="nearest"
+            )
             return conv3d(up, self.conv.weight.unsqueeze(2), self.conv.bias, padding=(0, 1, 1))
 
         frame_bytes = 4 * x[:, :, :1].numel() * x.element_size()
@@ -372,13 +389,27 @@ class Upsample3D(nn.Module):
 
 
 class DownBlock3D(nn.Module):
-    def __init__(self, in_channels, out_channels, layers, groups, eps, downsample: bool, compress_time: bool, dtype=None, device=None):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        layers,
+        groups,
+        eps,
+        downsample: bool,
+        compress_time: bool,
+        dtype=None,
+        device=None,
+    ):
         super().__init__()
         factory = dict(dtype=dtype, device=device)
         self.resnets = nn.ModuleList(
-            ResnetBlock3D(in_channels if i == 0 else out_channels, out_channels, groups, eps, **factory) for i in range(layers)
+            ResnetBlock3D(in_channels if i == 0 else out_channels, out_channels, groups, eps, **factory)
+            for i in range(layers)
         )
-        self.downsamplers = nn.ModuleList([Downsample3D(out_channels, compress_time, **factory)]) if downsample else None
+        self.downsamplers = (
+            nn.ModuleList([Downsample3D(out_channels, compress_time, **factory)]) if downsample else None
+        )
 
     def forward(self, x, cache, segments):
         for resnet in self.resnets:
@@ -390,7 +421,8 @@ class MidBlock3D(nn.Module):
     def __init__(self, channels, groups, eps, latent_channels: Optional[int] = None, dtype=None, device=None):
         super().__init__()
         self.resnets = nn.ModuleList(
-            ResnetBlock3D(channels, channels, groups, eps, latent_channels, dtype=dtype, device=device) for _ in range(2)
+            ResnetBlock3D(channels, channels, groups, eps, latent_channels, dtype=dtype, device=device)
+            for _ in range(2)
         )
 
     def forward(self, x, cache, segments, z=None):
@@ -400,11 +432,25 @@ class MidBlock3D(nn.Module):
 
 
 class UpBlock3D(nn.Module):
-    def __init__(self, in_channels, out_channels, layers, groups, eps, latent_channels, upsample: bool, compress_time: bool, dtype=None, device=None):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        layers,
+        groups,
+        eps,
+        latent_channels,
+        upsample: bool,
+        compress_time: bool,
+        dtype=None,
+        device=None,
+    ):
         super().__init__()
         factory = dict(dtype=dtype, device=device)
         self.resnets = nn.ModuleList(
-            ResnetBlock3D(in_channels if i == 0 else out_channels, out_channels, groups, eps, latent_channels, **factory)
+            ResnetBlock3D(
+                in_channels if i == 0 else out_channels, out_channels, groups, eps, latent_channels, **factory
+            )
             for i in range(layers)
         )
         self.upsamplers = nn.ModuleList([Upsample3D(out_channels, compress_time, **factory)]) if upsample else None
@@ -429,8 +475,14 @@ class Encoder3D(nn.Module):
         self.conv_in = CausalConv3d(config.in_channels, channels[0], 3, **factory)
         self.down_blocks = nn.ModuleList(
             DownBlock3D(
-                channels[max(i - 1, 0)], channels[i], config.layers_per_block, groups, eps,
-                downsample=i < len(channels) - 1, compress_time=i < _temporal_levels(config), **factory,
+                channels[max(i - 1, 0)],
+                channels[i],
+                config.layers_per_block,
+                groups,
+                eps,
+                downsample=i < len(channels) - 1,
+                compress_time=i < _temporal_levels(config),
+                **factory,
             )
             for i in range(len(channels))
         )
@@ -458,8 +510,15 @@ class Decoder3D(nn.Module):
         self.mid_block = MidBlock3D(channels[0], groups, eps, latent, **factory)
         self.up_blocks = nn.ModuleList(
             UpBlock3D(
-                channels[max(i - 1, 0)], channels[i], config.layers_per_block + 1, groups, eps, latent,
-                upsample=i < len(channels) - 1, compress_time=i < _temporal_levels(config), **factory,
+                channels[max(i - 1, 0)],
+                channels[i],
+                config.layers_per_block + 1,
+                groups,
+                eps,
+                latent,
+                upsample=i < len(channels) - 1,
+                compress_time=i < _temporal_levels(config),
+                **factory,
             )
             for i in range(len(channels))
         )
@@ -556,7 +615,9 @@ class CogVideoXVAE(nn.Module):
                 f"frames of {frames.shape[3]}x{frames.shape[4]} px: height and width must be multiples of {s}; crop or resize first"
             )
         if frames_per_chunk <= 0 or frames_per_chunk % FRAMES_PER_PAIR:
-            raise VAEInputError(f"frames_per_chunk={frames_per_chunk}: must be a positive multiple of {FRAMES_PER_PAIR}")
+            raise VAEInputError(
+                f"frames_per_chunk={frames_per_chunk}: must be a positive multiple of {FRAMES_PER_PAIR}"
+            )
         frames = frames.to(device=self.device, dtype=self.dtype)
         cache: dict = {}
         moments = [
@@ -607,7 +668,9 @@ class CogVideoXVAE(nn.Module):
         s = self.config.spatial_compression
         return latent.new_zeros(b, self.config.out_channels, frames_for(t), h * s, w * s)
 
-    def decode_model_latent(self, z_model: torch.Tensor, latent_frames_per_chunk: int = LATENT_FRAMES_PER_PAIR) -> torch.Tensor:
+    def decode_model_latent(
+        self, z_model: torch.Tensor, latent_frames_per_chunk: int = LATENT_FRAMES_PER_PAIR
+    ) -> torch.Tensor:
         """model-space latent [B, 16, K, h, w] (K even, or 1) -> frames [B, 3, 4K (1 if K == 1), 8h, 8w] in about [-1, 1].
 
         Decodes ``latent_frames_per_chunk`` latent frames at a time (more: faster, more memory;
@@ -636,7 +699,9 @@ class CogVideoXVAE(nn.Module):
         """
         tile_h, tile_w = tile_latent_hw
         if not 0 <= overlap < min(tile_h, tile_w):
-            raise VAEInputError(f"overlap={overlap} with tiles of {tile_h}x{tile_w} latent px: need 0 <= overlap < tile size")
+            raise VAEInputError(
+                f"overlap={overlap} with tiles of {tile_h}x{tile_w} latent px: need 0 <= overlap < tile size"
+            )
         latent = self.from_model_latent(self._check_latent(z_model, latent_frames_per_chunk))
         out = self._output(latent)
         s = self.config.spatial_compression

@@ -49,7 +49,9 @@ def check_time_aware(schedule: TimeAware, name: str, kind: type) -> TimeAware:
         wrong_number = numeric and (isinstance(v, bool) or not isinstance(v, (int, float)))
         if wrong_number or (not numeric and not isinstance(v, kind)):
             raise ValueError(f"{form}; {v!r} is not a {kind.__name__}")
-    if any(not isinstance(th, (int, float)) or not 0 <= th <= 1 for th in thresholds) or thresholds != sorted(thresholds):
+    if any(not isinstance(th, (int, float)) or not 0 <= th <= 1 for th in thresholds) or thresholds != sorted(
+        thresholds
+    ):
         raise ValueError(f"{form}; thresholds {thresholds} are not increasing values in [0, 1]")
     if kind is str:
         for v in values:

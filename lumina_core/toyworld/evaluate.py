@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..bench.dit import interleaved
 from .. import embedded
+from ..bench.dit import interleaved
 from ..pipeline import decode_latent, encode_prompts, sample_latent
 from ..sampling.presets import PRESETS
 from .metrics import measure_video, score_clip
@@ -29,7 +29,9 @@ from .world import DEFAULT_CONFIG, heldout_clips
 ACCURACY_KEYS = ("colour", "shape", "direction")
 MOTION_CLIPS = 24
 """Prompts per motion value in the motion sweep, for the README table and for the quality tests alike."""
-TARGETS = dict(colour=0.95, shape=0.90, direction=0.90, motion_spearman=0.9, multiscale_gap=0.03, multiscale_time=0.4, onset_f1=0.8)
+TARGETS = dict(
+    colour=0.95, shape=0.90, direction=0.90, motion_spearman=0.9, multiscale_gap=0.03, multiscale_time=0.4, onset_f1=0.8
+)
 
 
 def spearman(x, y) -> float:
@@ -52,7 +54,9 @@ def spearman(x, y) -> float:
 def sample_world_latent(models, cond, uncond, seed: int, config) -> torch.Tensor:
     """One latent per caption of ``cond``, at the toy world's size and length."""
     world = DEFAULT_CONFIG
-    return sample_latent(models, cond, uncond, world.width, world.height, world.num_frames, seed, config, batch=cond.features.shape[0])
+    return sample_latent(
+        models, cond, uncond, world.width, world.height, world.num_frames, seed, config, batch=cond.features.shape[0]
+    )
 
 
 def generate(models, captions, preset: str, seed: int, batch: int, **overrides) -> torch.Tensor:
@@ -83,18 +87,40 @@ class Report:
     def checks(self) -> dict:
         single, multi = self.accuracy["embedded"], self.accuracy["embedded-MultiScale"]
         out = {f"{k} accuracy (multi-scale)": (multi[k], TARGETS[k], multi[k] >= TARGETS[k]) for k in ACCURACY_KEYS}
-        out.update({f"{k} accuracy (single-scale)": (single[k], TARGETS[k], single[k] >= TARGETS[k]) for k in ACCURACY_KEYS})
+        out.update(
+            {f"{k} accuracy (single-scale)": (single[k], TARGETS[k], single[k] >= TARGETS[k]) for k in ACCURACY_KEYS}
+        )
         worst_gap = accuracy_drop(single, multi)
-        out["multi-scale accuracy drop vs single (worst)"] = (worst_gap, TARGETS["multiscale_gap"], worst_gap <= TARGETS["multiscale_gap"])
+        out["multi-scale accuracy drop vs single (worst)"] = (
+            worst_gap,
+            TARGETS["multiscale_gap"],
+            worst_gap <= TARGETS["multiscale_gap"],
+        )
         ratio = self.sampling_seconds["embedded-MultiScale"] / self.sampling_seconds["embedded"]
-        out["multi-scale / single-scale sampling time"] = (ratio, TARGETS["multiscale_time"], ratio <= TARGETS["multiscale_time"])
-        out["motion input vs measured (Spearman)"] = (self.motion["spearman"], TARGETS["motion_spearman"], self.motion["spearman"] >= TARGETS["motion_spearman"])
+        out["multi-scale / single-scale sampling time"] = (
+            ratio,
+            TARGETS["multiscale_time"],
+            ratio <= TARGETS["multiscale_time"],
+        )
+        out["motion input vs measured (Spearman)"] = (
+            self.motion["spearman"],
+            TARGETS["motion_spearman"],
+            self.motion["spearman"] >= TARGETS["motion_spearman"],
+        )
         gaps = self.motion["by_negative"]
         monotone = all(a >= b for a, b in zip(gaps.values(), list(gaps.values())[1:]))
         out["larger pos/neg gap -> more motion"] = (monotone, True, monotone)
         if self.audio:
-            out["onset F1 (+-1 frame)"] = (self.audio["f1"], TARGETS["onset_f1"], self.audio["f1"] >= TARGETS["onset_f1"])
-            out["audio duration == frames/fps (share of clips)"] = (self.audio["duration_exact"], 1.0, self.audio["duration_exact"] == 1.0)
+            out["onset F1 (+-1 frame)"] = (
+                self.audio["f1"],
+                TARGETS["onset_f1"],
+                self.audio["f1"] >= TARGETS["onset_f1"],
+            )
+            out["audio duration == frames/fps (share of clips)"] = (
+                self.audio["duration_exact"],
+                1.0,
+                self.audio["duration_exact"] == 1.0,
+            )
         return out
 
 
@@ -108,7 +134,10 @@ def sampling_seconds(models, captions, seed: int, repeats: int = 5) -> dict:
     """Each preset's sampling time for one batch of ``captions``: the fastest of ``repeats`` runs, the presets
     interleaved so that load on a shared machine hits both alike (single runs varied by a quarter)."""
     cond, uncond = encode_prompts(models, captions), encode_prompts(models, [""])
-    runs = {preset: functools.partial(sample_world_latent, models, cond, uncond, seed, config) for preset, config in ((name, PRESETS[name]) for name in embedded.PRESETS)}
+    runs = {
+        preset: functools.partial(sample_world_latent, models, cond, uncond, seed, config)
+        for preset, config in ((name, PRESETS[name]) for name in embedded.PRESETS)
+    }
     return interleaved(runs, repeats, summary=min)
 
 
@@ -132,13 +161,21 @@ def motion_response(models, captions, seed, batch, values=None, gaps=(0.0, 2.0, 
     by_negative = {}
     for negative in negatives:
         frames = generate(models, captions, "embedded", seed, batch, motion=float(high), neg_motion=negative)
-        by_negative[high - negative] = float(np.nanmean([measure_video(f.numpy(), embedded.FPS).motion for f in frames]))
+        by_negative[high - negative] = float(
+            np.nanmean([measure_video(f.numpy(), embedded.FPS).motion for f in frames])
+        )
     valid = ~np.isnan(measured)
     by_negative = dict(sorted(by_negative.items(), reverse=True))
-    return dict(spearman=spearman(np.array(inputs)[valid], np.array(measured)[valid]), by_value=by_value, by_negative=by_negative)
+    return dict(
+        spearman=spearman(np.array(inputs)[valid], np.array(measured)[valid]),
+        by_value=by_value,
+        by_negative=by_negative,
+    )
 
 
-def evaluate(n_clips: int = 100, seed: int = 0, batch: int = 50, motion_clips: int = MOTION_CLIPS, audio: bool = True) -> Report:
+def evaluate(
+    n_clips: int = 100, seed: int = 0, batch: int = 50, motion_clips: int = MOTION_CLIPS, audio: bool = True
+) -> Report:
     models = embedded.load(with_audio=audio)
     captions = [clip.caption for clip in heldout_clips(seed, n_clips)]
     report = Report(clips=n_clips)
@@ -164,9 +201,17 @@ def print_report(report: Report):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m lumina_core.toyworld.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clips", type=int, default=100, help="held-out prompts per preset (at least 100 for the README table)")
-    parser.add_argument("--motion-clips", type=int, default=MOTION_CLIPS, help="prompts per motion value in the motion sweep")
+    parser = argparse.ArgumentParser(
+        prog="python -m lumina_core.toyworld.evaluate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--clips", type=int, default=100, help="held-out prompts per preset (at least 100 for the README table)"
+    )
+    parser.add_argument(
+        "--motion-clips", type=int, default=MOTION_CLIPS, help="prompts per motion value in the motion sweep"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--no-audio", action="store_true")
@@ -176,7 +221,12 @@ def main(argv=None):
     print_report(report)
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump(dict(checks={k: [v[0], v[1], v[2]] for k, v in report.checks().items()}, **vars(report)), handle, indent=2, default=str)
+            json.dump(
+                dict(checks={k: [v[0], v[1], v[2]] for k, v in report.checks().items()}, **vars(report)),
+                handle,
+                indent=2,
+                default=str,
+            )
     return 0 if all(ok for _, _, ok in report.checks().values()) else 1
 
 

@@ -29,7 +29,14 @@ def step_seconds(width: int, depth: int, latent: int, batch: int, steps: int, wa
     for step in range(warmup + steps):
         patch = SCALE_TURNS[step % len(SCALE_TURNS)]
         start = time.perf_counter()
-        v = model(x, torch.rand(batch, generator=generator), cap_feats, cap_mask, torch.rand(batch, generator=generator) * 6, patch)
+        v = model(
+            x,
+            torch.rand(batch, generator=generator),
+            cap_feats,
+            cap_mask,
+            torch.rand(batch, generator=generator) * 6,
+            patch,
+        )
         optimizer.zero_grad(set_to_none=True)
         v.square().mean().backward()
         optimizer.step()
@@ -59,9 +66,23 @@ def latent_list(text: str) -> list[int]:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m lumina_core.toyworld.step_time", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=size_list, default=[(128, 4), (192, 6), (256, 8)], help="WIDTHxDEPTH,... (default 128x4,192x6,256x8; the first is the reference)")
-    parser.add_argument("--latent", type=latent_list, default=[8], help="latent heights/widths, e.g. 8,16 (default 8: 64 px frames through the 8x VAE)")
+    parser = argparse.ArgumentParser(
+        prog="python -m lumina_core.toyworld.step_time",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--sizes",
+        type=size_list,
+        default=[(128, 4), (192, 6), (256, 8)],
+        help="WIDTHxDEPTH,... (default 128x4,192x6,256x8; the first is the reference)",
+    )
+    parser.add_argument(
+        "--latent",
+        type=latent_list,
+        default=[8],
+        help="latent heights/widths, e.g. 8,16 (default 8: 64 px frames through the 8x VAE)",
+    )
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=12, help="timed steps per size (default 12)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")

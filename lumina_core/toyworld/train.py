@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from .. import embedded
 from ..io.checkpoints import CONFIG_METADATA_KEY, TEXT_CONFIG_METADATA_KEY, load_nextdit, load_text_encoder
 from ..models.nextdit import NextDiTConfig, PatchSize
-from .. import embedded
 from ..models.text import TinyTextEncoder, TinyTextEncoderConfig
 from ..models.vae import CogVideoXVAE, CogVideoXVAEConfig, load_vae, psnr, save_vae
 from .world import DEFAULT_CONFIG, VOCABULARY, train_clips
@@ -46,9 +46,7 @@ TOY_DIT_CONFIG = NextDiTConfig(
     t_scale=1000.0,
     motion_scale=20.0,
 )
-TOY_TEXT_CONFIG = TinyTextEncoderConfig(
-    vocabulary=VOCABULARY, dim=64
-)
+TOY_TEXT_CONFIG = TinyTextEncoderConfig(vocabulary=VOCABULARY, dim=64)
 # Coarse patch sizes serve the noisy start of sampling, so they train on times shifted towards noise
 # (the paper trains each scale with its own shift; ours are smaller because the toy latents are tiny).
 TRAIN_TIME_SHIFT = {(1, 2): 1.0, (2, 2): 2.0, (2, 4): 4.0}
@@ -129,7 +127,9 @@ def shape_windows(clips, frames: torch.Tensor, size: int, length: int, generator
     return torch.stack(windows)
 
 
-def reconstruction_loss(recon: torch.Tensor, frames: torch.Tensor, background: torch.Tensor, foreground_weight: float) -> torch.Tensor:
+def reconstruction_loss(
+    recon: torch.Tensor, frames: torch.Tensor, background: torch.Tensor, foreground_weight: float
+) -> torch.Tensor:
     """L1 + MSE with pixels that differ from the plain background weighted up (the shape is a few % of a frame)."""
     foreground = ((frames - background.view(1, 3, 1, 1, 1)).abs().sum(dim=1, keepdim=True) > 0.1).float()
     weight = 1 + foreground_weight * foreground
@@ -192,7 +192,9 @@ def train_vae(args):
     exported.load_state_dict(vae.state_dict())
     args.export.mkdir(parents=True, exist_ok=True)
     save_vae(exported, exported_path)
-    print(f"exported {exported_path}: reconstruction PSNR {reconstruction_db:.1f} dB on 32 clips, latent std {latents.std():.3f} -> scaling_factor {scale:.4f}")
+    print(
+        f"exported {exported_path}: reconstruction PSNR {reconstruction_db:.1f} dB on 32 clips, latent std {latents.std():.3f} -> scaling_factor {scale:.4f}"
+    )
 
 
 def encode_dataset(vae, n: int, seed: int, device, batch: int = 32) -> dict:
@@ -384,7 +386,9 @@ def train_decoder(args):
         if (step + 1) % args.save_every == 0 or step + 1 == args.steps:
             checkpoint.save({"vae": vae}, optimizer, step + 1)
     save_vae(vae.eval(), args.export / "vae.safetensors")
-    print(f"exported {args.export / 'vae.safetensors'} (decoder fine-tuned on the DiT's predictions, encoder unchanged)")
+    print(
+        f"exported {args.export / 'vae.safetensors'} (decoder fine-tuned on the DiT's predictions, encoder unchanged)"
+    )
 
 
 def patch_list(text: str) -> list[PatchSize]:
@@ -409,9 +413,17 @@ def main(argv=None):
     parser.add_argument("--clips", type=int, default=6000, help="training clips to encode for the DiT stage")
     parser.add_argument("--vae-crop", type=int, default=32, help="crop size for most VAE steps")
     parser.add_argument("--vae-crop-frames", type=int, default=8, help="frames per crop (a multiple of 8)")
-    parser.add_argument("--foreground-weight", type=float, default=20.0, help="extra loss weight of shape pixels in VAE training")
-    parser.add_argument("--vae-init", type=Path, help="start the VAE from these weights instead of from scratch (fine-tuning)")
-    parser.add_argument("--vae-freeze-encoder", action="store_true", help="train only the decoder of the exported VAE (its latents stay valid for a DiT trained on them)")
+    parser.add_argument(
+        "--foreground-weight", type=float, default=20.0, help="extra loss weight of shape pixels in VAE training"
+    )
+    parser.add_argument(
+        "--vae-init", type=Path, help="start the VAE from these weights instead of from scratch (fine-tuning)"
+    )
+    parser.add_argument(
+        "--vae-freeze-encoder",
+        action="store_true",
+        help="train only the decoder of the exported VAE (its latents stay valid for a DiT trained on them)",
+    )
     parser.add_argument("--vae-full-steps", type=int, default=60, help="final VAE steps on whole frames")
     parser.add_argument(
         "--scale-cycle",
@@ -454,7 +466,9 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     args = parser.parse_args(argv)
     if not 0 <= args.word_dropout < 1:
-        parser.error(f"argument --word-dropout: {args.word_dropout} is not a probability in [0, 1); 0.2 is what the README's runs used")
+        parser.error(
+            f"argument --word-dropout: {args.word_dropout} is not a probability in [0, 1); 0.2 is what the README's runs used"
+        )
     if not 0 <= args.decoder_dit_share <= 1:
         parser.error(f"argument --decoder-dit-share: {args.decoder_dit_share} is not a share in [0, 1]")
     if args.dit_width < TOY_HEAD_DIM or args.dit_width % TOY_HEAD_DIM or args.dit_depth < 1:
@@ -463,7 +477,9 @@ def main(argv=None):
         )
     resized = (args.dit_width, args.dit_depth) != (TOY_DIT_CONFIG.dim, TOY_DIT_CONFIG.n_layers)
     if args.from_export and resized:
-        parser.error("--dit-width and --dit-depth size a DiT trained from scratch; --from-export keeps the exported DiT's size")
+        parser.error(
+            "--dit-width and --dit-depth size a DiT trained from scratch; --from-export keeps the exported DiT's size"
+        )
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.time()

@@ -45,10 +45,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .. import embedded
 from ..models.audio import MelAutoencoder, MelAutoencoderConfig, VocoderConfig, log_mel_spectrogram
 from ..models.v2a import V2AConfig, V2AGenerator, resample_to_tokens, save_v2a
 from .metrics import SyncScore, audio_visual_sync, detect_onsets
-from .. import embedded
 from .train import EMA, Checkpoint, warmup_lr
 from .world import SHAPE_PITCH_HZ, SHAPES, heldout_clips, sample_clip
 
@@ -91,7 +91,9 @@ class ClipBank:
     frames: torch.Tensor  # [N, F, 3, S, S] float16 in [0, 1]
     log_mels: torch.Tensor  # [N, n_mels, M] float32
     shapes: torch.Tensor  # [N] long, index into SHAPES
-    bounces: torch.Tensor  # [N, F] float32: each bounce split between the two frames around it (see frame_bounce_targets)
+    bounces: (
+        torch.Tensor
+    )  # [N, F] float32: each bounce split between the two frames around it (see frame_bounce_targets)
     fps: float
 
     def __len__(self) -> int:
@@ -215,15 +217,22 @@ def train_autoencoder(args, config: V2AConfig, bank: ClipBank) -> tuple[MelAutoe
     if args.eval_clips:
         measured = MelAutoencoder(ae_config)
         measured.load_state_dict(weights)
-        ceiling = evaluate_autoencoder(measured.eval(), config.vocoder.build(config.mel), min(40, args.eval_clips), args.seed)
-        print("stage 1 ceiling (true audio through the autoencoder and vocoder): " + ", ".join(f"{k} {v:.3f}" for k, v in ceiling.items()))
+        ceiling = evaluate_autoencoder(
+            measured.eval(), config.vocoder.build(config.mel), min(40, args.eval_clips), args.seed
+        )
+        print(
+            "stage 1 ceiling (true audio through the autoencoder and vocoder): "
+            + ", ".join(f"{k} {v:.3f}" for k, v in ceiling.items())
+        )
     return ae_config, weights, history
 
 
 # --------------------------------------------------------------------------- stage 2: V2A Next-DiT
 
 
-def training_captions(dit, batch: int, null: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def training_captions(
+    dit, batch: int, null: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Caption features [B, L, text_dim] and mask [B, L]: random tokens, or the learned null caption where ``null`` [B] is set."""
     features = torch.randn(batch, MAX_RANDOM_CAPTION, dit.config.text_dim, generator=generator)
     lengths = torch.randint(1, MAX_RANDOM_CAPTION + 1, (batch, 1), generator=generator)
@@ -247,7 +256,9 @@ class EncoderProbes(nn.Module):
         self.shape = nn.Linear(config.visual_dim, len(SHAPES))
         self.bounce = nn.Linear(config.sync_dim, 1)
 
-    def loss(self, visual: torch.Tensor, sync: torch.Tensor, shapes: torch.Tensor, bounces: torch.Tensor) -> torch.Tensor:
+    def loss(
+        self, visual: torch.Tensor, sync: torch.Tensor, shapes: torch.Tensor, bounces: torch.Tensor
+    ) -> torch.Tensor:
         """visual [B, F, visual_dim], sync [B, F, sync_dim] per frame; shapes [B], bounces [B, F] soft labels."""
         shape_loss = F.cross_entropy(self.shape(visual.mean(dim=1)), shapes)
         bounce_loss = F.binary_cross_entropy_with_logits(self.bounce(sync)[..., 0], bounces)
@@ -255,7 +266,12 @@ class EncoderProbes(nn.Module):
 
 
 def flow_loss(
-    generator: V2AGenerator, probes: EncoderProbes, bank: ClipBank, latents: torch.Tensor, batch: int, rng: torch.Generator
+    generator: V2AGenerator,
+    probes: EncoderProbes,
+    bank: ClipBank,
+    latents: torch.Tensor,
+    batch: int,
+    rng: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(flow loss, probe loss) of one batch. Flow: x_t = t x1 + (1 - t) x0, the model predicts x1 - x0."""
     dit = generator.dit
@@ -299,7 +315,9 @@ def train_generator(args, config: V2AConfig, bank: ClipBank, ae_weights: dict) -
     with torch.no_grad():
         mel_frames = bank.log_mels.shape[-1]
         latents = torch.cat([generator.autoencoder.encode(part) for part in bank.log_mels.split(256)])
-    print(f"stage 2: {len(bank)} clips, latents {tuple(latents.shape[1:])} from {mel_frames} mel frames, std {latents.std():.3f}")
+    print(
+        f"stage 2: {len(bank)} clips, latents {tuple(latents.shape[1:])} from {mel_frames} mel frames, std {latents.std():.3f}"
+    )
 
     probes = EncoderProbes(config)
     modules = dict(trainable_modules(generator), probes=probes)
@@ -328,7 +346,10 @@ def train_generator(args, config: V2AConfig, bank: ClipBank, ae_weights: dict) -
         history.append(loss.item())
         probe_history.append(probe_loss.item())
         progress.set_postfix(
-            loss=f"{loss.item():.4f}", avg=f"{np.mean(history[-50:]):.4f}", probes=f"{np.mean(probe_history[-50:]):.3f}", refresh=False
+            loss=f"{loss.item():.4f}",
+            avg=f"{np.mean(history[-50:]):.4f}",
+            probes=f"{np.mean(probe_history[-50:]):.3f}",
+            refresh=False,
         )
         if (step + 1) % args.save_every == 0 or step + 1 == args.steps:
             torch.save(ema.shadow, ema_path)
@@ -340,7 +361,9 @@ def train_generator(args, config: V2AConfig, bank: ClipBank, ae_weights: dict) -
 # --------------------------------------------------------------------------- evaluation
 
 
-def dominant_frequency(audio: np.ndarray, sample_rate: int, start: float, seconds: float = PITCH_WINDOW_SECONDS) -> float:
+def dominant_frequency(
+    audio: np.ndarray, sample_rate: int, start: float, seconds: float = PITCH_WINDOW_SECONDS
+) -> float:
     """The strongest frequency (Hz) in a Hann-windowed stretch of ``seconds`` from ``start``, between 100 Hz and 4 kHz."""
     first = max(0, int(start * sample_rate))
     segment = audio[first : first + int(seconds * sample_rate)]
@@ -407,7 +430,10 @@ def evaluate_v2a(
         audio = generator.generate(frames, fps, text, steps=steps, seed=seed + start, cfg=cfg)
         seconds += time.perf_counter() - began
         waveforms = audio.waveform[:, 0].numpy()
-        exact += sum(len(w) == round(len(c.frames) * audio.sample_rate / float(c.fps)) == len(c.audio) for c, w in zip(part, waveforms))
+        exact += sum(
+            len(w) == round(len(c.frames) * audio.sample_rate / float(c.fps)) == len(c.audio)
+            for c, w in zip(part, waveforms)
+        )
         sync, right, checked = score_sounds(part, waveforms, audio.sample_rate)
         total, pitch_right, pitch_checked = total + sync, pitch_right + right, pitch_checked + checked
     return dict(
@@ -474,18 +500,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-every", type=int, default=150, help="checkpoint interval in steps (default 150)")
     parser.add_argument("--runs", type=Path, default=Path("runs/toyworld"), help="checkpoints (in <runs>/v2a)")
-    parser.add_argument("--export", type=Path, default=embedded.PACKAGE_DIR, help="folder for v2a.safetensors (default the package's embedded/)")
+    parser.add_argument(
+        "--export",
+        type=Path,
+        default=embedded.PACKAGE_DIR,
+        help="folder for v2a.safetensors (default the package's embedded/)",
+    )
     parser.add_argument("--eval-clips", type=int, default=100, help="held-out clips scored at the end (0: skip)")
     parser.add_argument("--eval-steps", type=int, default=25, help="sampling grid points for the evaluation")
-    parser.add_argument("--eval-cfg", type=float, nargs="+", default=[3.5], help="CFG scales to evaluate (engine convention)")
+    parser.add_argument(
+        "--eval-cfg", type=float, nargs="+", default=[3.5], help="CFG scales to evaluate (engine convention)"
+    )
     parser.add_argument("--threads", type=int, help="torch CPU threads (use 1 beside another training job)")
     parser.add_argument("--tiny", action="store_true", help="a very small model, for smoke tests")
     return parser
 
 
 TINY_V2A_CONFIG = V2AConfig(
-    dim=32, n_layers=1, n_heads=2, multiple_of=16, text_dim=16, visual_dim=16, sync_dim=8, frame_size=16, encoder_width=4,
-    autoencoder=MelAutoencoderConfig(latent_channels=4, width=16), vocoder=VocoderConfig(iterations=4),
+    dim=32,
+    n_layers=1,
+    n_heads=2,
+    multiple_of=16,
+    text_dim=16,
+    visual_dim=16,
+    sync_dim=8,
+    frame_size=16,
+    encoder_width=4,
+    autoencoder=MelAutoencoderConfig(latent_channels=4, width=16),
+    vocoder=VocoderConfig(iterations=4),
 )
 
 

@@ -97,7 +97,9 @@ class Page:
                 if last:
                     return last
             time.sleep(interval)
-        raise BrowserError(f"waited {timeout} s for {expression!r}; last value {last!r}; console tail {self.console[-10:]}")
+        raise BrowserError(
+            f"waited {timeout} s for {expression!r}; last value {last!r}; console tail {self.console[-10:]}"
+        )
 
     def navigate(self, url: str) -> None:
         self.send("Page.navigate", url=url)
@@ -128,9 +130,18 @@ class Chromium:
         self.user_data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.user_data_dir.parent / "chromium.log", "wb")
         self.proc = subprocess.Popen(
-            [self.executable, *FLAGS, f"--user-data-dir={self.user_data_dir}", "--remote-debugging-port=0",
-             f"--window-size={self.size[0]},{self.size[1]}", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                self.executable,
+                *FLAGS,
+                f"--user-data-dir={self.user_data_dir}",
+                "--remote-debugging-port=0",
+                f"--window-size={self.size[0]},{self.size[1]}",
+                "about:blank",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         port_file = self.user_data_dir / "DevToolsActivePort"
         deadline = time.monotonic() + timeout

@@ -16,7 +16,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from integration.conftest import comfy_client, comfy_server, comfy_workdir, embedded_weights  # noqa: F401 - shared fixtures
 from integration.tier import TierSkip
 
@@ -82,7 +81,9 @@ def page(browser, comfy_server, comfy_client):
         comfy_client.post_json("/settings/" + setting, value)
     page = browser.page()
     page.navigate(comfy_server.url)
-    page.wait_for("window.comfyAPI?.app?.app?.graph && window.LiteGraph?.registered_node_types?.LuminaVideoSampler", timeout=120)
+    page.wait_for(
+        "window.comfyAPI?.app?.app?.graph && window.LiteGraph?.registered_node_types?.LuminaVideoSampler", timeout=120
+    )
     try:
         yield page
     finally:

@@ -122,7 +122,7 @@ def test_a_fresh_sampler_node_runs_its_whole_preset(page):
     plan = page_plan(page, widgets)
     assert Counter(plan["patch"]) == {"2x4": 22, "2x2": 4, "1x2": 3}
     motion = page.evaluate(
-        f"""
+        """
         const node = LiteGraph.createNode('LuminaVideoMotionScore');
         const values = Object.fromEntries(node.widgets.filter((w) => w.name && !w.name.startsWith('lumina_')).map((w) => [w.name, w.value]));
         return values;

@@ -189,15 +189,22 @@ class ComfyServer:
     def command(self) -> list[str]:
         wd = self.workdir
         cmd = [
-            self.python, "main.py",
+            self.python,
+            "main.py",
             "--cpu",
-            "--listen", self.host,
-            "--port", str(self.port),
+            "--listen",
+            self.host,
+            "--port",
+            str(self.port),
             "--disable-auto-launch",
-            "--extra-model-paths-config", str(wd.extra_paths_yaml),
-            "--output-directory", str(wd.output),
-            "--input-directory", str(wd.input),
-            "--temp-directory", str(wd.root),
+            "--extra-model-paths-config",
+            str(wd.extra_paths_yaml),
+            "--output-directory",
+            str(wd.output),
+            "--input-directory",
+            str(wd.input),
+            "--temp-directory",
+            str(wd.root),
         ]
         # Keep the checkout untouched and load only this pack, where the
         # ComfyUI version has the flags.
@@ -305,7 +312,7 @@ class ComfyServer:
                 start = i
                 while start > 0 and not lines[start].startswith("Traceback (most recent call last)"):
                     start -= 1
-                out.extend(lines[start:i + 1] if lines[start].startswith("Traceback") else [line])
+                out.extend(lines[start : i + 1] if lines[start].startswith("Traceback") else [line])
             elif line.startswith(("Skip ", "Error while calling comfy_entrypoint", "comfy_entrypoint in")):
                 out.append(line)
         return "\n".join(out)
@@ -351,8 +358,11 @@ class ExecutionResult:
         if e is None:
             return "status %s" % self.status
         return "%s in node %s (%s): %s\n%s" % (
-            e.get("exception_type"), e.get("node_id"), e.get("node_type"),
-            e.get("exception_message"), "".join(e.get("traceback") or []),
+            e.get("exception_type"),
+            e.get("node_id"),
+            e.get("node_type"),
+            e.get("exception_message"),
+            "".join(e.get("traceback") or []),
         )
 
 
@@ -408,9 +418,7 @@ class ComfyClient:
         return self.get_json("/history/" + urllib.parse.quote(prompt_id, safe="")).get(prompt_id, {})
 
     def view(self, filename: str, subfolder: str = "", type: str = "output") -> bytes:
-        status, raw = self._request(
-            "GET", "/view", query={"filename": filename, "subfolder": subfolder, "type": type}
-        )
+        status, raw = self._request("GET", "/view", query={"filename": filename, "subfolder": subfolder, "type": type})
         if status != 200:
             raise ComfyError("GET /view %s/%s (%s) -> %d" % (subfolder, filename, type, status))
         return raw

@@ -40,10 +40,7 @@ def load(path: Path) -> dict:
 def runs_here(graph: dict) -> bool:
     """A graph runs on this machine when every model it loads is the embedded default."""
     return all(
-        value == EMBEDDED
-        for node in graph.values()
-        for name, value in node["inputs"].items()
-        if name in MODEL_INPUTS
+        value == EMBEDDED for node in graph.values() for name, value in node["inputs"].items() if name in MODEL_INPUTS
     )
 
 
@@ -79,7 +76,11 @@ def test_every_node_is_registered(object_info):
 def test_server_log_has_no_complaint_about_the_pack(comfy_server, object_info):
     log = comfy_server.log_text()
     assert "Unable to parse pyproject.toml" not in log
-    complaints = [line for line in log.splitlines() if "lumina" in line.lower() and any(w in line for w in ("Error", "Traceback", "WARNING", "Skip"))]
+    complaints = [
+        line
+        for line in log.splitlines()
+        if "lumina" in line.lower() and any(w in line for w in ("Error", "Traceback", "WARNING", "Skip"))
+    ]
     assert complaints == []
 
 
@@ -173,9 +174,18 @@ def test_our_frames_and_sound_into_native_video_nodes(comfy_client, comfy_workdi
     decode_id = node_of(graph, "LuminaVideoVAEDecode")[0]
     audio_id = node_of(graph, "LuminaVideoAudioGenerate")[0]
     save_id = node_of(graph, "LuminaVideoSaveVideo")[0]
-    graph["20"] = {"class_type": "CreateVideo", "inputs": {"images": [decode_id, 0], "fps": 8.0, "audio": [audio_id, 0]}}
-    graph["21"] = {"class_type": "SaveVideo", "inputs": {"video": ["20", 0], "filename_prefix": "interop/native", "format": "mp4", "codec": "h264"}}
-    graph["22"] = {"class_type": "SaveVideo", "inputs": {"video": [save_id, 0], "filename_prefix": "interop/our_video", "format": "auto", "codec": "auto"}}
+    graph["20"] = {
+        "class_type": "CreateVideo",
+        "inputs": {"images": [decode_id, 0], "fps": 8.0, "audio": [audio_id, 0]},
+    }
+    graph["21"] = {
+        "class_type": "SaveVideo",
+        "inputs": {"video": ["20", 0], "filename_prefix": "interop/native", "format": "mp4", "codec": "h264"},
+    }
+    graph["22"] = {
+        "class_type": "SaveVideo",
+        "inputs": {"video": [save_id, 0], "filename_prefix": "interop/our_video", "format": "auto", "codec": "auto"},
+    }
     result = comfy_client.run(graph, timeout=300)
     assert result.ok, result.describe_error()
     for node in ("21", "22"):

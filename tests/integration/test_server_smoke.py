@@ -15,12 +15,14 @@ NODE_ID_PREFIX = "LuminaVideo"
 
 def test_pack_imported_without_failure(comfy_server):
     status = comfy_server.pack_import_status()
-    assert status is not None, (
-        "ComfyUI's log has no import line for %s; last lines:\n%s"
-        % (comfy_server.workdir.pack_link, comfy_server.log_tail())
+    assert status is not None, "ComfyUI's log has no import line for %s; last lines:\n%s" % (
+        comfy_server.workdir.pack_link,
+        comfy_server.log_tail(),
     )
     assert status, "ComfyUI logged (IMPORT FAILED) for the pack (log %s):\n%s" % (
-        comfy_server.workdir.log, comfy_server.pack_import_error() or comfy_server.log_tail(80))
+        comfy_server.workdir.log,
+        comfy_server.pack_import_error() or comfy_server.log_tail(80),
+    )
 
 
 def test_object_info_lists_pack_nodes(comfy_client):
@@ -42,10 +44,8 @@ def test_system_stats_answers(comfy_client):
 
 def _tiny_image_graph(prefix: str) -> dict:
     return {
-        "1": {"class_type": "EmptyImage",
-              "inputs": {"width": 16, "height": 8, "batch_size": 1, "color": 0xFF0000}},
-        "2": {"class_type": "SaveImage",
-              "inputs": {"images": ["1", 0], "filename_prefix": prefix}},
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 8, "batch_size": 1, "color": 0xFF0000}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": prefix}},
     }
 
 

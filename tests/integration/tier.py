@@ -25,4 +25,6 @@ class TierSkip:
 
     def report(self, terminalreporter) -> None:
         if self.skipped:
-            terminalreporter.write_line(f"WARNING: {self.skipped} {self.name} were {self.reason.rstrip('.')}.", yellow=True, bold=True)
+            terminalreporter.write_line(
+                f"WARNING: {self.skipped} {self.name} were {self.reason.rstrip('.')}.", yellow=True, bold=True
+            )

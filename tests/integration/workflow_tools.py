@@ -73,7 +73,11 @@ def socket_inputs(info: dict) -> list[tuple[str, str]]:
 def check_value(name: str, kind, options: dict, value) -> str | None:
     choices = combo_options(kind, options)
     if choices is not None:
-        return None if value in choices else f"{name}: {value!r} not in {choices if len(choices) <= 20 else f'list of {len(choices)}'}"
+        return (
+            None
+            if value in choices
+            else f"{name}: {value!r} not in {choices if len(choices) <= 20 else f'list of {len(choices)}'}"
+        )
     if kind == "INT" and (isinstance(value, bool) or not isinstance(value, int)):
         return f"{name}: {value!r} is not an INT"
     if kind == "FLOAT" and (isinstance(value, bool) or not isinstance(value, (int, float))):
@@ -116,12 +120,16 @@ def check_api(graph: dict, object_info: dict) -> list[str]:
                 source = graph[str(value[0])]
                 outputs = object_info.get(source["class_type"], {}).get("output", [])
                 if value[1] >= len(outputs):
-                    problems.append(f"node {node_id} ({kind}): {name} links to output {value[1]} of {source['class_type']}, which has {len(outputs)}")
+                    problems.append(
+                        f"node {node_id} ({kind}): {name} links to output {value[1]} of {source['class_type']}, which has {len(outputs)}"
+                    )
                     continue
                 out_kind = outputs[value[1]]
                 expected = "COMBO" if isinstance(in_kind, list) else in_kind
                 if out_kind != expected and "*" not in (out_kind, expected):
-                    problems.append(f"node {node_id} ({kind}): {name} expects {expected}, gets {out_kind} from node {value[0]}")
+                    problems.append(
+                        f"node {node_id} ({kind}): {name} expects {expected}, gets {out_kind} from node {value[0]}"
+                    )
                 continue
             problem = check_value(name, in_kind, options, value)
             if problem:
@@ -165,7 +173,9 @@ def _node_size(info: dict, values: dict) -> list[int]:
     return [width, height]
 
 
-def api_to_ui(graph: dict, object_info: dict, note: str | None = None, title: str | None = None, sizes: dict | None = None) -> dict:
+def api_to_ui(
+    graph: dict, object_info: dict, note: str | None = None, title: str | None = None, sizes: dict | None = None
+) -> dict:
     """The UI-format workflow for an API-format graph (node ids and values kept)."""
     depth = _layout(graph)
     links, nodes = [], []
@@ -210,20 +220,22 @@ def api_to_ui(graph: dict, object_info: dict, note: str | None = None, title: st
             else:
                 values.append(node["inputs"][name])
         pos, size = positions[node_id]
-        nodes.append({
-            "id": int(node_id),
-            "type": node["class_type"],
-            "pos": pos,
-            "size": size,
-            "flags": {},
-            "order": 0,
-            "mode": 0,
-            "inputs": inputs,
-            "outputs": [],
-            "properties": {"Node name for S&R": node["class_type"]},
-            "widgets_values": values,
-            **({"title": node["_meta"]["title"]} if node.get("_meta", {}).get("title") else {}),
-        })
+        nodes.append(
+            {
+                "id": int(node_id),
+                "type": node["class_type"],
+                "pos": pos,
+                "size": size,
+                "flags": {},
+                "order": 0,
+                "mode": 0,
+                "inputs": inputs,
+                "outputs": [],
+                "properties": {"Node name for S&R": node["class_type"]},
+                "widgets_values": values,
+                **({"title": node["_meta"]["title"]} if node.get("_meta", {}).get("title") else {}),
+            }
+        )
     for entry in nodes:
         info = object_info[entry["type"]]
         entry["outputs"] = [
@@ -235,11 +247,23 @@ def api_to_ui(graph: dict, object_info: dict, note: str | None = None, title: st
     last_id = max(int(k) for k in graph)
     if note:
         last_id += 1
-        nodes.append({
-            "id": last_id, "type": "Note", "pos": [0, max(column_y.values())], "size": [widths[0] + 60 + widths.get(1, 340), 160],
-            "flags": {}, "order": len(nodes), "mode": 0, "inputs": [], "outputs": [], "properties": {}, "widgets_values": [note],
-            "color": "#432", "bgcolor": "#653",
-        })
+        nodes.append(
+            {
+                "id": last_id,
+                "type": "Note",
+                "pos": [0, max(column_y.values())],
+                "size": [widths[0] + 60 + widths.get(1, 340), 160],
+                "flags": {},
+                "order": len(nodes),
+                "mode": 0,
+                "inputs": [],
+                "outputs": [],
+                "properties": {},
+                "widgets_values": [note],
+                "color": "#432",
+                "bgcolor": "#653",
+            }
+        )
     workflow = {
         "id": str(uuid.uuid5(uuid.NAMESPACE_URL, "lumina-video/" + (title or json.dumps(graph, sort_keys=True)))),
         "revision": 0,
@@ -269,7 +293,9 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
         names = widget_names(info)
         values = node.get("widgets_values", [])
         if len(values) != len(names):
-            raise ValueError(f"node {node['id']} ({node['type']}): {len(values)} widget values for {len(names)} widgets {names}")
+            raise ValueError(
+                f"node {node['id']} ({node['type']}): {len(values)} widget values for {len(names)} widgets {names}"
+            )
         for name, value in zip(names, values):
             if not name.endswith(":control"):
                 inputs[name] = value
@@ -336,7 +362,11 @@ def strip_meta(graph: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.integration.workflow_tools", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.integration.workflow_tools",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     ui = sub.add_parser("ui", help="write the UI-format workflow for an API-format graph")
     ui.add_argument("object_info", type=Path)
