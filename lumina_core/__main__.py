@@ -31,7 +31,8 @@ def cmd_convert(args):
     for note in notes:
         print(f"note: {note}")
     print(
-        f"wrote {args.dst} (dim {config.dim}, {config.n_layers} layers, dtype {args.dtype or 'as stored'}); no model_args.pth needed to load it"
+        f"wrote {args.dst} (dim {config.dim}, {config.n_layers} layers, dtype {args.dtype or 'as stored'}); "
+        "no model_args.pth needed to load it"
     )
 
 
@@ -55,7 +56,8 @@ def cmd_bench(args):
 
 
 def sampling_config(args):
-    """The preset named by --preset, whole, with the per-step options given on the command line as explicit overrides."""
+    """The preset named by --preset, whole, with the per-step options given on the command line
+    as explicit overrides."""
     from .sampling import parse_time_aware, preset
 
     changes = {}
@@ -168,8 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate.add_argument(
         "--motion-cfg",
-        help="motion guidance: a third pass adds this x (cond - cond without its motion score), so --motion sets the speed "
-        "more firmly; 0 is the reference's sampling (default from the preset)",
+        help="motion guidance: a third pass adds this x (cond - cond without its motion score), "
+        "so --motion sets the speed more firmly; 0 is the reference's sampling (default from the preset)",
     )
     generate.add_argument("--patch", help="patch schedule: one scale ('1x2' for single-scale) or a time-aware schedule")
     generate.add_argument("--solver", choices=SOLVERS, help="ODE solver (default from the preset)")

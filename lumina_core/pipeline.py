@@ -33,7 +33,8 @@ class LuminaVideoModels:
 def encode_prompts(models, prompts: list[str]) -> TextCondition:
     if models.text_encoder is None:
         raise ValueError(
-            "these models have no built-in text encoder; encode prompts with Gemma-2-2B (ComfyUI's CLIPLoader, type lumina2)"
+            "these models have no built-in text encoder; "
+            "encode prompts with Gemma-2-2B (ComfyUI's CLIPLoader, type lumina2)"
         )
     with torch.no_grad():
         return models.text_encoder.encode(prompts)

@@ -40,10 +40,12 @@ def video_size_problems(
     batch: int = 1,
     patch_sizes: Iterable[PatchSize] = RELEASED_PATCH_SIZES,
     limits: Optional[dict] = None,
+    max_batch: Optional[int] = None,
 ) -> list[str]:
     """Every way a video of this size can't be made, as sentences naming the value and a fix; empty when it can.
 
     ``limits`` maps width/height/frames to the (low, high) range a model was trained for (the embedded default's).
+    ``max_batch`` bounds the batch where an interface does (the nodes' widget allows MAX_BATCH); the engine doesn't.
     """
     patch_sizes = tuple(PatchSize(*p) for p in patch_sizes)
     side, frame_step = side_multiple(patch_sizes), frame_multiple(patch_sizes)
@@ -60,10 +62,11 @@ def video_size_problems(
     if not frames_ok:
         problems.append(
             f"frames {frames} must be a multiple of {frame_step} between {frame_step} and {MAX_FRAMES} "
-            f"(the VAE turns 8 frames into 2 latent frames; try {_nearest(min(max(frames, 1), MAX_FRAMES), frame_step)})"
+            "(the VAE turns 8 frames into 2 latent frames; "
+            f"try {_nearest(min(max(frames, 1), MAX_FRAMES), frame_step)})"
         )
-    if not 1 <= batch <= MAX_BATCH:
-        problems.append(f"batch {batch} must be between 1 and {MAX_BATCH}")
+    if batch < 1 or (max_batch is not None and batch > max_batch):
+        problems.append(f"batch {batch} must be between 1 and {max_batch or 'any number'}")
     for name, value in (("width", width), ("height", height), ("frames", frames)):
         if limits:
             low, high = limits[name]
@@ -79,9 +82,10 @@ def check_video_size(
     batch: int = 1,
     patch_sizes: Iterable[PatchSize] = RELEASED_PATCH_SIZES,
     limits: Optional[dict] = None,
+    max_batch: Optional[int] = None,
 ) -> None:
     """Raise ValueError with every problem of ``video_size_problems`` in one message."""
-    problems = video_size_problems(width, height, frames, batch, patch_sizes, limits)
+    problems = video_size_problems(width, height, frames, batch, patch_sizes, limits, max_batch)
     if problems:
         raise ValueError("; ".join(problems))
 

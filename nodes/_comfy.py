@@ -25,10 +25,12 @@ from typing import Optional
 import torch
 
 try:  # the newest V3 API, gated: it is "latest" because it still changes
-    from comfy_api.latest import ComfyExtension, InputImpl, Types, io, ui
+    from comfy_api.latest import ComfyExtension as ComfyExtension  # re-exported for extension.py
+    from comfy_api.latest import InputImpl, Types, io, ui
 
     API_VERSION = "latest"
 except ImportError:  # pragma: no cover - depends on the ComfyUI version
+    from comfy_api.v0_0_2 import ComfyExtension as ComfyExtension  # type: ignore[no-redef]
     from comfy_api.v0_0_2 import InputImpl, Types, io, ui  # type: ignore[no-redef]
 
     API_VERSION = "v0_0_2"
@@ -36,7 +38,8 @@ except ImportError:  # pragma: no cover - depends on the ComfyUI version
 for _name in ("ComfyNode", "Schema", "NodeOutput", "Custom", "Hidden"):
     if not hasattr(io, _name):  # pragma: no cover - depends on the ComfyUI version
         raise ImportError(
-            f"this ComfyUI's comfy_api.{API_VERSION}.io has no {_name}: the Lumina-Video nodes need ComfyUI 0.3.60 or newer"
+            f"this ComfyUI's comfy_api.{API_VERSION}.io has no {_name}: "
+            "the Lumina-Video nodes need ComfyUI 0.3.60 or newer"
         )
 
 import comfy.model_management as mm  # noqa: E402

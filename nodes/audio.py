@@ -18,9 +18,9 @@ class LuminaVideoAudioGenerate(io.ComfyNode):
             display_name="Lumina-Video Audio Generate",
             category="Lumina-Video/audio",
             description=(
-                "Makes a soundtrack for video frames with a video-to-audio model (Lumina-V2A design: frame and motion-sync features "
-                "condition a flow-matching transformer over mel latents, then a vocoder). The audio lasts exactly frames / fps seconds. "
-                "All input frames are one video."
+                "Makes a soundtrack for video frames with a video-to-audio model (Lumina-V2A design: frame and "
+                "motion-sync features condition a flow-matching transformer over mel latents, then a vocoder). The "
+                "audio lasts exactly frames / fps seconds. All input frames are one video."
             ),
             inputs=[
                 LuminaV2A.Input("v2a", tooltip="The video-to-audio model from Lumina-Video V2A Loader."),
@@ -35,7 +35,8 @@ class LuminaVideoAudioGenerate(io.ComfyNode):
                     max=120.0,
                     step=1.0,
                     round=0.001,
-                    tooltip="Frame rate the video will play at; sets the audio's length and sync. Embedded default: 8; released model: 24.",
+                    tooltip="Frame rate the video will play at; sets the audio's length and sync. "
+                    "Embedded default: 8; released model: 24.",
                 ),
                 io.Int.Input("steps", default=25, min=2, max=200, tooltip="Time-grid points (steps - 1 model calls)."),
                 io.Int.Input(

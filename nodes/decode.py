@@ -17,10 +17,11 @@ class LuminaVideoVAEDecode(io.ComfyNode):
             display_name="Lumina-Video VAE Decode",
             category="Lumina-Video/latent",
             description=(
-                "Decodes a video latent into frames with the CogVideoX VAE, streaming through time two latent frames at a time. "
-                "Tiled decoding (on by default) also splits each frame into overlapping tiles blended at the seams, so memory stays "
-                "that of one tile whatever the video size. Frames come out as ComfyUI IMAGE [frames, height, width, 3]; a batch of "
-                "videos is flattened in order (all frames of video 1, then video 2, ...)."
+                "Decodes a video latent into frames with the CogVideoX VAE, streaming through time two latent frames "
+                "at a time. Tiled decoding (on by default) also splits each frame into overlapping tiles blended at "
+                "the seams, so memory stays that of one tile whatever the video size. Frames come out as ComfyUI IMAGE "
+                "[frames, height, width, 3]; a batch of videos is flattened in order (all frames of video 1, then "
+                "video 2, ...)."
             ),
             inputs=[
                 LuminaVAE.Input(

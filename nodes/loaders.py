@@ -36,7 +36,8 @@ CPU = torch.device("cpu")
 
 
 def _placement(name: str, embedded_name: str, embedded_kind: str, folder: str, what: str, load_device):
-    """-> (path, load device, offload device, embedded?) for a loader's file choice; the embedded file stays on the CPU."""
+    """-> (path, load device, offload device, embedded?) for a loader's file choice;
+    the embedded file stays on the CPU."""
     if name == embedded_name:
         return embedded.file(embedded_kind), CPU, CPU, True
     path = _comfy.model_path(folder, name)
@@ -90,7 +91,8 @@ def download_released() -> str:
         from huggingface_hub import hf_hub_download
     except ImportError:
         raise RuntimeError(
-            f"huggingface_hub is not installed (pip install -r requirements.txt), so {RELEASED_REPO} can't be downloaded; {by_hand}"
+            "huggingface_hub is not installed (pip install -r requirements.txt), "
+            f"so {RELEASED_REPO} can't be downloaded; {by_hand}"
         ) from None
     target.mkdir(parents=True, exist_ok=True)
     log.info("downloading %s into %s (7 GB; resumes where it stopped)", RELEASED_REPO, target)
@@ -112,10 +114,10 @@ class LuminaVideoModelLoader(io.ComfyNode):
             display_name="Lumina-Video Model Loader",
             category="Lumina-Video/loaders",
             description=(
-                "Loads a Lumina-Video Multi-scale Next-DiT. 'embedded (toy world, CPU)' is the tiny model shipped with the pack "
-                "(64x64 shapes, with its own text encoder; runs on a CPU in seconds). Released weights go in models/lumina_video "
-                f"(or models/diffusion_models): the {RELEASED_REPO} folder, a .pth, or a converted .safetensors; they need Gemma-2-2B "
-                "(Load CLIP, type lumina2) for the prompts."
+                "Loads a Lumina-Video Multi-scale Next-DiT. 'embedded (toy world, CPU)' is the tiny model shipped with "
+                "the pack (64x64 shapes, with its own text encoder; runs on a CPU in seconds). Released weights go in "
+                f"models/lumina_video (or models/diffusion_models): the {RELEASED_REPO} folder, a .pth, or a converted "
+                ".safetensors; they need Gemma-2-2B (Load CLIP, type lumina2) for the prompts."
             ),
             inputs=[
                 io.Combo.Input(
@@ -124,16 +126,17 @@ class LuminaVideoModelLoader(io.ComfyNode):
                     default=EMBEDDED_MODEL,
                     tooltip=(
                         "Weights to load, from models/lumina_video and models/diffusion_models (.safetensors, .pth). "
-                        f"{RELEASED_MODEL} is where the download puts the released weights. A tiny text encoder saved beside "
-                        "a DiT as text_encoder.safetensors (a toy-world training export) is loaded with it."
+                        f"{RELEASED_MODEL} is where the download puts the released weights. A tiny text encoder saved "
+                        "beside a DiT as text_encoder.safetensors (a toy-world training export) is loaded with it."
                     ),
                 ),
                 _dtype_input("video model"),
                 io.Boolean.Input(
                     "download",
                     default=False,
-                    tooltip=f"Download {RELEASED_REPO} (7 GB) from the Hugging Face hub into models/lumina_video/{RELEASED_FOLDER} when "
-                    f"{RELEASED_MODEL} is chosen and missing. Off: nothing is downloaded. Interrupted downloads resume.",
+                    tooltip=f"Download {RELEASED_REPO} (7 GB) from the Hugging Face hub into "
+                    f"models/lumina_video/{RELEASED_FOLDER} when {RELEASED_MODEL} is chosen and missing. "
+                    "Off: nothing is downloaded. Interrupted downloads resume.",
                 ),
             ],
             outputs=[
@@ -155,13 +158,15 @@ class LuminaVideoModelLoader(io.ComfyNode):
                 if not download:
                     target = Path(_comfy.folder_locations(_comfy.LUMINA_FOLDER)[0]) / RELEASED_FOLDER
                     raise FileNotFoundError(
-                        f"{RELEASED_MODEL} is not in models/lumina_video yet. Turn on 'download' to fetch {RELEASED_REPO} "
-                        f"into {target}, or download {' and '.join(RELEASED_FILES)} from https://huggingface.co/{RELEASED_REPO} there yourself."
+                        f"{RELEASED_MODEL} is not in models/lumina_video yet. Turn on 'download' to fetch "
+                        f"{RELEASED_REPO} into {target}, or download {' and '.join(RELEASED_FILES)} from "
+                        f"https://huggingface.co/{RELEASED_REPO} there yourself."
                     )
                 path = download_released()
             if path is None:
                 raise FileNotFoundError(
-                    f"model file {model_name!r} is not in {_comfy.folder_locations(_comfy.LUMINA_FOLDER)} or the diffusion_models folders"
+                    f"model file {model_name!r} is not in {_comfy.folder_locations(_comfy.LUMINA_FOLDER)} "
+                    "or the diffusion_models folders"
                 )
             dit_path = Path(path)
             sibling = dit_path.with_name("text_encoder.safetensors")
@@ -193,15 +198,17 @@ class LuminaVideoVAELoader(io.ComfyNode):
             display_name="Lumina-Video VAE Loader",
             category="Lumina-Video/loaders",
             description=(
-                "Loads a CogVideoX video VAE (diffusers layout: THUDM/CogVideoX-2b vae/diffusion_pytorch_model.safetensors, "
-                "renamed into models/vae) or the embedded toy-world VAE. ComfyUI's own Load VAE can't read this VAE."
+                "Loads a CogVideoX video VAE (diffusers layout: THUDM/CogVideoX-2b "
+                "vae/diffusion_pytorch_model.safetensors, renamed into models/vae) or the embedded toy-world VAE. "
+                "ComfyUI's own Load VAE can't read this VAE."
             ),
             inputs=[
                 io.Combo.Input(
                     "vae_name",
                     options=vae_choices(),
                     default=EMBEDDED_VAE,
-                    tooltip="A CogVideoX VAE .safetensors from models/vae, or the embedded toy-world VAE (pair it with the embedded model).",
+                    tooltip="A CogVideoX VAE .safetensors from models/vae, or the embedded toy-world VAE "
+                    "(pair it with the embedded model).",
                 ),
                 _dtype_input("VAE"),
             ],
@@ -232,15 +239,17 @@ class LuminaVideoV2ALoader(io.ComfyNode):
             display_name="Lumina-Video V2A Loader",
             category="Lumina-Video/loaders",
             description=(
-                "Loads a video-to-audio generator in the Lumina-V2A design. No V2A weights have been published by Alpha-VLLM; "
-                "the embedded one was trained on the toy world's sounds (a click when a shape bounces, pitched by its shape)."
+                "Loads a video-to-audio generator in the Lumina-V2A design. No V2A weights have been published by "
+                "Alpha-VLLM; the embedded one was trained on the toy world's sounds (a click when a shape bounces, "
+                "pitched by its shape)."
             ),
             inputs=[
                 io.Combo.Input(
                     "v2a_name",
                     options=v2a_choices(),
                     default=EMBEDDED_V2A,
-                    tooltip="A V2A checkpoint (.safetensors written by lumina_core.v2a.save_v2a) from models/lumina_video, or the embedded one.",
+                    tooltip="A V2A checkpoint (.safetensors written by lumina_core.v2a.save_v2a) "
+                    "from models/lumina_video, or the embedded one.",
                 ),
                 _dtype_input("video-to-audio"),
             ],

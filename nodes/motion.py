@@ -91,14 +91,15 @@ class LuminaVideoMotionScore(io.ComfyNode):
             display_name="Lumina-Video Motion Score",
             category="Lumina-Video/conditioning",
             description=(
-                "Motion conditioning. Lumina-Video was trained with each clip's measured motion (optical-flow magnitude) as a "
-                "condition, and at sampling time the positive pass gets 'motion' while the negative (CFG) pass gets the negative "
-                "motion: the video's dynamics follow the gap between the two. A larger gap gives more motion but lower quality; "
-                "no gap gives the model's average motion. The reference uses 6.0 against 2.0, switching the negative to 6.0 "
-                "(no gap) once t reaches 0.05, so the gap only shapes the first, noisiest steps. -1 means 'no motion condition'. "
-                "Motion guidance (this pack's addition, not the reference's) runs a third pass without the motion score and "
-                "pushes away from it, so the motion input sets the speed even where an unfamiliar caption would pull it. "
-                "Unconnected, the sampler uses its preset's motion settings."
+                "Motion conditioning. Lumina-Video was trained with each clip's measured motion (optical-flow "
+                "magnitude) as a condition, and at sampling time the positive pass gets 'motion' while the negative "
+                "(CFG) pass gets the negative motion: the video's dynamics follow the gap between the two. A larger "
+                "gap gives more motion but lower quality; no gap gives the model's average motion. The reference uses "
+                "6.0 against 2.0, switching the negative to 6.0 (no gap) once t reaches 0.05, so the gap only shapes "
+                "the first, noisiest steps. -1 means 'no motion condition'. Motion guidance (this pack's addition, not "
+                "the reference's) runs a third pass without the motion score and pushes away from it, so the motion "
+                "input sets the speed even where an unfamiliar caption would pull it. Unconnected, the sampler uses "
+                "its preset's motion settings."
             ),
             inputs=[
                 _score(
@@ -122,8 +123,9 @@ class LuminaVideoMotionScore(io.ComfyNode):
                 _time(
                     "switch_t",
                     DEFAULT_SWITCH,
-                    f"Time at which the negative motion switches (0 = pure noise, 1 = finished video; reference "
-                    f"{DEFAULT_SWITCH:g}). With a large time shift most steps happen at small t, so it covers many steps.",
+                    "Time at which the negative motion switches (0 = pure noise, 1 = finished video; reference "
+                    f"{DEFAULT_SWITCH:g}). With a large time shift most steps happen at small t, "
+                    "so it covers many steps.",
                 ),
                 io.Float.Input(
                     "motion_guidance",
@@ -133,16 +135,17 @@ class LuminaVideoMotionScore(io.ComfyNode):
                     step=0.1,
                     round=0.01,
                     optional=True,
-                    tooltip="Adds motion_guidance x (positive pass - positive pass without its motion score), in a third pass "
-                    "while t is below motion_guidance_until, so the slider sets the speed more firmly. 0 = the reference's "
-                    f"sampling (no third pass); -1 = the sampler preset's ({_guidance_by_preset()}).",
+                    tooltip="Adds motion_guidance x (positive pass - positive pass without its motion score), in a "
+                    "third pass while t is below motion_guidance_until, so the slider sets the speed more firmly. "
+                    "0 = the reference's sampling (no third pass); "
+                    f"-1 = the sampler preset's ({_guidance_by_preset()}).",
                 ),
                 _time(
                     "motion_guidance_until",
                     DEFAULT_MOTION_CFG_UNTIL,
-                    "Time at which motion guidance stops (0 = noise, 1 = to the end), when motion_guidance is set here. "
-                    "The speed is set in the noisy steps; guiding to the end costs more time and, on the embedded default, "
-                    "let the speed stray more from the slider.",
+                    "Time at which motion guidance stops (0 = noise, 1 = to the end), when motion_guidance is set "
+                    "here. The speed is set in the noisy steps; guiding to the end costs more time and, on the "
+                    "embedded default, let the speed stray more from the slider.",
                     optional=True,
                 ),
             ],

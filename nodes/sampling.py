@@ -7,6 +7,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from ..lumina_core import embedded
 from ..lumina_core.models.vae import frames_for
 from ..lumina_core.pipeline import sample_latent
 from ..lumina_core.request import (
@@ -55,23 +56,24 @@ class LuminaVideoEmptyLatent(io.ComfyNode):
             display_name="Lumina-Video Empty Latent",
             category="Lumina-Video/latent",
             description=(
-                "An empty video latent [batch, 16, frames/4, height/8, width/8] that sets the video's size for the sampler "
-                "(the seeded noise is made there). Width and height must be multiples of 32 and frames a multiple of 8; "
-                "the sampler also checks what the chosen model can take (the embedded default: 64x64, 8-32 frames; the "
-                "released model: e.g. 1248x704 or 960x960, 96 frames at 24 fps)."
+                "An empty video latent [batch, 16, frames/4, height/8, width/8] that sets the video's size for the "
+                "sampler (the seeded noise is made there). Width and height must be multiples of 32 and frames a "
+                "multiple of 8; the sampler also checks what the chosen model can take (the embedded default: 64x64, "
+                "8-32 frames; the released model: e.g. 1248x704 or 960x960, 96 frames at 24 fps)."
             ),
             inputs=[
                 io.Int.Input(
                     "width",
-                    default=64,
+                    default=embedded.WIDTH,
                     min=SIZE_MULTIPLE,
                     max=MAX_SIDE,
                     step=SIZE_MULTIPLE,
-                    tooltip="Video width in pixels, a multiple of 32 (embedded default: 64; released: up to about 1248).",
+                    tooltip="Video width in pixels, a multiple of 32 "
+                    "(embedded default: 64; released: up to about 1248).",
                 ),
                 io.Int.Input(
                     "height",
-                    default=64,
+                    default=embedded.HEIGHT,
                     min=SIZE_MULTIPLE,
                     max=MAX_SIDE,
                     step=SIZE_MULTIPLE,
@@ -79,11 +81,12 @@ class LuminaVideoEmptyLatent(io.ComfyNode):
                 ),
                 io.Int.Input(
                     "frames",
-                    default=16,
+                    default=embedded.FRAMES,
                     min=FRAME_MULTIPLE,
                     max=MAX_FRAMES,
                     step=FRAME_MULTIPLE,
-                    tooltip="Number of video frames, a multiple of 8 (embedded default: 16 at 8 fps; released: 96 at 24 fps).",
+                    tooltip="Number of video frames, a multiple of 8 "
+                    "(embedded default: 16 at 8 fps; released: 96 at 24 fps).",
                 ),
                 io.Int.Input(
                     "batch_size",
@@ -104,12 +107,12 @@ class LuminaVideoEmptyLatent(io.ComfyNode):
     def validate_inputs(cls, width: int, height: int, frames: int, batch_size: int):
         if None in (width, height, frames, batch_size):  # linked inputs are checked when the node runs
             return True
-        problems = video_size_problems(width, height, frames, batch_size)
+        problems = video_size_problems(width, height, frames, batch_size, max_batch=MAX_BATCH)
         return "; ".join(problems) if problems else True
 
     @classmethod
     def execute(cls, width: int, height: int, frames: int, batch_size: int = 1) -> io.NodeOutput:
-        check_video_size(width, height, frames, batch_size)
+        check_video_size(width, height, frames, batch_size, max_batch=MAX_BATCH)
         samples = torch.zeros(latent_shape(width, height, frames, batch_size), device=_comfy.intermediate_device())
         return io.NodeOutput({"samples": samples})
 
@@ -264,13 +267,14 @@ class LuminaVideoSampler(io.ComfyNode):
             display_name="Lumina-Video Sampler",
             category="Lumina-Video/sampling",
             description=(
-                "Samples a video latent with Lumina-Video's flow-matching ODE. The preset sets every sampling value at once "
-                "(steps, time shift, CFG with its truncation and renorm, motion conditions and motion guidance, the patch "
-                "schedule, the solver); each widget below overrides one value when it is changed from 'preset' (0 or -1). "
-                "Multi-scale schedules run the noisy first steps with coarse patches (2x4, 2x2: fewer tokens, much faster) "
-                "and finish with the fine 1x2; no re-noising is needed when the scale switches. The node shows the schedule "
-                "as a strip, and a preview of the latent at every step. The model is loaded through ComfyUI's model "
-                "management before sampling and sent back to the offload device afterwards. Cancel stops it within one step."
+                "Samples a video latent with Lumina-Video's flow-matching ODE. The preset sets every sampling value at "
+                "once (steps, time shift, CFG with its truncation and renorm, motion conditions and motion guidance, "
+                "the patch schedule, the solver); each widget below overrides one value when it is changed from "
+                "'preset' (0 or -1). Multi-scale schedules run the noisy first steps with coarse patches (2x4, 2x2: "
+                "fewer tokens, much faster) and finish with the fine 1x2; no re-noising is needed when the scale "
+                "switches. The node shows the schedule as a strip, and a preview of the latent at every step. The "
+                "model is loaded through ComfyUI's model management before sampling and sent back to the offload "
+                "device afterwards. Cancel stops it within one step."
             ),
             inputs=[
                 LuminaModel.Input("model", tooltip="The video model from Lumina-Video Model Loader."),
@@ -279,8 +283,8 @@ class LuminaVideoSampler(io.ComfyNode):
                 ),
                 io.Latent.Input(
                     "latent",
-                    tooltip="Sets the video's size and batch (Lumina-Video Empty Latent); its values are not used, sampling "
-                    "starts from seeded noise.",
+                    tooltip="Sets the video's size and batch (Lumina-Video Empty Latent); its values are not used, "
+                    "sampling starts from seeded noise.",
                 ),
                 io.Int.Input(
                     "seed",
@@ -294,7 +298,8 @@ class LuminaVideoSampler(io.ComfyNode):
                     "preset",
                     options=list(PRESETS),
                     default=DEFAULT_PRESET,
-                    tooltip="Every sampling value at once. embedded / embedded-MultiScale: the embedded toy-world model. "
+                    tooltip="Every sampling value at once. "
+                    "embedded / embedded-MultiScale: the embedded toy-world model. "
                     "f24F96R960 / f16F64R512 (and -MultiScale): the reference's settings for the released weights.",
                 ),
                 io.Int.Input(
@@ -309,16 +314,16 @@ class LuminaVideoSampler(io.ComfyNode):
                     "cfg",
                     -1.0,
                     50.0,
-                    "Override: guidance, reference convention: out = cond + cfg * (cond - uncond), so 20 equals a usual CFG "
-                    "scale of 21; 0 skips the negative pass; -1 = the preset's "
+                    "Override: guidance, reference convention: out = cond + cfg * (cond - uncond), so 20 equals a "
+                    "usual CFG scale of 21; 0 skips the negative pass; -1 = the preset's "
                     f"({_by_preset(lambda c: f'{scale_and_cutoff(c.cfg)[0]:g}')}).",
                 ),
                 _override_float(
                     "cfg_cutoff",
                     -1.0,
                     1.0,
-                    "Override: CFG truncation: from this time on (0 = noise, 1 = finished) cfg is 0 and the negative pass is "
-                    "skipped, which also saves time; 1 keeps guidance to the end; -1 = the preset's "
+                    "Override: CFG truncation: from this time on (0 = noise, 1 = finished) cfg is 0 and the negative "
+                    "pass is skipped, which also saves time; 1 keeps guidance to the end; -1 = the preset's "
                     f"({_by_preset(lambda c: f'{scale_and_cutoff(c.cfg)[1]:g}')}).",
                     slider=True,
                 ),
@@ -326,36 +331,37 @@ class LuminaVideoSampler(io.ComfyNode):
                     "time_shift",
                     0.0,
                     100.0,
-                    "Override: shifts the time grid towards the noisy start (t / (t + s - s*t)); larger = more steps on "
-                    f"composition; 0 = the preset's ({_by_preset(lambda c: f'{c.time_shift:g}')}).",
+                    "Override: shifts the time grid towards the noisy start (t / (t + s - s*t)); larger = more steps "
+                    f"on composition; 0 = the preset's ({_by_preset(lambda c: f'{c.time_shift:g}')}).",
                 ),
                 _override_float(
                     "renorm",
                     -1.0,
                     20.0,
                     "Override: caps each video's guided output at renorm x the norm of its conditional output, taming "
-                    f"high cfg; 0 = off; -1 = the preset's ({_by_preset(lambda c: f'{c.renorm:g}' if c.renorm > 0 else 'off')}).",
+                    "high cfg; 0 = off; -1 = the preset's "
+                    f"({_by_preset(lambda c: f'{c.renorm:g}' if c.renorm > 0 else 'off')}).",
                 ),
                 io.Combo.Input(
                     "patch_schedule",
                     options=PATCH_CHOICES,
                     default=FROM_PRESET,
-                    tooltip="Override: which patch size runs at which time. preset = the preset's (-MultiScale presets: 2x4, "
-                    "then 2x2, then 1x2); 1x2/2x2/2x4 = one scale throughout; custom = the text below.",
+                    tooltip="Override: which patch size runs at which time. preset = the preset's (-MultiScale "
+                    "presets: 2x4, then 2x2, then 1x2); 1x2/2x2/2x4 = one scale throughout; custom = the text below.",
                 ),
                 io.String.Input(
                     "custom_schedule",
                     default="",
                     tooltip="Used when patch_schedule is 'custom'. The reference's time-aware form: a scale "
-                    f'"{{temporal}}x{{spatial}}" or {EXAMPLE_SCHEDULE} = the first scale until t reaches the first time, '
-                    "then the next, and so on.",
+                    f'"{{temporal}}x{{spatial}}" or {EXAMPLE_SCHEDULE} '
+                    "= the first scale until t reaches the first time, then the next, and so on.",
                 ),
                 io.Combo.Input(
                     "solver",
                     options=SOLVER_CHOICES,
                     default=FROM_PRESET,
-                    tooltip="Override: ODE solver. euler is the reference's (every preset's); midpoint and heun call the "
-                    "model twice per step.",
+                    tooltip="Override: ODE solver. euler is the reference's (every preset's); midpoint and heun call "
+                    "the model twice per step.",
                 ),
                 LuminaMotion.Input(
                     "motion",
@@ -407,7 +413,7 @@ class LuminaVideoSampler(io.ComfyNode):
             )
         batch, _, latent_frames, h, w = samples.shape
         width, height, frames = w * 8, h * 8, frames_for(latent_frames)
-        check_video_size(width, height, frames, batch, model.dit.patch_sizes, model.size_limits)
+        check_video_size(width, height, frames, batch, model.dit.patch_sizes, model.size_limits, MAX_BATCH)
         width_of_captions = conditioning.positive.features.shape[-1]
         if width_of_captions != model.caption_dim:
             raise ValueError(

@@ -55,15 +55,17 @@ class LuminaVideoSaveVideo(io.ComfyNode):
             display_name="Lumina-Video Save Video",
             category="Lumina-Video/output",
             description=(
-                "Writes the frames, with the soundtrack if one is connected, to a video in ComfyUI's output folder and plays it on the node. "
-                "mp4 = H.264 + AAC, webm = VP9 + Opus (48 kHz). The sound is cut or padded with silence to exactly frames / fps seconds, "
-                "and resampled when the container needs it; more than two channels are mixed down. Files are numbered, never "
-                "overwritten, and appear only once complete. Also outputs ComfyUI's VIDEO for the native video nodes."
+                "Writes the frames, with the soundtrack if one is connected, to a video in ComfyUI's output folder and "
+                "plays it on the node. mp4 = H.264 + AAC, webm = VP9 + Opus (48 kHz). The sound is cut or padded with "
+                "silence to exactly frames / fps seconds, and resampled when the container needs it; more than two "
+                "channels are mixed down. Files are numbered, never overwritten, and appear only once complete. Also "
+                "outputs ComfyUI's VIDEO for the native video nodes."
             ),
             inputs=[
                 io.Image.Input(
                     "images",
-                    tooltip="Frames [frames, height, width, 3] in 0..1, e.g. from Lumina-Video VAE Decode. Odd sizes are padded by one pixel.",
+                    tooltip="Frames [frames, height, width, 3] in 0..1, e.g. from Lumina-Video VAE Decode. "
+                    "Odd sizes are padded by one pixel.",
                 ),
                 io.Float.Input(
                     "fps",
@@ -83,8 +85,8 @@ class LuminaVideoSaveVideo(io.ComfyNode):
                 io.String.Input(
                     "filename_prefix",
                     default="lumina_video/LuminaVideo",
-                    tooltip="File name inside ComfyUI's output folder; subfolders allowed, '..' and absolute paths refused. "
-                    "A number is appended: LuminaVideo_00001_.mp4.",
+                    tooltip="File name inside ComfyUI's output folder; subfolders allowed, '..' and absolute paths "
+                    "refused. A number is appended: LuminaVideo_00001_.mp4.",
                 ),
                 io.Audio.Input(
                     "audio",

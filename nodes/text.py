@@ -47,33 +47,37 @@ class LuminaVideoTextEncode(io.ComfyNode):
             display_name="Lumina-Video Text Encode",
             category="Lumina-Video/conditioning",
             description=(
-                "Encodes the prompt and the negative prompt. With a CLIP connected (Load CLIP, type lumina2, Gemma-2-2B) it adds "
-                "Lumina-Video's system prompt and uses Gemma's second-to-last hidden states with their mask, as the released model "
-                "was trained. Without one it uses the embedded model's tiny encoder, which knows only the toy world's words "
-                "(colours red/green/blue/yellow/white, shapes circle/square/triangle, directions left/right/up/down)."
+                "Encodes the prompt and the negative prompt. With a CLIP connected (Load CLIP, type lumina2, "
+                "Gemma-2-2B) it adds Lumina-Video's system prompt and uses Gemma's second-to-last hidden states with "
+                "their mask, as the released model was trained. Without one it uses the embedded model's tiny encoder, "
+                "which knows only the toy world's words (colours red/green/blue/yellow/white, shapes "
+                "circle/square/triangle, directions left/right/up/down)."
             ),
             inputs=[
                 LuminaModel.Input(
                     "model",
-                    tooltip="The video model; its caption width must match the text encoder's, and the embedded default brings its own encoder.",
+                    tooltip="The video model; its caption width must match the text encoder's, "
+                    "and the embedded default brings its own encoder.",
                 ),
                 io.String.Input(
                     "positive",
                     multiline=True,
                     default="a red circle moving right",
-                    tooltip="What the video shows. Written as is: (word:1.2) weights are not parsed. The embedded default reads at most 15 words.",
+                    tooltip="What the video shows. Written as is: (word:1.2) weights are not parsed. "
+                    "The embedded default reads at most 15 words.",
                 ),
                 io.String.Input(
                     "negative",
                     multiline=True,
                     default="",
-                    tooltip="What to steer away from (the unconditional pass of CFG). Empty is the reference's default.",
+                    tooltip="What to steer away from (the unconditional pass of CFG). "
+                    "Empty is the reference's default.",
                 ),
                 io.Clip.Input(
                     "clip",
                     optional=True,
-                    tooltip="Gemma-2-2B from Load CLIP with type 'lumina2' (gemma_2_2b_fp16.safetensors), needed for the released weights. "
-                    "Leave unconnected for the embedded default.",
+                    tooltip="Gemma-2-2B from Load CLIP with type 'lumina2' (gemma_2_2b_fp16.safetensors), needed for "
+                    "the released weights. Leave unconnected for the embedded default.",
                 ),
             ],
             outputs=[
@@ -109,6 +113,7 @@ class LuminaVideoTextEncode(io.ComfyNode):
                 else ""
             )
             raise ValueError(
-                f"the text encoder gives {dim}-wide caption features but the model {model.name!r} reads {model.caption_dim}-wide ones.{hint}"
+                f"the text encoder gives {dim}-wide caption features but the model {model.name!r} "
+                f"reads {model.caption_dim}-wide ones.{hint}"
             )
         return io.NodeOutput(Conditioning(pos, neg, positive, negative, encoder))

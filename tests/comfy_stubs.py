@@ -408,7 +408,7 @@ class PreviewText(_UIOutput):
 
 
 class ComfyExtension(ABC):
-    async def on_load(self) -> None:
+    async def on_load(self) -> None:  # noqa: B027 - an optional hook, a no-op unless overridden (as in ComfyUI)
         pass
 
     @abstractmethod

@@ -563,7 +563,8 @@ def test_released_weights_are_downloaded_only_on_request(env, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
     with pytest.raises(
         RuntimeError,
-        match=r"could not reach the Hugging Face hub for Alpha-VLLM/Lumina-Video-f24R960 .*no route to host.*into .*lumina_video/Lumina-Video-f24R960",
+        match=r"could not reach the Hugging Face hub for Alpha-VLLM/Lumina-Video-f24R960 "
+        r".*no route to host.*into .*lumina_video/Lumina-Video-f24R960",
     ):
         env.run("LuminaVideoModelLoader", model_name=released, dtype="auto", download=True)
 

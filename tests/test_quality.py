@@ -47,7 +47,8 @@ def test_colour_follows_the_prompt(accuracy, preset):
 
 @pytest.mark.xfail(
     reason=NOT_YET.format(
-        "shape 0.54 single-scale, 0.57 multi-scale here (0.55 / 0.56 in evaluate), of 0.90: squares and triangles come out with rounded corners and read as circles, more often at the faster top speed that motion guidance gives"
+        "shape 0.54 single-scale, 0.57 multi-scale here (0.55 / 0.56 in evaluate), of 0.90: squares and triangles come "
+        "out with rounded corners and read as circles, more often at the faster top speed that motion guidance gives"
     ),
     strict=False,
 )

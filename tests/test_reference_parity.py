@@ -22,7 +22,8 @@ from lumina_core import MultiScaleNextDiT, PatchSize
 REF_ROOT = os.environ.get("LUMINA_VIDEO_REF_ROOT")
 pytestmark = pytest.mark.skipif(
     not REF_ROOT,
-    reason="LUMINA_VIDEO_REF_ROOT is not set: reference parity NOT checked (point it at an Alpha-VLLM/Lumina-Video checkout)",
+    reason="LUMINA_VIDEO_REF_ROOT is not set: "
+    "reference parity NOT checked (point it at an Alpha-VLLM/Lumina-Video checkout)",
 )
 
 

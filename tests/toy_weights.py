@@ -16,7 +16,8 @@ from safetensors.torch import save_file
 
 
 def real_embedded_dir() -> Path | None:
-    """The pack's embedded folder when it holds all four files (the env var LUMINA_VIDEO_TEST_RANDOM_WEIGHTS=1 forces random ones)."""
+    """The pack's embedded folder when it holds all four files
+    (the env var LUMINA_VIDEO_TEST_RANDOM_WEIGHTS=1 forces random ones)."""
     from lumina_core import embedded
 
     if os.environ.get("LUMINA_VIDEO_TEST_RANDOM_WEIGHTS") == "1":

@@ -22,7 +22,8 @@ def run_embedded_benchmark(quick: bool = False) -> dict:
     target = TARGETS["multiscale_time"]
     passed = ratio <= target
     print(
-        f"embedded default, {len(captions)} prompts, {torch.get_num_threads()} threads: {multi} / {single} sampling time = "
+        f"embedded default, {len(captions)} prompts, {torch.get_num_threads()} threads: "
+        f"{multi} / {single} sampling time = "
         f"{ratio:.3f} (target <= {target}: {'met' if passed else 'MISSED'}; fastest of {2 if quick else 5}: "
         f"{seconds[single]:.2f} s against {seconds[multi]:.2f} s)"
     )

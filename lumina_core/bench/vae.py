@@ -358,7 +358,8 @@ def full_video_estimate(sides: tuple[int, ...]) -> list[dict]:
             f"est. peak 1248x704x96 bf16, tiled {DEFAULT_TILE[0]}x{DEFAULT_TILE[1]}",
             (weights + output + tile_working) / 2**30,
             "GiB",
-            f"weights {weights / 2**30:.2f} + output {output / 2**30:.2f} + one {8 * DEFAULT_TILE[0]}x{8 * DEFAULT_TILE[1]} px tile "
+            f"weights {weights / 2**30:.2f} + output {output / 2**30:.2f} + "
+            f"one {8 * DEFAULT_TILE[0]}x{8 * DEFAULT_TILE[1]} px tile "
             f"{tile_working / 2**30:.2f} GiB (goal < 12)",
         ),
         _row(

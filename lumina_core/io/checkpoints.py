@@ -151,7 +151,8 @@ def infer_config(state_dict: dict[str, torch.Tensor]) -> tuple[NextDiTConfig, li
     )
     notes = [
         f"inferred from shapes: dim {dim}, {n_layers} layers, {n_heads} heads, {n_kv_heads} kv heads, "
-        f"patch sizes {[f'{pf}x{p}' for p, pf in patch_pairs]}, caption features {config.cap_feat_dim}, qk_norm {config.qk_norm}",
+        f"patch sizes {[f'{pf}x{p}' for p, pf in patch_pairs]}, caption features {config.cap_feat_dim}, "
+        f"qk_norm {config.qk_norm}",
         "not stored in the file, taken from the released training recipe: "
         + ", ".join(f"{k}={v}" for k, v in RECIPE_DEFAULTS.items()),
     ]

@@ -322,7 +322,8 @@ class Vocoder(nn.Module, metaclass=ABCMeta):
             raise ValueError(f"log-mel must be [B, {self.mel.n_mels}, frames], got shape {tuple(log_mel.shape)}")
         if length < 1 or log_mel.shape[-1] < self.mel.frames_for(length):
             raise ValueError(
-                f"{log_mel.shape[-1]} mel frames can't make {length} samples; they need {self.mel.frames_for(length)} frames"
+                f"{log_mel.shape[-1]} mel frames can't make {length} samples; "
+                f"they need {self.mel.frames_for(length)} frames"
             )
         return log_mel[..., : self.mel.frames_for(length)]
 
@@ -417,11 +418,13 @@ class HiFiGANVocoder(Vocoder):
         super().__init__(mel)
         if math.prod(upsample_rates) != mel.hop_length:
             raise ValueError(
-                f"HiFi-GAN upsample rates {tuple(upsample_rates)} multiply to {math.prod(upsample_rates)}, not the hop {mel.hop_length}"
+                f"HiFi-GAN upsample rates {tuple(upsample_rates)} multiply to {math.prod(upsample_rates)}, "
+                f"not the hop {mel.hop_length}"
             )
         if width % 2 ** len(upsample_rates):
             raise ValueError(
-                f"HiFi-GAN width {width} must halve {len(upsample_rates)} times (a multiple of {2 ** len(upsample_rates)})"
+                f"HiFi-GAN width {width} must halve {len(upsample_rates)} times "
+                f"(a multiple of {2 ** len(upsample_rates)})"
             )
         factory = dict(dtype=dtype, device=device)
         self.conv_pre = nn.Conv1d(mel.n_mels, width, 7, padding=3, **factory)

@@ -331,11 +331,13 @@ class MultiScaleNextDiT(nn.Module):
             raise ValueError(f"latent size {h}x{w} is not divisible by the patch size {patch.spatial}")
         if f > 1 and f % patch.temporal:
             raise ValueError(
-                f"{f} latent frames can't be split into temporal patches of {patch.temporal}; use an even latent frame count"
+                f"{f} latent frames can't be split into temporal patches of {patch.temporal}; "
+                "use an even latent frame count"
             )
 
     def forward(self, x, t, cap_feats, cap_mask, motion_score, patch: PatchSize):
-        """x [B, C, F, H, W], t [B], cap_feats [B, Ly, cap_dim], cap_mask [B, Ly], motion_score [B] -> velocity [B, C, F, H, W]."""
+        """x [B, C, F, H, W], t [B], cap_feats [B, Ly, cap_dim], cap_mask [B, Ly], motion_score [B]
+        -> velocity [B, C, F, H, W]."""
         patch = PatchSize(*patch)
         self.check_input_size(x, patch)
         frames = x.shape[2]

@@ -382,7 +382,8 @@ class V2ANextDiT(nn.Module):
         self.rope = RotaryEmbedding((dim // config.n_heads,), (config.max_audio_tokens,), config.rope_theta)
 
     def initialize_weights(self, generator: Optional[torch.Generator] = None):
-        """For training from scratch: xavier linears, small null embeddings, zero adaLN and final projections (DiT's rule)."""
+        """For training from scratch: xavier linears, small null embeddings, zero adaLN and final projections
+        (DiT's rule)."""
         init_linears_xavier(self, generator)
         for i in (0, 2):
             nn.init.normal_(self.t_embedder.mlp[i].weight, std=0.02, generator=generator)
@@ -409,7 +410,8 @@ class V2ANextDiT(nn.Module):
         batch, _, n_audio = latents.shape
         if visual.shape[1] != n_audio or sync.shape[1] != n_audio:
             raise ValueError(
-                f"visual {tuple(visual.shape)} and sync {tuple(sync.shape)} features must have one row per audio token ({n_audio})"
+                f"visual {tuple(visual.shape)} and sync {tuple(sync.shape)} "
+                f"features must have one row per audio token ({n_audio})"
             )
         if n_audio > self.config.max_audio_tokens:
             raise ValueError(f"{n_audio} audio tokens exceed the RoPE table of {self.config.max_audio_tokens}")
@@ -503,14 +505,16 @@ class V2AGenerator(nn.Module):
         if timeline.tokens > self.config.max_audio_tokens:
             longest = self.config.max_audio_tokens / self.config.token_rate
             raise ValueError(
-                f"frames: {frames} frames at {fps} fps is {frames / fps:.1f} s; this model makes at most {longest:.1f} s of audio"
+                f"frames: {frames} frames at {fps} fps is {frames / fps:.1f} s; "
+                f"this model makes at most {longest:.1f} s of audio"
             )
         return timeline
 
     def video_features(
         self, frames: torch.Tensor, fps: float, timeline: AudioTimeline
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """frames [B, F, 3, H, W] (any device) -> (visual [B, N, visual_dim], sync [B, N, sync_dim]) on the audio-token timeline."""
+        """frames [B, F, 3, H, W] (any device) -> (visual [B, N, visual_dim], sync [B, N, sync_dim])
+        on the audio-token timeline."""
         visual = self.frame_encoder(frames, fps)
         sync = self.sync_encoder(frames, fps)
         for name, feats, size in (
@@ -519,7 +523,8 @@ class V2AGenerator(nn.Module):
         ):
             if feats.shape != (frames.shape[0], frames.shape[1], size):
                 raise ValueError(
-                    f"{name} returned {tuple(feats.shape)}, expected one {size}-vector per frame {tuple(frames.shape[:2])}"
+                    f"{name} returned {tuple(feats.shape)}, "
+                    f"expected one {size}-vector per frame {tuple(frames.shape[:2])}"
                 )
         return resample_to_tokens(visual, timeline), resample_to_tokens(sync, timeline)
 
@@ -624,7 +629,8 @@ def check_text(text: TextCondition, batch: int, name: str) -> TextCondition:
         raise ValueError(f"{name} must be a TextCondition (caption features and mask), got {type(text).__name__}")
     if text.features.shape[0] not in (1, batch):
         raise ValueError(
-            f"{name} has {text.features.shape[0]} captions for a batch of {batch} videos (frames); give one caption or one per video"
+            f"{name} has {text.features.shape[0]} captions for a batch of {batch} videos (frames); "
+            "give one caption or one per video"
         )
     return text.repeat_to(batch)
 
@@ -633,7 +639,8 @@ def check_text(text: TextCondition, batch: int, name: str) -> TextCondition:
 
 
 def save_v2a(path, generator: V2AGenerator):
-    """Write every weight of ``generator`` to a .safetensors file with its config in the metadata (``lumina_v2a_config``)."""
+    """Write every weight of ``generator`` to a .safetensors file with its config in the metadata
+    (``lumina_v2a_config``)."""
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"{path}: V2A checkpoints are .safetensors files")
@@ -645,7 +652,8 @@ def save_v2a(path, generator: V2AGenerator):
     for name, builtin in expected:
         if type(getattr(generator, name)) is not builtin:
             raise ValueError(
-                f"{name} is a {type(getattr(generator, name)).__name__}; checkpoints hold only the {builtin.__name__} its config describes"
+                f"{name} is a {type(getattr(generator, name)).__name__}; "
+                f"checkpoints hold only the {builtin.__name__} its config describes"
             )
     tensors = {key: value.detach().contiguous() for key, value in generator.state_dict().items()}
     partial = path.with_name(path.name + ".partial")
@@ -657,13 +665,15 @@ def save_v2a(path, generator: V2AGenerator):
 
 
 def load_v2a(path, dtype: Optional[torch.dtype] = None, device="cpu") -> V2AGenerator:
-    """Rebuild a saved V2AGenerator: built on the meta device, the file's tensors adopted (one copy in memory), eval mode."""
+    """Rebuild a saved V2AGenerator: built on the meta device, the file's tensors adopted (one copy in memory),
+    eval mode."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     if path.suffix != ".safetensors":
         raise CheckpointError(
-            f"{path}: V2A checkpoints are .safetensors files written by save_v2a, not {path.suffix or 'suffix-less'} files"
+            f"{path}: V2A checkpoints are .safetensors files written by save_v2a, "
+            f"not {path.suffix or 'suffix-less'} files"
         )
     try:
         with safe_open(str(path), framework="pt") as handle:

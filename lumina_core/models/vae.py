@@ -131,7 +131,8 @@ class CogVideoXVAEConfig:
             )
         if len(self.block_out_channels) < 3:
             raise ValueError(
-                "block_out_channels needs at least 3 entries: the two temporal downsamplers live in the first two blocks"
+                "block_out_channels needs at least 3 entries: "
+                "the two temporal downsamplers live in the first two blocks"
             )
         odd = [c for c in self.block_out_channels if c % self.norm_num_groups]
         if odd:
@@ -558,7 +559,8 @@ class DiagonalGaussian:
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of tiles of ``tile`` covering ``size`` with at least ``overlap`` shared; the last one ends at ``size``."""
+    """Start offsets of tiles of ``tile`` covering ``size`` with at least ``overlap`` shared;
+    the last one ends at ``size``."""
     if size <= tile:
         return [0]
     return list(range(0, size - tile, tile - overlap)) + [size - tile]
@@ -606,13 +608,15 @@ class CogVideoXVAE(nn.Module):
         """frames [B, 3, F, H, W] in [-1, 1] (F a multiple of 8, or 1) -> posterior over VAE-space latents."""
         if frames.ndim != 5 or frames.shape[1] != self.config.in_channels:
             raise VAEInputError(
-                f"frames of shape {tuple(frames.shape)}: expected [batch, {self.config.in_channels}, frames, height, width]"
+                f"frames of shape {tuple(frames.shape)}: "
+                f"expected [batch, {self.config.in_channels}, frames, height, width]"
             )
         latent_frames_for(frames.shape[2])
         s = self.config.spatial_compression
         if frames.shape[3] % s or frames.shape[4] % s:
             raise VAEInputError(
-                f"frames of {frames.shape[3]}x{frames.shape[4]} px: height and width must be multiples of {s}; crop or resize first"
+                f"frames of {frames.shape[3]}x{frames.shape[4]} px: "
+                f"height and width must be multiples of {s}; crop or resize first"
             )
         if frames_per_chunk <= 0 or frames_per_chunk % FRAMES_PER_PAIR:
             raise VAEInputError(
@@ -671,7 +675,8 @@ class CogVideoXVAE(nn.Module):
     def decode_model_latent(
         self, z_model: torch.Tensor, latent_frames_per_chunk: int = LATENT_FRAMES_PER_PAIR
     ) -> torch.Tensor:
-        """model-space latent [B, 16, K, h, w] (K even, or 1) -> frames [B, 3, 4K (1 if K == 1), 8h, 8w] in about [-1, 1].
+        """model-space latent [B, 16, K, h, w] (K even, or 1) -> frames [B, 3, 4K (1 if K == 1), 8h, 8w]
+        in about [-1, 1].
 
         Decodes ``latent_frames_per_chunk`` latent frames at a time (more: faster, more memory;
         same result). The frames are written into one preallocated tensor.
@@ -747,7 +752,8 @@ def _config_for(weights: Path, keys: list[str], metadata: dict, shape_of) -> Cog
     probe = ["encoder.conv_in.conv.weight", "decoder.conv_in.conv.weight", "decoder.conv_out.conv.weight"]
     if not set(probe) <= set(keys):
         raise VAEWeightsError(
-            f"{weights} is not a CogVideoX VAE in diffusers layout: it has no {', '.join(k for k in probe if k not in keys)} "
+            f"{weights} is not a CogVideoX VAE in diffusers layout: "
+            f"it has no {', '.join(k for k in probe if k not in keys)} "
             f"(its keys start {sorted(keys)[:5]}). Use THUDM/CogVideoX-2b vae/diffusion_pytorch_model.safetensors"
         )
     blocks = sorted({int(k.split(".")[2]) for k in keys if k.startswith("encoder.down_blocks.")})
@@ -757,7 +763,8 @@ def _config_for(weights: Path, keys: list[str], metadata: dict, shape_of) -> Cog
     if any(c % groups for c in channels):
         raise VAEWeightsError(
             f"{weights}: the norm group count cannot be read from shapes, and CogVideoX's {groups} does not divide "
-            f"the block widths {channels}; put the diffusers config.json beside the weights (or save them with save_vae)"
+            f"the block widths {channels}; "
+            "put the diffusers config.json beside the weights (or save them with save_vae)"
         )
     return CogVideoXVAEConfig(
         in_channels=shape_of("encoder.conv_in.conv.weight")[1],

@@ -60,7 +60,8 @@ def sample_world_latent(models, cond, uncond, seed: int, config) -> torch.Tensor
 
 
 def generate(models, captions, preset: str, seed: int, batch: int, **overrides) -> torch.Tensor:
-    """Videos [N, F, H, W, 3] for ``captions`` under a preset (with overrides such as motion=...), sampled in batches."""
+    """Videos [N, F, H, W, 3] for ``captions`` under a preset (with overrides such as motion=...),
+    sampled in batches."""
     config = PRESETS[preset].with_(**overrides)
     uncond = encode_prompts(models, [""])
     frames = []

@@ -52,7 +52,8 @@ def size_list(text: str) -> list[tuple[int, int]]:
         width, _, depth = spec.partition("x")
         if not (width.isdigit() and depth.isdigit() and int(width) % TOY_HEAD_DIM == 0 and int(width) and int(depth)):
             raise argparse.ArgumentTypeError(
-                f"size {spec!r} must be written WIDTHxDEPTH with the width a multiple of {TOY_HEAD_DIM}, e.g. 128x4,192x6"
+                f"size {spec!r} must be written WIDTHxDEPTH with the width a multiple of {TOY_HEAD_DIM}, "
+                "e.g. 128x4,192x6"
             )
         sizes.append((int(width), int(depth)))
     return sizes

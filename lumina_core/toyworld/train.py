@@ -2,8 +2,8 @@
 
     python -m lumina_core.toyworld.train vae --steps 1800 --batch 2 --vae-crop 64 --foreground-weight 5
     python -m lumina_core.toyworld.train dit --steps 2400 --clips 3000
-    python -m lumina_core.toyworld.train dit --from-export --steps 12500 --runs runs/ft   # fine-tune the exported DiT, fresh schedule
-    python -m lumina_core.toyworld.train decoder --steps 2400 --batch 2   # after the DiT: the VAE decoder on its predictions
+    python -m lumina_core.toyworld.train dit --from-export --steps 12500 --runs runs/ft   # fine-tune the export
+    python -m lumina_core.toyworld.train decoder --steps 2400 --batch 2   # then the VAE decoder on its predictions
     python -m lumina_core.toyworld.train_v2a --steps 2000    # the video-to-audio model (its own module)
 
 Each stage is seeded, checkpoints to ``--runs/<stage>/checkpoint.pt`` every ``--save-every``
@@ -138,7 +138,8 @@ def reconstruction_loss(
 
 
 def train_vae(args):
-    """Reconstruction (L1 + MSE) with a small KL term; afterwards the latent scale is set so model-space latents have unit variance.
+    """Reconstruction (L1 + MSE) with a small KL term; afterwards the latent scale is set so model-space latents
+    have unit variance.
 
     Most steps see windows around the shape (8 frames of 32x32: an eighth of a clip, because
     conv3d backward is what a CPU spends its time on); the last ``--vae-full-steps`` see whole
@@ -193,7 +194,8 @@ def train_vae(args):
     args.export.mkdir(parents=True, exist_ok=True)
     save_vae(exported, exported_path)
     print(
-        f"exported {exported_path}: reconstruction PSNR {reconstruction_db:.1f} dB on 32 clips, latent std {latents.std():.3f} -> scaling_factor {scale:.4f}"
+        f"exported {exported_path}: reconstruction PSNR {reconstruction_db:.1f} dB on 32 clips, "
+        f"latent std {latents.std():.3f} -> scaling_factor {scale:.4f}"
     )
 
 
@@ -251,7 +253,8 @@ def train_dit(args):
         if not vae_path.is_file():
             raise SystemExit(
                 f"no {data_path} to train on and no {vae_path} to encode clips with: copy the VAE there "
-                f"(cp {embedded.PACKAGE_DIR / embedded.FILES['vae']} {args.export}/) or link latents.pt from an earlier run"
+                f"(cp {embedded.PACKAGE_DIR / embedded.FILES['vae']} {args.export}/) "
+                "or link latents.pt from an earlier run"
             )
         vae = load_vae(vae_path, device=args.device).eval()
         data = encode_dataset(vae, args.clips, args.seed, args.device)
@@ -428,7 +431,8 @@ def main(argv=None):
     parser.add_argument(
         "--scale-cycle",
         type=patch_list,
-        help="DiT stage: the patch sizes its steps cycle through, e.g. 1x2,2x2,1x2,2x4 (default: each of the model's once)",
+        help="DiT stage: the patch sizes its steps cycle through, e.g. 1x2,2x2,1x2,2x4 "
+        "(default: each of the model's once)",
     )
     parser.add_argument(
         "--word-dropout",
@@ -439,13 +443,15 @@ def main(argv=None):
     parser.add_argument(
         "--from-export",
         action="store_true",
-        help="DiT stage: fine-tune the DiT and text encoder in --export instead of training from scratch (a new --runs folder)",
+        help="DiT stage: fine-tune the DiT and text encoder in --export "
+        "instead of training from scratch (a new --runs folder)",
     )
     parser.add_argument(
         "--dit-width",
         type=int,
         default=TOY_DIT_CONFIG.dim,
-        help=f"DiT stage from scratch: model width, a multiple of {TOY_HEAD_DIM} (default {TOY_DIT_CONFIG.dim}, the shipped size)",
+        help=f"DiT stage from scratch: model width, a multiple of {TOY_HEAD_DIM} "
+        f"(default {TOY_DIT_CONFIG.dim}, the shipped size)",
     )
     parser.add_argument(
         "--dit-depth",
@@ -457,7 +463,8 @@ def main(argv=None):
         "--decoder-dit-share",
         type=float,
         default=0.5,
-        help="decoder stage: share of steps that decode the DiT's one-step predictions instead of the encoder's latents (default 0.5)",
+        help="decoder stage: share of steps that decode the DiT's one-step predictions "
+        "instead of the encoder's latents (default 0.5)",
     )
     parser.add_argument("--save-every", type=int, default=200)
     parser.add_argument("--runs", type=Path, default=Path("runs/toyworld"), help="checkpoints and caches")
@@ -467,13 +474,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not 0 <= args.word_dropout < 1:
         parser.error(
-            f"argument --word-dropout: {args.word_dropout} is not a probability in [0, 1); 0.2 is what the README's runs used"
+            f"argument --word-dropout: {args.word_dropout} is not a probability in [0, 1); "
+            "0.2 is what the README's runs used"
         )
     if not 0 <= args.decoder_dit_share <= 1:
         parser.error(f"argument --decoder-dit-share: {args.decoder_dit_share} is not a share in [0, 1]")
     if args.dit_width < TOY_HEAD_DIM or args.dit_width % TOY_HEAD_DIM or args.dit_depth < 1:
         parser.error(
-            f"--dit-width {args.dit_width} --dit-depth {args.dit_depth}: the width must be a multiple of {TOY_HEAD_DIM} and the depth at least 1"
+            f"--dit-width {args.dit_width} --dit-depth {args.dit_depth}: "
+            f"the width must be a multiple of {TOY_HEAD_DIM} and the depth at least 1"
         )
     resized = (args.dit_width, args.dit_depth) != (TOY_DIT_CONFIG.dim, TOY_DIT_CONFIG.n_layers)
     if args.from_export and resized:

@@ -109,7 +109,8 @@ def clip_frames(clips) -> torch.Tensor:
 
 
 def frame_bounce_targets(event_times, frames: int, fps: float) -> torch.Tensor:
-    """[frames] soft labels: a bounce at frame position p (seconds * fps) gives 1 - frac(p) to frame floor(p) and frac(p) to the next."""
+    """[frames] soft labels: a bounce at frame position p (seconds * fps) gives 1 - frac(p) to frame floor(p)
+    and frac(p) to the next."""
     targets = torch.zeros(frames)
     for seconds in event_times:
         position = seconds * fps
@@ -146,7 +147,8 @@ def build_bank(seed: int, n: int, config: V2AConfig, chunk: int = 64) -> ClipBan
 
 
 def autoencoder_loss(autoencoder: MelAutoencoder, log_mel: torch.Tensor, generator: torch.Generator):
-    """(loss, reconstruction L1, KL) of one batch: L1 + MSE on normalised log-mels from a posterior sample, plus a small KL.
+    """(loss, reconstruction L1, KL) of one batch: L1 + MSE on normalised log-mels from a posterior sample,
+    plus a small KL.
 
     The toy world is mostly silence, so mel frames with sound in them (any band more than
     1 nat above silence) weigh ``ACTIVE_FRAME_WEIGHT`` times more: otherwise the clicks'
@@ -233,7 +235,8 @@ def train_autoencoder(args, config: V2AConfig, bank: ClipBank) -> tuple[MelAutoe
 def training_captions(
     dit, batch: int, null: torch.Tensor, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Caption features [B, L, text_dim] and mask [B, L]: random tokens, or the learned null caption where ``null`` [B] is set."""
+    """Caption features [B, L, text_dim] and mask [B, L]: random tokens, or the learned null caption
+    where ``null`` [B] is set."""
     features = torch.randn(batch, MAX_RANDOM_CAPTION, dit.config.text_dim, generator=generator)
     lengths = torch.randint(1, MAX_RANDOM_CAPTION + 1, (batch, 1), generator=generator)
     positions = torch.arange(MAX_RANDOM_CAPTION)[None]
@@ -316,7 +319,8 @@ def train_generator(args, config: V2AConfig, bank: ClipBank, ae_weights: dict) -
         mel_frames = bank.log_mels.shape[-1]
         latents = torch.cat([generator.autoencoder.encode(part) for part in bank.log_mels.split(256)])
     print(
-        f"stage 2: {len(bank)} clips, latents {tuple(latents.shape[1:])} from {mel_frames} mel frames, std {latents.std():.3f}"
+        f"stage 2: {len(bank)} clips, latents {tuple(latents.shape[1:])} "
+        f"from {mel_frames} mel frames, std {latents.std():.3f}"
     )
 
     probes = EncoderProbes(config)
@@ -364,7 +368,8 @@ def train_generator(args, config: V2AConfig, bank: ClipBank, ae_weights: dict) -
 def dominant_frequency(
     audio: np.ndarray, sample_rate: int, start: float, seconds: float = PITCH_WINDOW_SECONDS
 ) -> float:
-    """The strongest frequency (Hz) in a Hann-windowed stretch of ``seconds`` from ``start``, between 100 Hz and 4 kHz."""
+    """The strongest frequency (Hz) in a Hann-windowed stretch of ``seconds`` from ``start``,
+    between 100 Hz and 4 kHz."""
     first = max(0, int(start * sample_rate))
     segment = audio[first : first + int(seconds * sample_rate)]
     if len(segment) < 16:
@@ -455,7 +460,8 @@ def evaluate_v2a(
 
 @torch.no_grad()
 def evaluate_autoencoder(autoencoder: MelAutoencoder, vocoder, n_clips: int = 40, seed: int = 0) -> dict:
-    """The ceiling stage 2 works under: held-out clips' true audio -> log-mel -> autoencoder -> vocoder, scored as ``evaluate_v2a`` does."""
+    """The ceiling stage 2 works under: held-out clips' true audio -> log-mel -> autoencoder -> vocoder,
+    scored as ``evaluate_v2a`` does."""
     clips = heldout_clips(seed, n_clips)
     audio = torch.from_numpy(np.stack([c.audio for c in clips]))
     log_mel = log_mel_spectrogram(audio, autoencoder.config.mel)

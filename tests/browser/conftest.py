@@ -16,10 +16,16 @@ import shutil
 from pathlib import Path
 
 import pytest
-from integration.conftest import comfy_client, comfy_server, comfy_workdir, embedded_weights  # noqa: F401 - shared fixtures
+from integration import conftest as integration_conftest
 from integration.tier import TierSkip
 
 from .cdp import Chromium
+
+# The integration tier's fixtures, shared: pytest finds a conftest's fixtures by the names bound in it.
+comfy_workdir = integration_conftest.comfy_workdir
+embedded_weights = integration_conftest.embedded_weights
+comfy_server = integration_conftest.comfy_server
+comfy_client = integration_conftest.comfy_client
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

@@ -35,7 +35,9 @@ def load_workflow(page, path: Path) -> dict:
         const nodes = app.graph.nodes;
         const missing = nodes.filter((n) => !LiteGraph.registered_node_types[n.type]).map((n) => n.type);
         const dialogs = [...document.querySelectorAll('.p-dialog')].map((d) => d.textContent.slice(0, 300));
-        const canvasWidgets = nodes.flatMap((n) => (n.widgets || []).filter((w) => w.name?.startsWith('lumina_')).map((w) => w.name));
+        const canvasWidgets = nodes.flatMap(
+            (n) => (n.widgets || []).filter((w) => w.name?.startsWith('lumina_')).map((w) => w.name)
+        );
         return {{ count: nodes.length, missing, dialogs, canvasWidgets }};
         """,
         timeout=60,
@@ -49,8 +51,13 @@ def fit_view(page) -> None:
         const nodes = app.graph.nodes;
         const xs = nodes.flatMap((n) => [n.pos[0], n.pos[0] + n.size[0]]);
         const ys = nodes.flatMap((n) => [n.pos[1] - 30, n.pos[1] + n.size[1]]);
-        const [w, h] = [app.canvas.canvas.width / (window.devicePixelRatio || 1), app.canvas.canvas.height / (window.devicePixelRatio || 1)];
-        const scale = Math.min(w / (Math.max(...xs) - Math.min(...xs) + 80), (h - 60) / (Math.max(...ys) - Math.min(...ys) + 80), 1.2);
+        const [w, h] = [
+            app.canvas.canvas.width / (window.devicePixelRatio || 1),
+            app.canvas.canvas.height / (window.devicePixelRatio || 1)
+        ];
+        const scale = Math.min(
+            w / (Math.max(...xs) - Math.min(...xs) + 80), (h - 60) / (Math.max(...ys) - Math.min(...ys) + 80), 1.2
+        );
         app.canvas.ds.scale = scale;
         app.canvas.ds.offset = [-Math.min(...xs) + 40 / scale, -Math.min(...ys) + 60 / scale];
         app.canvas.setDirty(true, true);
@@ -114,7 +121,9 @@ def test_a_fresh_sampler_node_runs_its_whole_preset(page):
         const node = LiteGraph.createNode('LuminaVideoSampler');
         {APP}.graph.add(node);
         node.widgets.find((w) => w.name === 'preset').value = 'embedded-MultiScale';
-        const values = Object.fromEntries(node.widgets.filter((w) => w.name && !w.name.startsWith('lumina_')).map((w) => [w.name, w.value]));
+        const values = Object.fromEntries(
+            node.widgets.filter((w) => w.name && !w.name.startsWith('lumina_')).map((w) => [w.name, w.value])
+        );
         {APP}.graph.remove(node);
         return values;
         """
@@ -124,7 +133,9 @@ def test_a_fresh_sampler_node_runs_its_whole_preset(page):
     motion = page.evaluate(
         """
         const node = LiteGraph.createNode('LuminaVideoMotionScore');
-        const values = Object.fromEntries(node.widgets.filter((w) => w.name && !w.name.startsWith('lumina_')).map((w) => [w.name, w.value]));
+        const values = Object.fromEntries(
+            node.widgets.filter((w) => w.name && !w.name.startsWith('lumina_')).map((w) => [w.name, w.value])
+        );
         return values;
         """
     )
@@ -161,7 +172,8 @@ def test_embedded_workflow_runs_from_the_page_and_plays(page, screenshots, comfy
         await new Promise((r) => setTimeout(r, 1200));
         video.pause();
         return {{ src: video.src, duration: video.duration, width: video.videoWidth, height: video.videoHeight,
-                 controls: video.controls, audioBytes: video.webkitAudioDecodedByteCount, videoBytes: video.webkitVideoDecodedByteCount }};
+                 controls: video.controls, audioBytes: video.webkitAudioDecodedByteCount,
+                 videoBytes: video.webkitVideoDecodedByteCount }};
         """,
         timeout=60,
     )

@@ -158,7 +158,7 @@ def test_models_load_from_the_model_folders(comfy_client):
     assert result.ok, result.describe_error()
 
 
-# --------------------------------------------------------------------------- interop with ComfyUI's video and audio nodes
+# ------------------------------------------------------------------------- interop with ComfyUI's video and audio nodes
 
 
 def _embedded_frames_graph(steps: int = 4, prefix: str = "interop/ours") -> dict:

@@ -121,7 +121,8 @@ def check_api(graph: dict, object_info: dict) -> list[str]:
                 outputs = object_info.get(source["class_type"], {}).get("output", [])
                 if value[1] >= len(outputs):
                     problems.append(
-                        f"node {node_id} ({kind}): {name} links to output {value[1]} of {source['class_type']}, which has {len(outputs)}"
+                        f"node {node_id} ({kind}): {name} links to output {value[1]} of {source['class_type']}, "
+                        f"which has {len(outputs)}"
                     )
                     continue
                 out_kind = outputs[value[1]]
