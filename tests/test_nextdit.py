@@ -199,3 +199,30 @@ def test_attention_agrees_with_the_flash_kernel_on_either_side_of_the_small_grid
     assert out[2].abs().max() == 0
     flash_ran = any("flash_attention" in event.key for event in prof.key_averages())
     assert flash_ran == (queries * keys > SMALL_ATTENTION_GRID)
+
+
+class CastingLinear(torch.nn.Linear):
+    """A stand-in for comfy.ops' Linear: weights stored in bf16, cast to the input's dtype on every call."""
+
+    def forward(self, x):
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return F.linear(x, self.weight.to(x.dtype), bias)
+
+
+def test_layers_are_built_from_the_operations_given(tiny_model):
+    """Every weighted layer comes from ``operations`` (as ComfyUI hands in comfy.ops), with the same keys, and a model
+    whose linear weights are stored in bf16 and cast per call runs as the fp32 one does, to bf16 rounding."""
+    operations = type(
+        "Operations", (), dict(Linear=CastingLinear, LayerNorm=torch.nn.LayerNorm, RMSNorm=torch.nn.RMSNorm)
+    )
+    model = TINY.build(operations=operations).eval()
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(type(m) is CastingLinear for m in linears)
+    model.load_state_dict(tiny_model.state_dict(), strict=True)
+    for m in linears:
+        m.to(torch.bfloat16)
+    x, (cap, mask) = torch.randn(1, 16, 4, 8, 8, generator=torch.Generator().manual_seed(3)), caption(batch=1)
+    with torch.no_grad():
+        got, expected = run(model, x, cap, mask, scale=(2, 2)), run(tiny_model, x, cap, mask, scale=(2, 2))
+    assert got.dtype == torch.float32
+    assert (got - expected).abs().max() <= 0.05 * expected.abs().max()

@@ -2,7 +2,7 @@
 
 A wall-clock ratio, measured in one run with the presets interleaved (the fastest of several runs
 each), so load on a shared machine hits both alike. Its target (at most 0.4) is gated here, not in
-the test run: on one CI machine the same code read 0.456 where this machine read 0.25-0.39.
+the test run: on one CI machine the same code read 0.456 where the development machines read 0.25-0.39.
 """
 
 import torch
