@@ -3,6 +3,8 @@ from pathlib import Path
 import pytest
 from tiny_models import randomized
 
+pytest_plugins = ["node_env"]  # the node tier's fixtures (env, loaded) for every module that uses them
+
 TESTS = Path(__file__).resolve().parent
 TIER_OF_FOLDER = {"integration": "integration", "browser": "browser"}
 SLOW_MODULES = {"test_train.py", "test_train_v2a.py"}
