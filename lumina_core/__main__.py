@@ -82,10 +82,8 @@ def cmd_generate(args):
     config = sampling_config(args)
     models = embedded.load(where=args.models, with_audio=not args.no_audio)
     check_video_size(args.width, args.height, args.frames, 1, models.dit.patch_sizes, models.size_limits)
-    unknown = models.text_encoder.unknown_words(args.prompt)
-    if unknown:
-        known = sorted(models.text_encoder.index)
-        print(f"warning: the embedded text encoder doesn't know {unknown}; it knows {known}", file=sys.stderr)
+    models.text_encoder.check_prompt(args.prompt, "--prompt")
+    models.text_encoder.check_prompt(args.negative_prompt, "--negative-prompt")
     cond = encode_prompts(models, [args.prompt])
     uncond = encode_prompts(models, [args.negative_prompt])
     with tqdm(total=config.steps - 1, desc="sampling", unit="step") as bar:

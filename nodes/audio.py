@@ -20,7 +20,8 @@ class LuminaVideoAudioGenerate(io.ComfyNode):
             description=(
                 "Makes a soundtrack for video frames with a video-to-audio model (Lumina-V2A design: frame and "
                 "motion-sync features condition a flow-matching transformer over mel latents, then a vocoder). The "
-                "audio lasts exactly frames / fps seconds. All input frames are one video."
+                "audio lasts exactly frames / fps seconds. It runs once per video of a batch (VAE Decode gives one "
+                "IMAGE per video)."
             ),
             inputs=[
                 LuminaV2A.Input("v2a", tooltip="The video-to-audio model from Lumina-Video V2A Loader."),

@@ -19,9 +19,10 @@ class LuminaVideoVAEDecode(io.ComfyNode):
             description=(
                 "Decodes a video latent into frames with the CogVideoX VAE, streaming through time two latent frames "
                 "at a time. Tiled decoding (on by default) also splits each frame into overlapping tiles blended at "
-                "the seams, so memory stays that of one tile whatever the video size. Frames come out as ComfyUI IMAGE "
-                "[frames, height, width, 3]; a batch of videos is flattened in order (all frames of video 1, then "
-                "video 2, ...)."
+                "the seams, so memory stays that of one tile whatever the video size. Each video comes out as ComfyUI "
+                "IMAGE [frames, height, width, 3]; a batch of videos comes out as a list of videos, so the nodes "
+                "after it (Audio Generate, Save Video, ComfyUI's video nodes) run once per video and each is saved "
+                "as its own file."
             ),
             inputs=[
                 LuminaVAE.Input(
@@ -51,7 +52,11 @@ class LuminaVideoVAEDecode(io.ComfyNode):
                 ),
             ],
             outputs=[
-                io.Image.Output(display_name="images", tooltip="Decoded frames [frames, height, width, 3] in 0..1.")
+                io.Image.Output(
+                    display_name="images",
+                    tooltip="Decoded frames [frames, height, width, 3] in 0..1, one IMAGE per video of the batch.",
+                    is_output_list=True,
+                )
             ],
         )
 
@@ -71,5 +76,5 @@ class LuminaVideoVAEDecode(io.ComfyNode):
         _comfy.throw_if_interrupted()
         _comfy.load_for_inference(vae.patcher)
         video = decode_latent(vae.vae, samples, tiled=tiled, tile_latent=tile, overlap=overlap)  # [B, F, H, W, 3]
-        images = video.reshape(-1, *video.shape[2:]).float().to(_comfy.intermediate_device())
-        return io.NodeOutput(images)
+        videos = [frames.float().to(_comfy.intermediate_device()) for frames in video]
+        return io.NodeOutput(videos)

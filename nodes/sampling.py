@@ -93,7 +93,8 @@ class LuminaVideoEmptyLatent(io.ComfyNode):
                     default=1,
                     min=1,
                     max=MAX_BATCH,
-                    tooltip="Videos per run; video i uses seed + i, so a batch repeats single runs exactly.",
+                    tooltip="Videos per run, each decoded, voiced and saved as its own file; video i uses seed + i, "
+                    "so a batch repeats single runs exactly.",
                 ),
             ],
             outputs=[
@@ -378,11 +379,13 @@ class LuminaVideoSampler(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, preset: str, patch_schedule: str, custom_schedule: str, steps: int):
-        if None in (preset, patch_schedule, custom_schedule, steps):  # linked inputs are checked when the node runs
+    def validate_inputs(cls, custom_schedule: str):
+        """The custom schedule's text, at queue time. It reads this one input only: ComfyUI repeats a node's
+        validation message once for every input its validate_inputs takes (execution.py)."""
+        if not custom_schedule or not custom_schedule.strip():  # linked, or empty: checked when the node runs
             return True
         try:
-            sampler_config(preset, steps=steps, patch_schedule=patch_schedule, custom_schedule=custom_schedule)
+            resolve_patch_schedule(CUSTOM, custom_schedule, DEFAULT_PRESET)
         except ValueError as error:
             return str(error)
         return True

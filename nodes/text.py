@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-
 import torch
 
 from ..lumina_core.models.text import TextCondition, with_system_prompt
 from ..lumina_core.pipeline import encode_prompts
 from ._comfy import io
 from .sockets import Conditioning, LuminaConditioning, LuminaModel
-
-log = logging.getLogger("lumina_video")
 
 # The reference tokenizes with max_length=256 and truncation (system prompt included).
 MAX_CAPTION_TOKENS = 256
@@ -99,9 +95,8 @@ class LuminaVideoTextEncode(io.ComfyNode):
                     f"the model {model.name!r} has no built-in text encoder: connect Gemma-2-2B to the clip input "
                     "(Load CLIP, type lumina2, gemma_2_2b_fp16.safetensors)"
                 )
-            unknown = model.text_encoder.unknown_words(positive)
-            if unknown:
-                log.warning("Lumina-Video: the embedded text encoder doesn't know %s; they read as <unk>", unknown)
+            model.text_encoder.check_prompt(positive, "positive prompt")
+            model.text_encoder.check_prompt(negative, "negative prompt")
             pos, neg = encode_prompts(model, [positive]), encode_prompts(model, [negative])
             pos, neg = (TextCondition(c.features.float().cpu(), c.mask.cpu()) for c in (pos, neg))
             encoder = "embedded"

@@ -39,3 +39,22 @@ def test_generate_refuses_what_the_model_cannot_do(tmp_path, capsys, args, messa
     assert main(["generate", "--prompt", "a red circle moving left", "--out", str(out), *args]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--prompt", "a majestic dragon moving left"], "doesn't know 'majestic', 'dragon'"),
+        (["--prompt", "a red circle", "--negative-prompt", "blurry"], "the --negative-prompt 'blurry'"),
+        (["--prompt", " ".join(["red"] * 16)], "reads at most 15 words and this has 16"),
+    ],
+)
+def test_generate_refuses_words_the_embedded_model_does_not_know(tmp_path, capsys, args, message):
+    """Words outside the toy vocabulary would read as one unknown token: refused before sampling, naming them,
+    listing the words the model knows and saying where real weights go."""
+    out = tmp_path / "bad.mp4"
+    assert main(["generate", "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "circle square triangle" in err and "released weights" in err
+    assert not out.exists()
+    assert not out.exists()

@@ -139,9 +139,9 @@ def test_text_to_video_with_sound(env, loaded):
     assert patchers == [loaded["model"].patcher] and force_full_load
     assert patchers[0].model.module is loaded["model"].dit
 
-    images = env.run(
+    (images,) = env.run(
         "LuminaVideoVAEDecode", vae=loaded["vae"], latent=latent, tiled=True, tile_size=256, tile_overlap=64
-    )[0]
+    )[0]  # one video per batch item
     assert images.shape == (16, 64, 64, 3) and images.min() >= 0 and images.max() <= 1
 
     audio = env.run("LuminaVideoAudioGenerate", v2a=loaded["v2a"], images=images, fps=8.0, steps=4, seed=3, cfg=3.5)[0]
@@ -171,7 +171,7 @@ def test_nodes_give_what_the_engine_gives(env, loaded):
     expected = core.pipeline.decode_latent(models.vae, latent)[0]
 
     sampled = env.run("LuminaVideoSampler", **sampler_inputs(loaded))[0]
-    images = env.run(
+    (images,) = env.run(
         "LuminaVideoVAEDecode", vae=loaded["vae"], latent=sampled, tiled=True, tile_size=256, tile_overlap=64
     )[0]
     torch.testing.assert_close(images, expected, atol=1e-5, rtol=1e-5)
@@ -182,10 +182,11 @@ def test_a_batch_repeats_single_runs(env, loaded):
     both = env.run("LuminaVideoSampler", **sampler_inputs(loaded, latent=batch, seed=5, steps=3))[0]["samples"]
     second = env.run("LuminaVideoSampler", **sampler_inputs(loaded, seed=6, steps=3))[0]["samples"]
     torch.testing.assert_close(both[1:], second, atol=1e-4, rtol=1e-4)
-    frames = env.run(
+    videos = env.run(
         "LuminaVideoVAEDecode", vae=loaded["vae"], latent={"samples": both}, tiled=False, tile_size=256, tile_overlap=64
     )[0]
-    assert frames.shape == (32, 64, 64, 3)
+    assert [v.shape for v in videos] == [(16, 64, 64, 3)] * 2, "a batch of 2 decodes to two videos"
+    assert env.nodes["LuminaVideoVAEDecode"].GET_SCHEMA().outputs[0].is_output_list
 
 
 def test_cancel_stops_within_one_step(env, loaded):
@@ -362,9 +363,10 @@ def test_schedule_with_a_scale_the_model_lacks(env, loaded):
 def test_widget_ranges_are_enforced(env, loaded):
     with pytest.raises(ValidationFailed, match="smaller than min"):
         env.run("LuminaVideoSampler", **sampler_inputs(loaded, time_shift=-5.0))
-    for steps in (1, -1):  # validate_inputs takes steps (0 = the preset's), so its message is the engine's
-        with pytest.raises(ValidationFailed, match="steps must be at least 2"):
-            env.run("LuminaVideoSampler", **sampler_inputs(loaded, steps=steps))
+    with pytest.raises(ValidationFailed, match="smaller than min"):
+        env.run("LuminaVideoSampler", **sampler_inputs(loaded, steps=-1))
+    with pytest.raises(ValueError, match="steps must be at least 2"):  # 0 is the preset's, 1 no grid at all
+        env.run("LuminaVideoSampler", **sampler_inputs(loaded, steps=1))
     with pytest.raises(ValidationFailed, match="not in list"):
         env.run("LuminaVideoSampler", **sampler_inputs(loaded, solver="dpm"))
 
@@ -409,6 +411,14 @@ def test_sampler_refuses_conditioning_made_for_another_model(env, loaded):
     wrong = type(loaded["conditioning"])(gemma, gemma, "a fox", "", "clip")
     with pytest.raises(ValueError, match="2304-wide caption features but the model .* reads 64-wide ones"):
         env.run("LuminaVideoSampler", **sampler_inputs(loaded, conditioning=wrong))
+
+
+def test_text_encode_refuses_words_the_embedded_model_does_not_know(env, loaded):
+    """An artist's prompt outside the toy vocabulary stops at Text Encode, before any sampling, with the words."""
+    with pytest.raises(ValueError, match="doesn't know 'majestic', 'dragon'.*knows only these words: a the moving"):
+        env.run("LuminaVideoTextEncode", model=loaded["model"], positive="a majestic dragon flying", negative="")
+    with pytest.raises(ValueError, match="the negative prompt 'ugly'"):
+        env.run("LuminaVideoTextEncode", model=loaded["model"], positive="a red circle", negative="ugly")
 
 
 def test_text_encode_refuses_a_clip_of_the_wrong_width(env, loaded):

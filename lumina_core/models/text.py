@@ -149,3 +149,20 @@ class TinyTextEncoder(nn.Module):
     def unknown_words(self, prompt: str) -> list[str]:
         """Words of ``prompt`` this encoder has never seen (they all read as <unk>)."""
         return [w for w in re.findall(r"[a-z]+", prompt.lower()) if w not in self.index]
+
+    def check_prompt(self, prompt: str, name: str = "prompt") -> None:
+        """Refuse a prompt this encoder would read only in part: words it has never seen (they would all read as
+        one unknown token) or more words than it reads (the rest would be dropped)."""
+        unknown = self.unknown_words(prompt)
+        words = len(re.findall(r"[a-z]+", prompt.lower()))
+        problems = []
+        if unknown:
+            problems.append(f"it doesn't know {', '.join(repr(w) for w in dict.fromkeys(unknown))}")
+        if words > self.config.max_tokens - 1:
+            problems.append(f"it reads at most {self.config.max_tokens - 1} words and this has {words}")
+        if problems:
+            raise ValueError(
+                f"the {name} {prompt!r} can't be drawn by the embedded default: {'; '.join(problems)}. It is a tiny "
+                f"toy model that knows only these words: {' '.join(self.config.vocabulary)}. For other prompts use the "
+                "released weights (Lumina-Video-f24R960 in models/lumina_video, with Gemma-2-2B as the text encoder)."
+            )

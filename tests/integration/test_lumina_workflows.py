@@ -232,7 +232,9 @@ def test_bad_custom_schedule_is_refused_with_the_users_text(comfy_client):
     node_of(graph, "LuminaVideoSampler")[1]["inputs"].update(patch_schedule="custom", custom_schedule="(2x4, (0.1")
     with pytest.raises(PromptRejected) as rejected:
         comfy_client.queue(graph)
-    assert "(2x4, (0.1" in json.dumps(rejected.value.node_errors)
+    (errors,) = [node["errors"] for node in rejected.value.node_errors.values()]
+    assert len(errors) == 1, "one message, not one per input"
+    assert "(2x4, (0.1" in errors[0]["details"]
 
 
 def test_interrupt_mid_sampling_leaves_no_file_and_a_healthy_server(comfy_client, comfy_workdir):

@@ -29,7 +29,7 @@ import uuid
 from pathlib import Path
 
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
-CONTROL_VALUE = "fixed"  # what the extra control_after_generate widget holds in shipped workflows
+CONTROL_VALUE = "randomize"  # the extra control_after_generate widget in shipped workflows, as in ComfyUI's templates
 
 
 def _inputs(info: dict) -> list[tuple[str, object, dict, bool]]:
