@@ -229,6 +229,39 @@ function addCanvasWidget(node, name, height, draw) {
   return widget;
 }
 
+// The Sampler's custom_schedule text matters only while patch_schedule is "custom": hide it otherwise.
+export function syncCustomSchedule(node) {
+  const choice = node.widgets?.find((w) => w.name === "patch_schedule");
+  const text = node.widgets?.find((w) => w.name === "custom_schedule");
+  if (!choice || !text) return;
+  const hidden = choice.value !== "custom";
+  if (text.hidden === hidden) return;
+  text.hidden = hidden;
+  node.setSize([node.size[0], node.computeSize()[1]]);
+  node.setDirtyCanvas?.(true, true);
+}
+
+function watchCustomSchedule(node) {
+  const choice = node.widgets?.find((w) => w.name === "patch_schedule");
+  if (!choice) return;
+  const callback = choice.callback;
+  choice.callback = function () {
+    const result = callback?.apply(this, arguments);
+    syncCustomSchedule(node);
+    return result;
+  };
+  syncCustomSchedule(node);
+}
+
+function chain(prototype, method, after) {
+  const original = prototype[method];
+  prototype[method] = function () {
+    const result = original?.apply(this, arguments);
+    after(this);
+    return result;
+  };
+}
+
 app.registerExtension({
   name: "LuminaVideo.Widgets",
   async beforeRegisterNodeDef(nodeType, nodeData) {
@@ -238,11 +271,10 @@ app.registerExtension({
     };
     const entry = drawers[nodeData?.name];
     if (!entry) return;
-    const onNodeCreated = nodeType.prototype.onNodeCreated;
-    nodeType.prototype.onNodeCreated = function () {
-      const result = onNodeCreated?.apply(this, arguments);
-      addCanvasWidget(this, ...entry);
-      return result;
-    };
+    chain(nodeType.prototype, "onNodeCreated", (node) => addCanvasWidget(node, ...entry));
+    if (nodeData.name === "LuminaVideoSampler") {
+      chain(nodeType.prototype, "onNodeCreated", watchCustomSchedule);
+      chain(nodeType.prototype, "onConfigure", syncCustomSchedule); // a loaded workflow sets the values afterwards
+    }
   },
 });

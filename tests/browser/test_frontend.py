@@ -185,3 +185,25 @@ def test_embedded_workflow_runs_from_the_page_and_plays(page, screenshots, comfy
     fit_view(page)
     shot = page.screenshot(screenshots / "ran_lumina_video_embedded_t2v_sound.png")
     assert shot.stat().st_size > 10_000
+
+
+def test_custom_schedule_shows_only_when_chosen(page):
+    """The Sampler's custom_schedule field is hidden while a preset or a single scale is chosen."""
+    states = page.evaluate(
+        f"""
+        const node = LiteGraph.createNode('LuminaVideoSampler');
+        {APP}.graph.add(node);
+        const choice = node.widgets.find((w) => w.name === 'patch_schedule');
+        const text = () => node.widgets.find((w) => w.name === 'custom_schedule');
+        const states = [[choice.value, !!text().hidden, node.size[1]]];
+        for (const value of ['custom', '2x4']) {{
+            choice.value = value;
+            choice.callback(value);
+            states.push([value, !!text().hidden, node.size[1]]);
+        }}
+        {APP}.graph.remove(node);
+        return states;
+        """
+    )
+    assert [(value, hidden) for value, hidden, _ in states] == [("preset", True), ("custom", False), ("2x4", True)]
+    assert states[1][2] > states[0][2], "the node grows to show the field"
