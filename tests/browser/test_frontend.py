@@ -207,3 +207,30 @@ def test_custom_schedule_shows_only_when_chosen(page):
     )
     assert [(value, hidden) for value, hidden, _ in states] == [("preset", True), ("custom", False), ("2x4", True)]
     assert states[1][2] > states[0][2], "the node grows to show the field"
+
+
+def test_released_workflows_offer_their_model_downloads(page, screenshots, tmp_path):
+    """Each loader of a released-weights workflow names its file, its download and its folder (properties.models),
+    so ComfyUI's Missing Models dialog lists what is absent. The test's ComfyUI holds placeholders named like the
+    released files, so a copy with the names changed stands in for a fresh install."""
+    path = WORKFLOWS[[p.stem for p in WORKFLOWS].index("lumina_video_f24R960_t2v_multiscale")]
+    workflow = json.loads(path.read_text())
+    expected = []
+    for node in workflow["nodes"]:
+        for model in node.get("properties", {}).get("models", []):
+            assert model["name"] in node["widgets_values"] and model["url"].startswith("https://huggingface.co/")
+            missing = "missing_" + model["name"].replace("/", "_")
+            node["widgets_values"][node["widgets_values"].index(model["name"])] = missing
+            model["name"] = missing
+            expected.append(missing)
+    assert len(expected) == 3, "DiT, Gemma-2 and VAE"
+    renamed = tmp_path / "lumina_video_fresh_install.json"
+    renamed.write_text(json.dumps(workflow))
+    load_workflow(page, renamed)
+    dialog = page.evaluate(
+        "return [...document.querySelectorAll('.p-dialog')].map((d) => d.textContent)"
+        ".find((t) => t.includes('Missing'));"
+    )
+    assert dialog and all(name in dialog for name in expected), dialog
+    page.screenshot(screenshots / "missing_models_dialog.png")
+    page.evaluate("document.querySelectorAll('.p-dialog-close-button').forEach((b) => b.click()); return true;")
