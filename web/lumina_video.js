@@ -235,8 +235,11 @@ export function syncCustomSchedule(node) {
   const text = node.widgets?.find((w) => w.name === "custom_schedule");
   if (!choice || !text) return;
   const hidden = choice.value !== "custom";
-  if (text.hidden === hidden) return;
+  if (!!text.hidden === hidden) return;
   text.hidden = hidden;
+  // The frontend skips a hidden widget when drawing but still lays it out: give it no height while hidden.
+  text.ownComputeSize ??= text.computeSize;
+  text.computeSize = hidden ? () => [0, -4] : text.ownComputeSize;
   node.setSize([node.size[0], node.computeSize()[1]]);
   node.setDirtyCanvas?.(true, true);
 }
