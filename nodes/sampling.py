@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 
-from ..lumina_core import embedded
+from ..lumina_core import embedded, preview
 from ..lumina_core.models.vae import frames_for
 from ..lumina_core.pipeline import sample_latent
 from ..lumina_core.request import (
@@ -215,34 +214,13 @@ def schedule_plan(sampler: dict, motion: Optional[dict] = None) -> dict:
     }
 
 
-def latent_preview(x: torch.Tensor, max_frames: int = 4, max_side: int = 512):
-    """A cheap picture of the current latent: up to ``max_frames`` latent frames of the first video, side by side.
-
-    The 16 latent channels are projected onto their three principal components (computed
-    on this latent, signs fixed so colours don't flip between steps), each scaled to mean
-    0.5, and upscaled 8x (the VAE's factor) with nearest neighbours, at most ``max_side`` px
-    wide. Colours are arbitrary; shapes and motion are what the picture shows.
-    """
-    from PIL import Image
-
-    lat = x[0].detach().float().cpu()  # [C, K, h, w]
-    channels, frames, h, w = lat.shape
-    index = torch.linspace(0, frames - 1, min(frames, max_frames)).round().long().unique()
-    picked = lat[:, index]
-    flat = picked.reshape(channels, -1)
-    flat = flat - flat.mean(dim=1, keepdim=True)
-    if channels >= 3:
-        _, vectors = torch.linalg.eigh(flat @ flat.T)
-        components = vectors[:, -3:].flip(1)  # [C, 3], largest variance first
-        signs = torch.sign(components.gather(0, components.abs().argmax(0, keepdim=True)))
-        rgb = (components * signs).T @ flat
-    else:
-        rgb = flat.repeat(3, 1)[:3]
-    rgb = (rgb / (4 * rgb.std(dim=1, keepdim=True) + 1e-6) + 0.5).clamp(0, 1)
-    rgb = rgb.reshape(3, len(index), h, w).permute(0, 2, 1, 3).reshape(3, h, len(index) * w)
-    scale = max(1, min(8, max_side // max(rgb.shape[2], 1)))
-    rgb = F.interpolate(rgb[None], scale_factor=scale, mode="nearest")[0]
-    return Image.fromarray((rgb * 255).round().byte().permute(1, 2, 0).numpy())
+def latent_preview(x: torch.Tensor, embedded_model: bool = False):
+    """The Sampler's per-step picture of latent x [B, 16, K, h, w]: up to 4 latent frames of the first video side
+    by side, at most 512 px wide (``lumina_core.preview``). The embedded default's latents are coloured by the
+    projection fitted to its VAE (``embedded.PREVIEW``: real colours); any other model's by principal components
+    (arbitrary colours: the released CogVideoX VAE has no fitted projection here, its weights can't be downloaded
+    where this pack is developed)."""
+    return preview.latent_preview(x, embedded.PREVIEW if embedded_model else None)
 
 
 # --------------------------------------------------------------------------- sampler
@@ -438,7 +416,7 @@ class LuminaVideoSampler(io.ComfyNode):
         progress = _comfy.Progress(config.steps - 1, node_id=cls.hidden.unique_id if cls.hidden is not None else None)
 
         def on_step(step: int, total: int, patch, x: torch.Tensor) -> None:
-            progress.update(step, total, preview=latent_preview(x))
+            progress.update(step, total, preview=latent_preview(x, model.embedded))
 
         _comfy.throw_if_interrupted()
         _comfy.load_for_inference(model.patcher)
