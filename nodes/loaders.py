@@ -1,22 +1,23 @@
 """Loader nodes: the video model, the VAE, and the video-to-audio model.
 
-Each lists the files ComfyUI finds in its model folders plus the embedded default
-(tiny models trained on the toy world, shipped in ``lumina_core/embedded``), and loads
-them through the engine's loaders, the same code for both.
+Each lists the embedded default (tiny models trained on the toy world, shipped in
+``lumina_core/embedded``) and the files of its kind ComfyUI finds in its model folders
+(read from their headers: models/lumina_video holds DiTs, V2A models and text encoders
+side by side), and loads them through the engine's loaders, the same code for both.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 from ..lumina_core import embedded
-from ..lumina_core.io.checkpoints import load_nextdit, load_text_encoder
+from ..lumina_core.io.checkpoints import CheckpointError, checkpoint_kind, load_nextdit, load_text_encoder
 from ..lumina_core.models.v2a import load_v2a
-from ..lumina_core.models.vae import load_vae
+from ..lumina_core.models.vae import VAEWeightsError, load_vae
 from . import _comfy
 from ._comfy import io
 from .sockets import LoadedModel, LoadedV2A, LoadedVAE, LuminaModel, LuminaV2A, LuminaVAE
@@ -46,6 +47,29 @@ def _placement(name: str, embedded_name: str, embedded_kind: str, folder: str, w
     return path, load_device(), _comfy.offload_device(), False
 
 
+def _listed(path: str, kind: str, unreadable: bool) -> bool:
+    """Whether a loader lists a file of its folders: the file holds ``kind``; or nothing can be read from it and
+    ``unreadable`` (the Model and VAE Loaders: a damaged download in their own folders is listed, so choosing it
+    tells the user what is wrong with it and to download it again, rather than the file silently missing)."""
+    try:
+        return checkpoint_kind(path) == kind
+    except CheckpointError:
+        return unreadable
+
+
+@contextmanager
+def _plain_errors():
+    """Raise the engine's loader errors as ValueError, with the same message (it names the file and the fix).
+
+    ComfyUI's error dialog shows an exception's type, and a type that is not a builtin by its module path
+    (execution.py's full_type_name): "custom_nodes/lumina-video-comfyui.lumina_core.io.checkpoints.CheckpointError".
+    """
+    try:
+        yield
+    except (CheckpointError, VAEWeightsError) as error:
+        raise ValueError(str(error)) from None
+
+
 def _dtype(choice: str, device: torch.device) -> torch.dtype:
     if choice not in DTYPES:
         raise ValueError(f"dtype {choice!r} is not one of {list(DTYPES)}")
@@ -66,9 +90,9 @@ def _dtype_input(what: str):
 
 
 def model_choices() -> list[str]:
-    files = set(_comfy.model_files(_comfy.LUMINA_FOLDER)) | set(_comfy.model_files("diffusion_models"))
-    files = {f for f in files if os.path.basename(f) != "model_args.pth"}
-    return [EMBEDDED_MODEL, RELEASED_MODEL] + sorted(files - {RELEASED_MODEL}, key=str.lower)
+    names = set(_comfy.model_files(_comfy.LUMINA_FOLDER)) | set(_comfy.model_files("diffusion_models"))
+    files = {name for name in names - {RELEASED_MODEL} if _listed(find_model_file(name), "dit", unreadable=True)}
+    return [EMBEDDED_MODEL, RELEASED_MODEL] + sorted(files, key=str.lower)
 
 
 def find_model_file(name: str) -> str | None:
@@ -174,9 +198,10 @@ class LuminaVideoModelLoader(io.ComfyNode):
             load_device, offload_to = _comfy.torch_device(), _comfy.offload_device()
             is_embedded = False
         torch_dtype = _dtype(dtype, load_device)
-        dit, _, notes = load_nextdit(dit_path, dtype=torch_dtype, device=offload_to)
-        # the tiny text encoder is a few hundred kB: it stays on the CPU in fp32, whatever the DiT does
-        text_encoder = None if text_path is None else load_text_encoder(text_path, dtype=torch.float32, device=CPU)
+        with _plain_errors():
+            dit, _, notes = load_nextdit(dit_path, dtype=torch_dtype, device=offload_to)
+            # the tiny text encoder is a few hundred kB: it stays on the CPU in fp32, whatever the DiT does
+            text_encoder = None if text_path is None else load_text_encoder(text_path, dtype=torch.float32, device=CPU)
         for note in notes:
             log.info("%s: %s", model_name, note)
         patcher = _comfy.managed(dit, load_device, offload_to)
@@ -187,7 +212,9 @@ class LuminaVideoModelLoader(io.ComfyNode):
 
 
 def vae_choices() -> list[str]:
-    return [EMBEDDED_VAE] + sorted(_comfy.model_files("vae", (".safetensors",)), key=str.lower)
+    names = _comfy.model_files("vae", (".safetensors",))
+    files = [name for name in names if _listed(_comfy.model_path("vae", name), "vae", unreadable=True)]
+    return [EMBEDDED_VAE] + sorted(files, key=str.lower)
 
 
 class LuminaVideoVAELoader(io.ComfyNode):
@@ -220,7 +247,8 @@ class LuminaVideoVAELoader(io.ComfyNode):
         path, load_device, offload_to, is_embedded = _placement(
             vae_name, EMBEDDED_VAE, "vae", "vae", "VAE", _comfy.vae_device
         )
-        vae = load_vae(path, dtype=_dtype(dtype, load_device), device=offload_to)
+        with _plain_errors():
+            vae = load_vae(path, dtype=_dtype(dtype, load_device), device=offload_to)
         return io.NodeOutput(LoadedVAE(vae, _comfy.managed(vae, load_device, offload_to), vae_name, is_embedded))
 
 
@@ -228,7 +256,11 @@ class LuminaVideoVAELoader(io.ComfyNode):
 
 
 def v2a_choices() -> list[str]:
-    return [EMBEDDED_V2A] + sorted(_comfy.model_files(_comfy.LUMINA_FOLDER, (".safetensors",)), key=str.lower)
+    """V2A files only. One that can't be read is left to the Model Loader, which shares the folder: no V2A weights
+    are published, so a damaged download there is a video model's."""
+    names = _comfy.model_files(_comfy.LUMINA_FOLDER, (".safetensors",))
+    files = [name for name in names if _listed(_comfy.model_path(_comfy.LUMINA_FOLDER, name), "v2a", unreadable=False)]
+    return [EMBEDDED_V2A] + sorted(files, key=str.lower)
 
 
 class LuminaVideoV2ALoader(io.ComfyNode):
@@ -261,5 +293,6 @@ class LuminaVideoV2ALoader(io.ComfyNode):
         path, load_device, offload_to, is_embedded = _placement(
             v2a_name, EMBEDDED_V2A, "v2a", _comfy.LUMINA_FOLDER, "V2A", _comfy.torch_device
         )
-        v2a = load_v2a(path, dtype=_dtype(dtype, load_device), device=offload_to)
+        with _plain_errors():
+            v2a = load_v2a(path, dtype=_dtype(dtype, load_device), device=offload_to)
         return io.NodeOutput(LoadedV2A(v2a, _comfy.managed(v2a, load_device, offload_to), v2a_name, is_embedded))

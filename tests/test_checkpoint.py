@@ -1,21 +1,29 @@
 import os
+import struct
 import types
+import zipfile
 from dataclasses import replace
 
 import pytest
 import torch
+from damaged_files import assert_names_file_and_fix, damaged_copies
 from safetensors.torch import save_file
 from tiny_models import TINY, randomized
+from toy_weights import embedded_dir_for_tests
 
 from lumina_core import PatchSize
 from lumina_core.__main__ import main
 from lumina_core.io.checkpoints import (
     CheckpointError,
+    checkpoint_kind,
     infer_config,
     load_nextdit,
+    load_text_encoder,
     read_state_dict,
+    safetensors_header,
     strip_wrapper_prefixes,
 )
+from lumina_core.models.vae import DIFFUSERS_KEYS
 
 
 def released_layout(tmp_path, model, prefix="_orig_mod."):
@@ -119,6 +127,85 @@ def test_model_args_with_unexpected_objects_are_refused(tmp_path):
         load_nextdit(tmp_path)
 
 
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_damaged_weights_name_the_file_and_the_fix(tmp_path, suffix):
+    good = tmp_path / f"dit{suffix}"
+    state = randomized().state_dict()
+    save_file(state, str(good)) if suffix == ".safetensors" else torch.save(state, good)
+    for path, what in damaged_copies(good, tmp_path / "damaged"):
+        with pytest.raises(CheckpointError) as error:
+            load_nextdit(path)
+        assert_names_file_and_fix(error.value, path, what)
+
+
+def test_damaged_text_encoder_names_the_file_and_the_fix(tmp_path):
+    encoder = embedded_dir_for_tests(tmp_path / "embedded")[0] / "text_encoder.safetensors"
+    for path, what in damaged_copies(encoder, tmp_path / "damaged"):
+        with pytest.raises(CheckpointError) as error:
+            load_text_encoder(path)
+        assert_names_file_and_fix(error.value, path, what)
+
+
+def test_damaged_model_args_is_named(tmp_path):
+    released_layout(tmp_path, randomized())
+    args = tmp_path / "model_args.pth"
+    args.write_bytes(args.read_bytes()[:100])
+    with pytest.raises(CheckpointError) as error:
+        load_nextdit(tmp_path)
+    assert_names_file_and_fix(error.value, args, "truncated")
+
+
+def test_broken_pickles_are_damaged_not_refused(tmp_path):
+    """A pickle that fails to parse asks for no code: it is called damaged, not refused as unsafe."""
+    state = {"w": torch.zeros(4)}
+    legacy = tmp_path / "legacy.pth"
+    torch.save(state, legacy, _use_new_zipfile_serialization=False)
+    legacy.write_bytes(legacy.read_bytes()[:-40])
+    with pytest.raises(CheckpointError, match=r"legacy.pth is damaged: torch.load can't read it .*Download it again"):
+        load_nextdit(legacy)
+
+    scrambled = tmp_path / "scrambled.pth"  # a whole zip whose pickle is scrambled (a bad disk, a bad copy)
+    torch.save(state, scrambled)
+    with zipfile.ZipFile(scrambled) as archive:
+        pickled = next(info for info in archive.infolist() if info.filename.endswith("data.pkl"))
+    data = bytearray(scrambled.read_bytes())
+    name_length, extra_length = struct.unpack("<HH", data[pickled.header_offset + 26 : pickled.header_offset + 30])
+    start = pickled.header_offset + 30 + name_length + extra_length  # the pickle's first byte (stored, not deflated)
+    data[start + 2 : start + 20] = b"A" * 18
+    scrambled.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"scrambled.pth is damaged: its pickled data is corrupt"):
+        load_nextdit(scrambled)
+
+
+def test_checkpoint_kind_reads_the_header_only(tmp_path):
+    embedded = embedded_dir_for_tests(tmp_path / "embedded")[0]
+    kinds = {name: checkpoint_kind(embedded / f"{name}.safetensors") for name in ("dit", "text_encoder", "vae", "v2a")}
+    assert kinds == {"dit": "dit", "text_encoder": "text_encoder", "vae": "vae", "v2a": "v2a"}
+
+    source = randomized()
+    released_layout(tmp_path, source)
+    assert checkpoint_kind(tmp_path / "consolidated.00-of-01.pth") == "dit"
+    assert checkpoint_kind(tmp_path / "model_args.pth") is None
+    compiled = {f"_orig_mod.{k}": v for k, v in source.state_dict().items()}  # a training export, no metadata
+    save_file(compiled, str(tmp_path / "bare_dit.safetensors"))
+    assert checkpoint_kind(tmp_path / "bare_dit.safetensors") == "dit"
+    save_file({k: torch.zeros(1) for k in DIFFUSERS_KEYS}, str(tmp_path / "diffusers_vae.safetensors"))
+    assert checkpoint_kind(tmp_path / "diffusers_vae.safetensors") == "vae"
+    others = {"sd_vae": {"encoder.conv_in.weight": torch.zeros(1)}, "lumina2": {"x_embedder.weight": torch.zeros(1)}}
+    for name, tensors in others.items():
+        save_file(tensors, str(tmp_path / f"{name}.safetensors"))
+        assert checkpoint_kind(tmp_path / f"{name}.safetensors") is None
+
+    copies = dict((path.stem, path) for path, _ in damaged_copies(embedded / "v2a.safetensors", tmp_path / "v2a"))
+    header = safetensors_header(copies["header_only"])  # no tensor data in the file: none is read
+    assert "lumina_v2a_config" in header.pop("__metadata__")
+    assert header and all(set(entry) == {"dtype", "shape", "data_offsets"} for entry in header.values())
+    assert checkpoint_kind(copies["half"]) == "v2a"  # truncated, but its header says what it is
+    for unreadable in ("empty", "random"):
+        with pytest.raises(CheckpointError, match="Download it again"):
+            checkpoint_kind(copies[unreadable])
+
+
 def test_lumina_image_weights_get_a_clear_error(tmp_path):
     lumina2 = {
         "x_embedder.weight": torch.zeros(8, 64),
@@ -127,7 +214,7 @@ def test_lumina_image_weights_get_a_clear_error(tmp_path):
         "layers.0.attention.qkv.weight": torch.zeros(24, 8),
     }
     save_file(lumina2, str(tmp_path / "lumina2.safetensors"))
-    with pytest.raises(CheckpointError, match="not a Lumina-Video Multi-scale Next-DiT.*Lumina-Image 2.0"):
+    with pytest.raises(CheckpointError, match="lumina2.safetensors: .*not a Lumina-Video Multi-scale Next-DiT.*Image"):
         load_nextdit(tmp_path / "lumina2.safetensors")
 
 

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from damaged_files import assert_names_file_and_fix, damaged_copies
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -237,6 +238,15 @@ def test_load_refuses_other_files(tmp_path):
     save_file(tensors, str(bigger), metadata={"lumina_v2a_config": TINY.to_json()})
     with pytest.raises(CheckpointError, match="unexpected"):
         load_v2a(bigger)
+
+
+def test_damaged_checkpoints_name_the_file_and_the_fix(generator, tmp_path):
+    good = tmp_path / "v2a.safetensors"
+    save_v2a(good, generator)
+    for path, what in damaged_copies(good, tmp_path / "damaged"):
+        with pytest.raises(CheckpointError) as error:
+            load_v2a(path)
+        assert_names_file_and_fix(error.value, path, what)
 
 
 class PlainFrameEncoder(FrameEncoder):

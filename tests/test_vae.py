@@ -4,9 +4,11 @@ import json
 
 import pytest
 import torch
+from damaged_files import assert_names_file_and_fix, damaged_copies
 from safetensors.torch import save_file
 
 import lumina_core.models.vae as vae_module
+from lumina_core.io.checkpoints import CheckpointError
 from lumina_core.models.vae import (
     CogVideoXVAE,
     CogVideoXVAEConfig,
@@ -337,3 +339,18 @@ def test_weights_of_another_vae_are_refused_by_name(tmp_path, micro):
     save_file({k: v.contiguous() for k, v in micro.state_dict().items()}, str(other))
     with pytest.raises(VAEWeightsError, match="config.json"):
         load_vae(other)  # group count of 4 cannot be inferred from shapes
+
+
+def test_damaged_vae_files_name_the_file_and_the_fix(tmp_path, micro):
+    good = tmp_path / "vae.safetensors"
+    save_vae(micro, good)
+    for path, what in damaged_copies(good, tmp_path / "damaged"):
+        with pytest.raises(CheckpointError) as error:
+            load_vae(path)
+        assert_names_file_and_fix(error.value, path, what)
+    folder = tmp_path / "damaged"  # the diffusers folder form reads diffusion_pytorch_model.safetensors
+    (folder / "half.safetensors").rename(folder / "diffusion_pytorch_model.safetensors")
+    with pytest.raises(CheckpointError, match="diffusion_pytorch_model.safetensors is truncated"):
+        load_vae(folder)
+    with pytest.raises(CheckpointError, match=r"vae.pth: the CogVideoX VAE is read from .safetensors files"):
+        load_vae(tmp_path / "vae.pth")

@@ -6,15 +6,19 @@ released folder holding it and ``model_args.pth``. The config comes from, in ord
 safetensors metadata, ``model_args.pth`` beside the weights, or the tensor shapes.
 """
 
+import json
 import os
 import pickle
+import struct
 import types
+import zipfile
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..models.nextdit import FACTORIES, RELEASED, MultiScaleNextDiT, NextDiTConfig
@@ -24,6 +28,10 @@ CONFIG_METADATA_KEY = "lumina_video_config"
 TEXT_CONFIG_METADATA_KEY = "lumina_text_encoder_config"
 WRAPPER_PREFIXES = ("_orig_mod.", "_checkpoint_wrapped_module.", "_fsdp_wrapped_module.")
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+RELEASED_ARGS = "model_args.pth"  # the released folder's training arguments, beside the weights
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6: a zip archive
+LEGACY_MAGIC = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)  # how older torch.save files begin
+FIX = "Download it again (or re-export it, if you made it)."
 # Not recoverable from tensor shapes: the released training recipe's values (train_exps/f8F32R256).
 RECIPE_DEFAULTS = dict(rope_theta=RELEASED.rope_theta, t_scale=RELEASED.t_scale, motion_scale=RELEASED.motion_scale)
 # What the upstream model's constructor uses when model_args.pth leaves a value out.
@@ -40,7 +48,7 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     if path.suffix == ".safetensors":
-        with safe_open(str(path), framework="pt") as handle:
+        with open_safetensors(path) as handle:
             metadata = handle.metadata() or {}
             return {key: handle.get_tensor(key) for key in handle.keys()}, metadata
     if path.suffix in PICKLE_SUFFIXES:
@@ -56,8 +64,106 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
     raise CheckpointError(f"{path}: unknown weights format {path.suffix!r}; use .safetensors or the released .pth")
 
 
+def _damaged(path: Path, problem: str) -> CheckpointError:
+    """The error for a file cut short or not what its name says: "<file> <problem>. <the fix>"."""
+    return CheckpointError(f"{path} {problem}. {FIX}")
+
+
+def _read_header(path: Path) -> tuple[dict, int]:
+    """(header, the size in bytes the header says the file has) of a .safetensors file; no tensor is read."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    size = path.stat().st_size
+    if size < 8:
+        raise _damaged(path, f"has {size} bytes, too few for a .safetensors file")
+    with open(path, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        if length > size - 8:
+            raise _damaged(
+                path,
+                f"is not a readable .safetensors file (or is cut off in its header): its first 8 bytes say the header "
+                f"has {length} bytes, but the file has {size}",
+            )
+        text = handle.read(length)
+    try:
+        header = json.loads(text)
+        ends = [int(entry["data_offsets"][1]) for name, entry in header.items() if name != "__metadata__"]
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        raise _damaged(path, "is not a readable .safetensors file: its header is not a table of tensors") from None
+    return header, 8 + length + max(ends, default=0)
+
+
+def safetensors_header(path: Path) -> dict:
+    """The JSON header of a .safetensors file, read without loading a tensor: each tensor's dtype, shape and
+    data_offsets by name, and the string metadata under "__metadata__"."""
+    return _read_header(path)[0]
+
+
+@contextmanager
+def open_safetensors(path: Path, device="cpu"):
+    """``safe_open`` for every loader of the engine. The header is checked first, so a truncated or damaged file
+    raises a CheckpointError naming it, what is wrong and the fix, not safetensors' bare "header too large"."""
+    path = Path(path)
+    _, expected = _read_header(path)
+    size = path.stat().st_size
+    if size < expected:
+        raise _damaged(path, f"is truncated: its header says the file has {expected} bytes, but it has {size}")
+    try:
+        handle = safe_open(str(path), framework="pt", device=str(device))
+    except SafetensorError as error:
+        raise _damaged(path, f"is not a readable .safetensors file ({error})") from None
+    with handle:
+        yield handle
+
+
+def checkpoint_kind(path: Path) -> Optional[str]:
+    """What a weights file holds, from its header alone: "dit", "text_encoder", "v2a", "vae", or None (another
+    model's file). Ours say it in their metadata; the released DiT and a diffusers CogVideoX VAE by their key names.
+
+    A pickle can't be looked into without unpickling it; the pickles this pack loads are the released DiT's weights
+    and its training arguments (``model_args.pth``: None). Raises CheckpointError when the header can't be read.
+    """
+    from ..models import v2a, vae  # here, not at the top: both import this module
+
+    path = Path(path)
+    if path.suffix in PICKLE_SUFFIXES:
+        return None if path.name == RELEASED_ARGS else "dit"
+    header = safetensors_header(path)
+    metadata = header.get("__metadata__") or {}
+    ours = {
+        CONFIG_METADATA_KEY: "dit",
+        TEXT_CONFIG_METADATA_KEY: "text_encoder",
+        v2a.CONFIG_METADATA_KEY: "v2a",
+        vae.CONFIG_METADATA_KEY: "vae",
+    }
+    for key, kind in ours.items():
+        if key in metadata:
+            return kind
+    names = {bare_key(key) for key in header}
+    if any(name.startswith("all_x_embedder.") for name in names):
+        return "dit"
+    return "vae" if set(vae.DIFFUSERS_KEYS) <= names else None
+
+
+def _torch_file_problem(path: Path) -> Optional[str]:
+    """What shows from its first bytes (and, for a zip, its directory) that ``path`` is no whole torch.save file."""
+    with open(path, "rb") as handle:
+        head = handle.read(len(LEGACY_MAGIC))
+    if not head:
+        return "is empty"
+    if head.startswith(ZIP_MAGIC):
+        return None if zipfile.is_zipfile(path) else "is truncated: the zip archive torch.save writes has lost its end"
+    if head == LEGACY_MAGIC:
+        return None
+    return f"is not a zip-format .pth (what torch.save writes) nor a legacy torch pickle; it begins {head[:12]!r}"
+
+
 def safe_torch_load(path: Path, allowed_globals: tuple = ()):
     """torch.load with weights_only=True: tensors and plain containers, plus ``allowed_globals``; never code."""
+    problem = _torch_file_problem(path)
+    if problem is not None:
+        raise _damaged(path, problem)
     try:
         with torch.serialization.safe_globals(list(allowed_globals)):
             try:
@@ -69,21 +175,27 @@ def safe_torch_load(path: Path, allowed_globals: tuple = ()):
                     path, map_location="cpu", weights_only=True
                 )  # legacy (non-zip) pickles can't be mapped
     except pickle.UnpicklingError as error:
+        if "GLOBAL" not in str(error):  # no code was asked for: the pickle itself is broken
+            raise _damaged(path, "is damaged: its pickled data is corrupt") from None
         reason = str(error).split("\n\n")[0].strip() or "it holds objects other than tensors"
         raise CheckpointError(
             f"{path}: refused to unpickle it, because loading it could run code ({reason}). "
             "Only plain tensor checkpoints are read; if you trust the file, convert it to .safetensors yourself."
         ) from None
+    except Exception as error:  # a damaged pickle fails in many ways: EOFError, IndexError, struct.error, ...
+        raise _damaged(path, f"is damaged: torch.load can't read it ({type(error).__name__}: {error})") from None
+
+
+def bare_key(key: str) -> str:
+    """A key without the segments torch.compile, activation checkpointing and FSDP insert into key names."""
+    for prefix in WRAPPER_PREFIXES:
+        key = key.replace(prefix, "")
+    return key
 
 
 def strip_wrapper_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Remove the segments torch.compile, activation checkpointing and FSDP insert into key names."""
-    out = {}
-    for key, value in state_dict.items():
-        for prefix in WRAPPER_PREFIXES:
-            key = key.replace(prefix, "")
-        out[key] = value
-    return out
+    """The state dict with every key through ``bare_key``."""
+    return {bare_key(key): value for key, value in state_dict.items()}
 
 
 def read_model_args(path: Path) -> dict:
@@ -207,10 +319,14 @@ def find_weights(path: Path) -> Path:
 def resolve_config(weights: Path, state_dict, metadata: dict[str, str]) -> tuple[NextDiTConfig, list[str]]:
     if CONFIG_METADATA_KEY in metadata:
         return NextDiTConfig.from_json(metadata[CONFIG_METADATA_KEY]), [f"config from {weights.name} metadata"]
-    args_path = weights.parent / "model_args.pth"
-    if args_path.is_file():
-        return config_from_model_args(read_model_args(args_path), state_dict), [f"config from {args_path}"]
-    return infer_config(state_dict)
+    args_path = weights.parent / RELEASED_ARGS
+    args = read_model_args(args_path) if args_path.is_file() else None
+    try:
+        if args is None:
+            return infer_config(state_dict)
+        return config_from_model_args(args, state_dict), [f"config from {args_path}"]
+    except CheckpointError as error:  # the shapes say these are not our weights: name the file
+        raise CheckpointError(f"{weights}: {error}") from None
 
 
 def load_nextdit(

@@ -30,10 +30,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
-from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..io.checkpoints import CheckpointError
+from ..io.checkpoints import CheckpointError, read_state_dict
 from ..sampling import integrate, make_noise, renorm_per_sample, time_grid
 from .audio import MelAutoencoder, MelAutoencoderConfig, MelConfig, Vocoder, VocoderConfig, check_fields
 from .layers import FeedForward, RotaryEmbedding, TimestepEmbedder, apply_rotary, attention, init_linears_xavier
@@ -675,12 +674,7 @@ def load_v2a(path, dtype: Optional[torch.dtype] = None, device="cpu") -> V2AGene
             f"{path}: V2A checkpoints are .safetensors files written by save_v2a, "
             f"not {path.suffix or 'suffix-less'} files"
         )
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            state_dict = {key: handle.get_tensor(key) for key in handle.keys()}
-    except Exception as error:  # safetensors raises its own error types for damaged headers
-        raise CheckpointError(f"{path}: not a readable .safetensors file ({error})") from None
+    state_dict, metadata = read_state_dict(path)
     if CONFIG_METADATA_KEY not in metadata:
         hint = (
             " (it is a Lumina-Video Next-DiT: load it as the video model)" if "lumina_video_config" in metadata else ""

@@ -57,8 +57,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
-from safetensors import safe_open
 from safetensors.torch import save_file
+
+from ..io.checkpoints import CheckpointError, open_safetensors
 
 CONFIG_METADATA_KEY = "lumina_vae_config"  # safetensors metadata: the config as JSON
 DIFFUSERS_CLASS_NAME = "AutoencoderKLCogVideoX"
@@ -739,6 +740,10 @@ def save_vae(vae: CogVideoXVAE, path: Union[str, Path]) -> None:
     save_file(tensors, str(path), metadata={CONFIG_METADATA_KEY: json.dumps(vae.config.to_dict())})
 
 
+DIFFUSERS_KEYS = ("encoder.conv_in.conv.weight", "decoder.conv_in.conv.weight", "decoder.conv_out.conv.weight")
+"""Keys every CogVideoX VAE in diffusers layout has (and other VAEs, with plain convolutions, don't)."""
+
+
 def _config_for(weights: Path, keys: list[str], metadata: dict, shape_of) -> CogVideoXVAEConfig:
     """Sibling config.json (when it is a CogVideoX VAE's), else the metadata, else shapes (2b defaults for the rest)."""
     sibling = weights.with_name("config.json")
@@ -749,11 +754,10 @@ def _config_for(weights: Path, keys: list[str], metadata: dict, shape_of) -> Cog
     if CONFIG_METADATA_KEY in metadata:
         return CogVideoXVAEConfig.from_diffusers_config(json.loads(metadata[CONFIG_METADATA_KEY]))
 
-    probe = ["encoder.conv_in.conv.weight", "decoder.conv_in.conv.weight", "decoder.conv_out.conv.weight"]
-    if not set(probe) <= set(keys):
+    if not set(DIFFUSERS_KEYS) <= set(keys):
         raise VAEWeightsError(
             f"{weights} is not a CogVideoX VAE in diffusers layout: "
-            f"it has no {', '.join(k for k in probe if k not in keys)} "
+            f"it has no {', '.join(k for k in DIFFUSERS_KEYS if k not in keys)} "
             f"(its keys start {sorted(keys)[:5]}). Use THUDM/CogVideoX-2b vae/diffusion_pytorch_model.safetensors"
         )
     blocks = sorted({int(k.split(".")[2]) for k in keys if k.startswith("encoder.down_blocks.")})
@@ -780,13 +784,18 @@ def load_vae(path: Union[str, Path], dtype: Optional[torch.dtype] = None, device
     ``diffusion_pytorch_model.safetensors``); the model is built on the meta device and takes
     the loaded tensors as its parameters, so the weights are in memory once.
 
-    ``dtype`` None keeps the file's dtype; ``device`` None loads to CPU.
+    ``dtype`` None keeps the file's dtype; ``device`` None loads to CPU. A file that can't be read raises
+    CheckpointError, one that is not a CogVideoX VAE VAEWeightsError.
     """
     path = Path(path)
     if path.is_dir():
         path = path / "diffusion_pytorch_model.safetensors"
+    if path.suffix != ".safetensors":
+        raise CheckpointError(
+            f"{path}: the CogVideoX VAE is read from .safetensors files, not {path.suffix or 'suffix-less'} ones"
+        )
     device = torch.device(device or "cpu")
-    with safe_open(str(path), framework="pt", device=str(device)) as f:
+    with open_safetensors(path, device) as f:
         keys = list(f.keys())
         config = _config_for(path, keys, f.metadata() or {}, lambda k: f.get_slice(k).get_shape())
         vae = CogVideoXVAE(config, device="meta")
