@@ -17,6 +17,7 @@ services below from here, so a change in ComfyUI's internals is fixed here once:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from fractions import Fraction
@@ -184,25 +185,36 @@ def output_directory() -> str:
     return folder_paths.get_output_directory()
 
 
+def filename_prefix_problem(filename_prefix: str) -> Optional[str]:
+    """Why ``filename_prefix`` can't name a file in the output folder (empty, absolute, leaving it), or None.
+
+    Pure (it writes nothing), so the Save node refuses a bad prefix when the prompt is queued, not after sampling.
+    """
+    output_dir = os.path.abspath(output_directory())
+    prefix = filename_prefix.strip()
+    if not prefix:
+        return "filename_prefix is empty; give a name such as 'lumina_video/clip'"
+    target = os.path.abspath(os.path.join(output_dir, os.path.normpath(prefix)))
+    if os.path.isabs(prefix) or os.path.commonpath((output_dir, target)) != output_dir:
+        return (
+            f"filename_prefix {filename_prefix!r} points outside ComfyUI's output folder {output_dir}; "
+            "use a relative name such as 'lumina_video/clip' (subfolders are fine, '..' and absolute paths are not)"
+        )
+    return None
+
+
 def save_path(filename_prefix: str, width: int, height: int) -> tuple[str, str, int, str]:
     """(folder, file stem, first free counter, subfolder) for a numbered output file.
 
     Refuses a prefix that would leave the output folder, with a message saying so.
     """
-    output_dir = output_directory()
-    prefix = filename_prefix.strip()
-    if not prefix:
-        raise ValueError("filename_prefix is empty; give a name such as 'lumina_video/clip'")
-    target = os.path.abspath(os.path.join(output_dir, os.path.normpath(prefix)))
-    if os.path.isabs(prefix) or os.path.commonpath((os.path.abspath(output_dir), target)) != os.path.abspath(
-        output_dir
-    ):
-        raise ValueError(
-            f"filename_prefix {filename_prefix!r} points outside ComfyUI's output folder {output_dir}; "
-            "use a relative name such as 'lumina_video/clip' (subfolders are fine, '..' and absolute paths are not)"
-        )
+    problem = filename_prefix_problem(filename_prefix)
+    if problem:
+        raise ValueError(problem)
     try:
-        folder, stem, counter, subfolder, _ = folder_paths.get_save_image_path(prefix, output_dir, width, height)
+        folder, stem, counter, subfolder, _ = folder_paths.get_save_image_path(
+            filename_prefix.strip(), output_directory(), width, height
+        )
     except Exception as error:  # ComfyUI raises a bare Exception for paths outside the output folder
         raise ValueError(
             f"filename_prefix {filename_prefix!r} can't be used: {str(error).strip('* ').splitlines()[0]}"
@@ -216,11 +228,26 @@ def preview_video(filename: str, subfolder: str):
 
 
 def metadata_disabled() -> bool:
+    """True when ComfyUI runs with --disable-metadata: saved files then carry no prompt or workflow."""
     try:
         from comfy.cli_args import args
     except ImportError:  # pragma: no cover
         return False
     return bool(getattr(args, "disable_metadata", False))
+
+
+def file_metadata(prompt: Optional[dict], extra_pnginfo: Optional[dict]) -> dict[str, str]:
+    """The tags ComfyUI's own Save Video writes, so that dropping the file on the page restores the workflow.
+
+    Every ``extra_pnginfo`` entry (the frontend sends the UI ``workflow`` there) and the API-format ``prompt``,
+    each as JSON text (comfy_api's VideoFromComponents.save_to); none under --disable-metadata.
+    """
+    if metadata_disabled():
+        return {}
+    entries = dict(extra_pnginfo or {})
+    if prompt is not None:
+        entries["prompt"] = prompt
+    return {key: json.dumps(value) for key, value in entries.items()}
 
 
 # --------------------------------------------------------------------------- VIDEO type

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+from fractions import Fraction
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +17,8 @@ from ._comfy import io
 log = logging.getLogger("lumina_video")
 
 FORMATS = ("mp4", "webm")
+MUST_MATCH, TRIM_OR_PAD = "must match", "trim or pad"
+AUDIO_LENGTHS = (MUST_MATCH, TRIM_OR_PAD)
 # Sample rates the AAC encoder accepts; other rates are resampled to the next one up.
 AAC_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
 
@@ -47,6 +51,46 @@ def prepare_audio(audio: dict, container: str) -> tuple[torch.Tensor, int]:
     return waveform.contiguous(), rate
 
 
+def audio_length_problem(samples: int, sample_rate: int, frames: int, fps: Fraction) -> Optional[str]:
+    """Why a sound of ``samples`` doesn't fit ``frames`` at ``fps`` (off by more than one video frame), or None.
+
+    The usual cause is another fps on Audio Generate, which makes frames / its fps seconds of sound.
+    """
+    sound, video = Fraction(samples, sample_rate), frames / fps
+    if abs(sound - video) <= 1 / fps:
+        return None
+    message = (
+        f"audio is {_number(sound)} s long but the video is {_number(video)} s ({frames} frames at {_number(fps)} fps)"
+    )
+    if samples:
+        message += f"; at {_number(frames / sound)} fps they would match ({frames} frames / {_number(sound)} s)"
+    return (
+        f"{message}. Set the same fps on Audio Generate and on Save Video, or set audio_length to '{TRIM_OR_PAD}' to "
+        "cut the sound or pad it with silence to the video's length."
+    )
+
+
+def soundtrack(audio, container: str, frames: int, fps: Fraction, audio_length: str) -> tuple:
+    """(waveform, sample rate) for write_video, (None, None) without audio.
+
+    Under "must match" a sound that doesn't last frames / fps is refused here, before anything is written; its
+    length is measured as given, before any resampling.
+    """
+    if audio is None:
+        return None, None
+    prepared = prepare_audio(audio, container)  # checks the sample rate, too
+    if audio_length == MUST_MATCH:
+        problem = audio_length_problem(audio["waveform"].shape[-1], int(audio["sample_rate"]), frames, fps)
+        if problem:
+            raise ValueError(problem)
+    return prepared
+
+
+def _number(value) -> str:
+    """Seconds or frames per second for a message: at most two decimals, no trailing zeros."""
+    return f"{round(float(value), 2):g}"
+
+
 class LuminaVideoSaveVideo(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -56,10 +100,12 @@ class LuminaVideoSaveVideo(io.ComfyNode):
             category="Lumina-Video/output",
             description=(
                 "Writes the frames, with the soundtrack if one is connected, to a video in ComfyUI's output folder and "
-                "plays it on the node. mp4 = H.264 + AAC, webm = VP9 + Opus (48 kHz). The sound is cut or padded with "
-                "silence to exactly frames / fps seconds, and resampled when the container needs it; more than two "
-                "channels are mixed down. Files are numbered, never overwritten, and appear only once complete. Also "
-                "outputs ComfyUI's VIDEO for the native video nodes."
+                "plays it on the node. mp4 = H.264 + AAC, webm = VP9 + Opus (48 kHz). A sound that isn't frames / fps "
+                "seconds long (within a frame) is refused or cut or padded with silence, as audio_length says; it is "
+                "resampled when the container needs it, and more than two channels are mixed down. Files are numbered, "
+                "never overwritten, and appear only once complete; they carry the prompt and the workflow (drop one on "
+                "ComfyUI to get its workflow back) unless ComfyUI runs with --disable-metadata. Also outputs ComfyUI's "
+                "VIDEO for the native video nodes."
             ),
             inputs=[
                 io.Image.Input(
@@ -74,7 +120,8 @@ class LuminaVideoSaveVideo(io.ComfyNode):
                     max=120.0,
                     step=1.0,
                     round=0.001,
-                    tooltip="Playback frame rate (embedded default 8; released model 24).",
+                    tooltip="Playback frame rate (embedded default 8; released model 24). Give Audio Generate the "
+                    "same fps.",
                 ),
                 io.Combo.Input(
                     "format",
@@ -93,7 +140,17 @@ class LuminaVideoSaveVideo(io.ComfyNode):
                     optional=True,
                     tooltip="Soundtrack (AUDIO), e.g. from Lumina-Video Audio Generate or Load Audio.",
                 ),
+                io.Combo.Input(
+                    "audio_length",
+                    options=list(AUDIO_LENGTHS),
+                    default=MUST_MATCH,
+                    optional=True,
+                    tooltip=f"'{MUST_MATCH}': a sound that isn't frames / fps seconds long (within a frame) is an "
+                    "error, nothing is saved (usually Audio Generate ran at another fps). "
+                    f"'{TRIM_OR_PAD}': the sound is cut, or padded with silence, to the video's length.",
+                ),
             ],
+            hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
             outputs=[
                 io.Video.Output(
                     display_name="video",
@@ -104,19 +161,29 @@ class LuminaVideoSaveVideo(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, images, fps: float, format: str, filename_prefix: str, audio=None) -> io.NodeOutput:
+    def validate_inputs(cls, filename_prefix: str):
+        if filename_prefix is None:  # a linked input is checked when the node runs
+            return True
+        return _comfy.filename_prefix_problem(filename_prefix) or True
+
+    @classmethod
+    def execute(
+        cls, images, fps: float, format: str, filename_prefix: str, audio=None, audio_length: str = MUST_MATCH
+    ) -> io.NodeOutput:
         if format not in FORMATS:
             raise ValueError(f"format {format!r} is not one of {FORMATS}")
+        if audio_length not in AUDIO_LENGTHS:
+            raise ValueError(f"audio_length {audio_length!r} is not one of {AUDIO_LENGTHS}")
         if images.ndim != 4 or images.shape[-1] != 3 or images.shape[0] == 0:
             raise ValueError(f"images {tuple(images.shape)} are not IMAGE frames [frames, height, width, 3]")
         rate = frame_rate_fraction(fps)
+        sound, sample_rate = soundtrack(audio, format, len(images), rate, audio_length)
         height, width = images.shape[1:3]
         folder, stem, counter, subfolder = _comfy.save_path(filename_prefix, width, height)
         os.makedirs(folder, exist_ok=True)
         while os.path.exists(os.path.join(folder, f"{stem}_{counter:05}_.{format}")):
             counter += 1
         filename = f"{stem}_{counter:05}_.{format}"
-        sound, sample_rate = (None, None) if audio is None else prepare_audio(audio, format)
         _comfy.throw_if_interrupted()
         write_video(
             os.path.join(folder, filename),
@@ -125,6 +192,7 @@ class LuminaVideoSaveVideo(io.ComfyNode):
             audio=sound,
             sample_rate=sample_rate,
             format=format,
+            metadata=_comfy.file_metadata(cls.hidden.prompt, cls.hidden.extra_pnginfo),
         )
         video_audio = None if sound is None else {"waveform": sound[None], "sample_rate": sample_rate}
         video = _comfy.make_video(images, rate, video_audio)

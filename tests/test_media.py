@@ -1,7 +1,11 @@
-"""Round trips through lumina_core.media: containers, audio length and sync, odd sizes, atomic writes, bad input."""
+"""Round trips through lumina_core.media: containers, audio length and sync, odd sizes, atomic writes, file mode,
+metadata, bad input."""
 
+import json
+import os
 from fractions import Fraction
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -140,6 +144,7 @@ def test_failure_keeps_the_previous_file_intact(tmp_path):
         ({"audio": torch.zeros(100, 2), "sample_rate": 16000}, ValueError, "transpose"),
         ({"audio": torch.zeros(6, 100), "sample_rate": 16000}, ValueError, "1 \\(mono\\) or 2 \\(stereo\\)"),
         ({"audio": torch.zeros(1, 100), "sample_rate": -1}, ValueError, "positive"),
+        ({"metadata": {"workflow": {"nodes": []}}}, TypeError, "json.dumps"),
     ],
 )
 def test_bad_inputs_fail_with_a_clear_message_and_no_file(tmp_path, kwargs, error, message):
@@ -157,3 +162,38 @@ def test_read_video_errors_name_the_file(tmp_path):
     junk.write_bytes(b"not a video")
     with pytest.raises(ValueError, match="junk.mp4.*not a readable video"):
         read_video(junk)
+
+
+# The tag names each container reads back: Matroska tag names are upper-case (what the frontend looks for).
+TAG_NAMES = {"mp4": ("prompt", "workflow"), "webm": ("PROMPT", "WORKFLOW")}
+
+
+def container_metadata(path):
+    with av.open(str(path)) as container:
+        return dict(container.metadata)
+
+
+@pytest.mark.parametrize("suffix", ["mp4", "webm"])
+def test_metadata_is_stored_as_comfyui_writes_it(tmp_path, suffix):
+    """Text tags survive in the container (MP4 needs movflags use_metadata_tags for keys of its own)."""
+    workflow = {"nodes": [{"id": 1, "type": "LuminaVideoSaveVideo", "widgets_values": ["é {braces}", 8.0]}]}
+    prompt = {"1": {"class_type": "LuminaVideoSaveVideo", "inputs": {"fps": 8.0}}}
+    metadata = {"prompt": json.dumps(prompt), "workflow": json.dumps(workflow)}
+    path = write_video(tmp_path / f"tagged.{suffix}", moving_square_frames(frames=4), FPS, metadata=metadata)
+    stored = container_metadata(path)
+    prompt_tag, workflow_tag = TAG_NAMES[suffix]
+    assert json.loads(stored[prompt_tag]) == prompt and json.loads(stored[workflow_tag]) == workflow
+    untagged = container_metadata(write_video(tmp_path / f"plain.{suffix}", moving_square_frames(frames=4), FPS))
+    assert not {prompt_tag, workflow_tag} & set(untagged)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002], ids=oct)
+def test_written_files_get_the_mode_of_a_new_file(tmp_path, umask):
+    """0o666 less the umask, as open() gives; not the 0o600 of the temporary file a mkstemp would make."""
+    previous = os.umask(umask)
+    try:
+        path = write_video(tmp_path / "mode.mp4", moving_square_frames(frames=2), FPS)
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert [p.name for p in tmp_path.iterdir()] == ["mode.mp4"]

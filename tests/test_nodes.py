@@ -521,7 +521,13 @@ def test_save_takes_native_audio(env, rate, channels, seconds, expected_rate):
     """LoadAudio's {"waveform": [1, C, T], "sample_rate"}: resampled when AAC needs it, cut or padded to the video."""
     audio = {"waveform": torch.rand(1, channels, int(rate * seconds)) * 0.2 - 0.1, "sample_rate": rate}
     out = env.run(
-        "LuminaVideoSaveVideo", images=_frames(n=8), fps=8.0, format="mp4", filename_prefix="audio/native", audio=audio
+        "LuminaVideoSaveVideo",
+        images=_frames(n=8),
+        fps=8.0,
+        format="mp4",
+        filename_prefix="audio/native",
+        audio=audio,
+        audio_length="trim or pad",
     )
     name = out.ui.as_dict()["images"][0]["filename"]
     _, fps, sound, sample_rate = read_video(env.output / "audio" / name)

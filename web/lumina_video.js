@@ -238,7 +238,7 @@ export function syncCustomSchedule(node) {
   if (!!text.hidden === hidden) return;
   text.hidden = hidden;
   // The frontend skips a hidden widget when drawing but still lays it out: give it no height while hidden.
-  text.ownComputeSize ??= text.computeSize;
+  if (!("ownComputeSize" in text)) text.ownComputeSize = text.computeSize; // often undefined: the default size
   text.computeSize = hidden ? () => [0, -4] : text.ownComputeSize;
   node.setSize([node.size[0], node.computeSize()[1]]);
   node.setDirtyCanvas?.(true, true);

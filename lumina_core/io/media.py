@@ -16,15 +16,22 @@ audio is cut, shorter audio is followed by silence. It is encoded frame by frame
 to the picture (each video frame carries the audio of its own display interval), which
 keeps the two streams interleaved and lets ``frames`` be a generator.
 
+Container metadata (``metadata``: text tags) goes into the file as ComfyUI's own Save
+Video writes it: MP4 keeps arbitrary keys in its ``mdta`` item list (``movflags
+use_metadata_tags``), WebM in Matroska SimpleTags, whose names FFmpeg writes upper-case.
+MP4s are also written ``faststart`` (index and tags at the front): the frontend reads only the
+first 64 MB of a dropped file for its workflow.
+
 Files are written to a hidden temporary file in the destination folder and renamed
 into place only after the container is finalised, so an exception or an interrupt
-never leaves a partial file at ``path``.
+never leaves a partial file at ``path``. The temporary file is created with the mode
+any new file gets (``0o666`` less the umask), which the finished file keeps.
 """
 
 import itertools
 import math
 import os
-import tempfile
+import secrets
 from dataclasses import dataclass
 from fractions import Fraction
 from numbers import Real
@@ -53,6 +60,7 @@ class ContainerSpec:
     default_crf: int
     video_options: dict
     audio_sample_rate: Optional[int] = None  # None: keep the input's sample rate
+    container_options: Optional[dict] = None  # options of the muxer
 
 
 CONTAINERS = {
@@ -61,6 +69,8 @@ CONTAINERS = {
         audio_codec="aac",
         default_crf=18,
         video_options={"preset": "medium"},
+        # without it the mp4 muxer keeps only the iTunes keys and drops "prompt" and "workflow"
+        container_options={"movflags": "use_metadata_tags+faststart"},
     ),
     "webm": ContainerSpec(
         video_codec="libvpx-vp9",
@@ -123,6 +133,7 @@ def write_video(
     format: Optional[str] = None,
     crf: Optional[int] = None,
     audio_bitrate: int = 128_000,
+    metadata: Optional[dict[str, str]] = None,
 ) -> Path:
     """Encode ``frames`` (and ``audio``) into ``path`` atomically; returns the path.
 
@@ -133,6 +144,7 @@ def write_video(
         Trimmed or padded with silence to exactly ``F / fps`` seconds.
     format: "mp4" or "webm"; by default taken from the suffix of ``path``.
     crf: quality, lower is better (x264 0..51, default 18; VP9 0..63, default 32).
+    metadata: container tags, text to text, e.g. ``{"workflow": json.dumps(workflow)}``.
     """
     path = Path(path)
     container_name = container_format_for(path, format)
@@ -141,13 +153,13 @@ def write_video(
         audio, sample_rate = _validated_audio(audio, sample_rate)
     elif sample_rate is not None and sample_rate <= 0:
         raise ValueError(f"sample_rate={sample_rate!r} must be a positive number of samples per second.")
+    metadata = _validated_metadata(metadata)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"Cannot write {str(path)!r}: the folder {str(path.parent)!r} does not exist.")
 
-    handle, temporary_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(handle)
+    temporary_name = _create_temporary_file(path)
     try:
-        _encode(temporary_name, container_name, frames, rate, audio, sample_rate, crf, audio_bitrate)
+        _encode(temporary_name, container_name, frames, rate, audio, sample_rate, crf, audio_bitrate, metadata)
         os.replace(temporary_name, path)
     except BaseException:
         os.unlink(temporary_name)
@@ -215,7 +227,21 @@ def _stream_frame_rate(stream, frame_count: int) -> Fraction:
     raise ValueError("read_video: the video stream declares no frame rate and no duration.")
 
 
-def _encode(filename, container_name, frames, rate, audio, sample_rate, crf, audio_bitrate):
+def _create_temporary_file(path: Path) -> str:
+    """A new empty hidden file next to ``path``, with the mode a new file gets (0o666 less the umask).
+
+    Not ``tempfile.mkstemp``: its files are 0o600, and the finished video would keep that mode after the rename.
+    """
+    while True:
+        name = str(path.parent / f".{path.name}.{secrets.token_hex(8)}.partial")
+        try:
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return name
+
+
+def _encode(filename, container_name, frames, rate, audio, sample_rate, crf, audio_bitrate, metadata):
     spec = CONTAINERS[container_name]
     frame_iter = _frames_as_uint8(frames)
     first = next(frame_iter, None)
@@ -224,7 +250,8 @@ def _encode(filename, container_name, frames, rate, audio, sample_rate, crf, aud
     height, width = first.shape[:2]
     even_height, even_width = height + height % 2, width + width % 2
 
-    with av.open(filename, mode="w", format=container_name) as container:
+    with av.open(filename, mode="w", format=container_name, options=dict(spec.container_options or {})) as container:
+        container.metadata.update(metadata)
         video_stream = container.add_stream(spec.video_codec, rate=rate, options=dict(spec.video_options))
         video_stream.width = even_width
         video_stream.height = even_height
@@ -353,6 +380,17 @@ def _frames_as_uint8(frames) -> Iterable[np.ndarray]:
                 f"write_video: frame {index} has shape {tuple(picture.shape)}; expected [height, width, 3]."
             )
         yield _picture_to_uint8(picture)
+
+
+def _validated_metadata(metadata) -> dict:
+    """``metadata`` as a dict of text tags ({} for None)."""
+    metadata = dict(metadata or {})
+    wrong = [key for key, value in metadata.items() if not (isinstance(key, str) and isinstance(value, str))]
+    if wrong:
+        raise TypeError(
+            f"write_video: metadata {wrong!r} must map text to text; encode other values first, e.g. json.dumps(value)."
+        )
+    return metadata
 
 
 def _validated_audio(audio: ArrayLike, sample_rate) -> tuple:

@@ -188,25 +188,33 @@ def test_embedded_workflow_runs_from_the_page_and_plays(page, screenshots, comfy
 
 
 def test_custom_schedule_shows_only_when_chosen(page):
-    """The Sampler's custom_schedule field is hidden while a preset or a single scale is chosen."""
+    """The Sampler's custom_schedule field is hidden, and takes no room, while a preset or a single scale is chosen."""
     states = page.evaluate(
         f"""
+        const app = {APP};
         const node = LiteGraph.createNode('LuminaVideoSampler');
-        {APP}.graph.add(node);
-        const choice = node.widgets.find((w) => w.name === 'patch_schedule');
-        const text = () => node.widgets.find((w) => w.name === 'custom_schedule');
-        const states = [[choice.value, !!text().hidden, node.computeSize()[1]]];
+        app.graph.add(node);
+        const ds = app.canvas.ds;
+        node.pos = [100 / ds.scale - ds.offset[0], 100 / ds.scale - ds.offset[1]];  // on screen, so it is laid out
+        const widget = (name) => node.widgets.find((w) => w.name === name);
+        const frame = () => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+        const state = async (value) => {{
+            app.canvas.setDirty(true, true);
+            await frame();
+            return [value, !!widget('custom_schedule').hidden, widget('solver').y - widget('patch_schedule').y];
+        }};
+        const states = [await state(widget('patch_schedule').value)];
         for (const value of ['custom', '2x4']) {{
-            choice.value = value;
-            choice.callback(value);
-            states.push([value, !!text().hidden, node.computeSize()[1]]);
+            widget('patch_schedule').value = value;
+            widget('patch_schedule').callback(value);
+            states.push(await state(value));
         }}
-        {APP}.graph.remove(node);
+        app.graph.remove(node);
         return states;
         """
     )
     assert [(value, hidden) for value, hidden, _ in states] == [("preset", True), ("custom", False), ("2x4", True)]
-    assert states[1][2] > states[0][2] == states[2][2], "the field takes room only while shown"
+    assert states[1][2] > states[0][2] == states[2][2], f"the field takes room only while shown: {states}"
 
 
 def test_released_workflows_offer_their_model_downloads(page, screenshots, tmp_path):

@@ -207,7 +207,8 @@ def test_native_load_audio_into_our_save_node(comfy_client, comfy_workdir):
     audio_id = node_of(graph, "LuminaVideoAudioGenerate")[0]
     graph[audio_id] = {"class_type": "LoadAudio", "inputs": {"audio": "tone.wav"}}
     del graph[node_of(graph, "LuminaVideoV2ALoader")[0]]
-    save_id = node_of(graph, "LuminaVideoSaveVideo")[0]
+    save_id, save = node_of(graph, "LuminaVideoSaveVideo")
+    save["inputs"]["audio_length"] = "trim or pad"
     result = comfy_client.run(graph, timeout=300)
     assert result.ok, result.describe_error()
     (saved,) = result.outputs[save_id]["images"]
