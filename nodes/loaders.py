@@ -118,16 +118,31 @@ def download_released() -> str:
             "huggingface_hub is not installed (pip install -r requirements.txt), "
             f"so {RELEASED_REPO} can't be downloaded; {by_hand}"
         ) from None
+    created = not target.exists()
     target.mkdir(parents=True, exist_ok=True)
     log.info("downloading %s into %s (7 GB; resumes where it stopped)", RELEASED_REPO, target)
     try:
         for filename in reversed(RELEASED_FILES):  # the small model_args.pth first: fails fast when offline
             hf_hub_download(RELEASED_REPO, filename, local_dir=str(target))
     except Exception as error:  # offline, proxy, HTTP errors: all end the same way for the user
+        remove_what_holds_no_data(target, created)
         raise RuntimeError(
             f"could not reach the Hugging Face hub for {RELEASED_REPO} ({type(error).__name__}: {error}); {by_hand}"
         ) from None
     return str(target / RELEASED_FILES[0])
+
+
+def remove_what_holds_no_data(folder: Path, created: bool) -> None:
+    """After a failed download: delete the lock files, empty partial files and empty folders the hub client left
+    (its .cache folder), and ``folder`` itself if this attempt created it and it is empty. A partial file that holds
+    data stays, so that the next try resumes it."""
+    for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):  # deepest first
+        if path.is_file() and (path.suffix == ".lock" or (path.suffix == ".incomplete" and path.stat().st_size == 0)):
+            path.unlink()
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+    if created and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
 
 
 class LuminaVideoModelLoader(io.ComfyNode):

@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 from collections import Counter
+from pathlib import Path
 
 import comfy_stubs
 import numpy as np
@@ -491,6 +492,32 @@ def test_released_weights_are_downloaded_only_on_request(env, monkeypatch):
         r".*no route to host.*into .*lumina_video/Lumina-Video-f24R960",
     ):
         env.run("LuminaVideoModelLoader", model_name=released, dtype="auto", download=True)
+    assert not (env.models / "lumina_video" / "Lumina-Video-f24R960").exists(), "a failed download leaves nothing"
+
+
+def test_a_failed_download_keeps_only_what_resumes(env, monkeypatch):
+    """The hub client's lock files, empty parts and .cache folders go; a part that holds data stays for the next try."""
+    import huggingface_hub
+
+    target = env.models / "lumina_video" / "Lumina-Video-f24R960"
+
+    def interrupted(repo, filename, local_dir):
+        cache = Path(local_dir) / ".cache" / "huggingface" / "download"
+        cache.mkdir(parents=True, exist_ok=True)
+        (cache / f"{filename}.lock").touch()
+        (cache / f"{filename}.incomplete").write_bytes(b"" if filename == "model_args.pth" else b"partial")
+        if filename == "model_args.pth":
+            (Path(local_dir) / filename).write_bytes(b"args")  # the first file arrives whole
+            return
+        raise TimeoutError("read timed out")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", interrupted)
+    released = "Lumina-Video-f24R960/consolidated.00-of-01.pth"
+    with pytest.raises(RuntimeError, match="read timed out"):
+        env.run("LuminaVideoModelLoader", model_name=released, dtype="auto", download=True)
+    left = sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file())
+    assert left == [".cache/huggingface/download/consolidated.00-of-01.pth.incomplete", "model_args.pth"]
+    shutil.rmtree(target)
 
 
 # --------------------------------------------------------------------------- saving
