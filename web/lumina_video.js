@@ -6,10 +6,11 @@
 //   the sampler it feeds, the gap between them shaded, and what that gap means.
 // Neither knows a preset or a schedule rule: the server works out what a node's widgets will
 // run (POST /lumina_video/plan, answered by the engine's own preset table and time grid) and
-// this file draws the answer. The saved video (with its sound) plays on the Save Video node
-// through ComfyUI's own video preview.
+// this file draws the answer.
+// - Lumina-Video Save Video: the saved video (with its sound) plays on the node through ComfyUI's
+//   own video preview, which shows one video; for a batch, the other videos are added beside it.
 //
-// All text is drawn on the canvas; nothing here builds HTML.
+// All text is drawn on the canvas; the only elements made here are those extra <video>s.
 
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
@@ -265,9 +266,45 @@ function chain(prototype, method, after) {
   };
 }
 
+// ComfyUI's preview plays the first video a node saved; a batch saves one per item. Once the preview is up, add
+// the others beside it, as players like it, so every video of the batch can be watched on the node.
+function viewURL(entry) {
+  const query = new URLSearchParams({ filename: entry.filename, subfolder: entry.subfolder ?? "", type: entry.type ?? "output" });
+  return api.apiURL(`/view?${query}`);
+}
+
+export function showEveryVideo(node, entries, triesLeft = 100) {
+  if (!entries || entries.length < 2) return;
+  const first = node.videoContainer?.querySelector("video");
+  if (!first || !first.src.includes(encodeURIComponent(entries[0].filename))) {
+    if (triesLeft > 0) setTimeout(() => showEveryVideo(node, entries, triesLeft - 1), 100);
+    return;
+  }
+  const container = node.videoContainer;
+  container.style.display = "grid";
+  container.style.gridTemplateColumns = `repeat(${Math.min(entries.length, 2)}, 1fr)`;
+  container.style.gap = "4px";
+  for (const entry of entries.slice(1)) {
+    const video = first.cloneNode(false);
+    video.src = viewURL(entry);
+    video.title = entry.filename;
+    container.appendChild(video);
+  }
+  first.title = entries[0].filename;
+}
+
 app.registerExtension({
   name: "LuminaVideo.Widgets",
   async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (nodeData?.name === "LuminaVideoSaveVideo") {
+      const onExecuted = nodeType.prototype.onExecuted;
+      nodeType.prototype.onExecuted = function (message) {
+        const result = onExecuted?.apply(this, arguments);
+        showEveryVideo(this, message?.images);
+        return result;
+      };
+      return;
+    }
     const drawers = {
       LuminaVideoSampler: ["lumina_patch_schedule", STRIP_HEIGHT, drawStrip],
       LuminaVideoMotionScore: ["lumina_motion_gap", CHART_HEIGHT, drawMotion],
