@@ -8,7 +8,7 @@ from pathlib import Path
 from .test_frontend import APP, fit_view, load_workflow
 
 REPO = Path(__file__).resolve().parents[2]
-SOUND_WORKFLOW = REPO / "workflows" / "lumina_video_embedded_t2v_sound.json"
+SOUND_WORKFLOW = REPO / "workflows" / "Lumina-Video text to video with sound, embedded toy model.json"
 PACK_WORKFLOWS = sorted(p.stem for p in (REPO / "workflows").glob("*.json"))
 
 
@@ -49,7 +49,7 @@ def test_a_batch_of_two_shows_two_videos_with_sound(page, screenshots, comfy_wor
 
 def test_template_browser_lists_the_packs_workflows_with_thumbnails(page, screenshots):
     templates = page.evaluate("return await (await fetch('/workflow_templates')).json();")
-    (module,) = [name for name, files in templates.items() if "lumina_video_embedded_t2v" in files]
+    (module,) = [name for name, files in templates.items() if "Lumina-Video text to video, embedded toy model" in files]
     assert sorted(templates[module]) == PACK_WORKFLOWS
     page.evaluate(
         f"""

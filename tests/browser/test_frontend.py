@@ -21,7 +21,7 @@ from lumina_core.sampling import PRESETS, value_at
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 APP = "window.comfyAPI.app.app"
-SOUND_WORKFLOW = REPO / "workflows" / "lumina_video_embedded_t2v_sound.json"
+SOUND_WORKFLOW = REPO / "workflows" / "Lumina-Video text to video with sound, embedded toy model.json"
 
 
 def load_workflow(page, path: Path) -> dict:
@@ -183,7 +183,7 @@ def test_embedded_workflow_runs_from_the_page_and_plays(page, screenshots, comfy
     saved = sorted((comfy_workdir.output / "lumina_video").glob("embedded_sound_*.mp4"))
     assert saved, "the file the preview plays is in the output folder"
     fit_view(page)
-    shot = page.screenshot(screenshots / "ran_lumina_video_embedded_t2v_sound.png")
+    shot = page.screenshot(screenshots / "ran_Lumina-Video text to video with sound, embedded toy model.png")
     assert shot.stat().st_size > 10_000
 
 
@@ -223,7 +223,7 @@ def test_released_workflows_offer_their_model_downloads(page, screenshots, tmp_p
     model_args.pth, which the dialog can't download: the Model Loader's own download switch fetches both.) The
     test's ComfyUI holds placeholders named like the released files, so a copy with the names changed stands in for
     a fresh install."""
-    path = WORKFLOWS[[p.stem for p in WORKFLOWS].index("lumina_video_f24R960_t2v_multiscale")]
+    path = WORKFLOWS[[p.stem for p in WORKFLOWS].index("Lumina-Video text to video, released weights, multi-scale")]
     workflow = json.loads(path.read_text())
     expected = []
     for node in workflow["nodes"]:

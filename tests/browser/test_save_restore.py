@@ -21,7 +21,9 @@ MIME = {"mp4": "video/mp4", "webm": "video/webm"}
 
 
 def queued_graph(format: str) -> dict:
-    graph = strip_meta(json.loads((REPO / "workflows" / "api" / "lumina_video_embedded_t2v.json").read_text()))
+    graph = strip_meta(
+        json.loads((REPO / "workflows" / "api" / "Lumina-Video text to video, embedded toy model.json").read_text())
+    )
     for node in graph.values():
         if node["class_type"] == "LuminaVideoSampler":
             node["inputs"].update(steps=3, seed=7)

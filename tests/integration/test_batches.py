@@ -11,7 +11,12 @@ from lumina_core.io.media import read_video
 
 from .workflow_tools import strip_meta
 
-WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "api" / "lumina_video_embedded_t2v_sound.json"
+WORKFLOW = (
+    Path(__file__).resolve().parents[2]
+    / "workflows"
+    / "api"
+    / "Lumina-Video text to video with sound, embedded toy model.json"
+)
 
 
 def node_of(graph: dict, class_type: str) -> tuple[str, dict]:

@@ -148,7 +148,7 @@ def test_embedded_workflow_runs(comfy_client, comfy_workdir, path, tmp_path):
 
 def test_models_load_from_the_model_folders(comfy_client):
     """The same graph with files from models/lumina_video and models/vae instead of the embedded choice."""
-    graph = strip_meta(load(WORKFLOWS / "api" / "lumina_video_embedded_t2v_sound.json"))
+    graph = strip_meta(load(WORKFLOWS / "api" / "Lumina-Video text to video with sound, embedded toy model.json"))
     node_of(graph, "LuminaVideoModelLoader")[1]["inputs"]["model_name"] = "toy/dit.safetensors"
     node_of(graph, "LuminaVideoVAELoader")[1]["inputs"]["vae_name"] = "toy_vae.safetensors"
     node_of(graph, "LuminaVideoV2ALoader")[1]["inputs"]["v2a_name"] = "toy_v2a.safetensors"
@@ -162,7 +162,7 @@ def test_models_load_from_the_model_folders(comfy_client):
 
 
 def _embedded_frames_graph(steps: int = 4, prefix: str = "interop/ours") -> dict:
-    graph = strip_meta(load(WORKFLOWS / "api" / "lumina_video_embedded_t2v_sound.json"))
+    graph = strip_meta(load(WORKFLOWS / "api" / "Lumina-Video text to video with sound, embedded toy model.json"))
     node_of(graph, "LuminaVideoSampler")[1]["inputs"]["steps"] = steps
     node_of(graph, "LuminaVideoAudioGenerate")[1]["inputs"]["steps"] = 3
     node_of(graph, "LuminaVideoSaveVideo")[1]["inputs"]["filename_prefix"] = prefix

@@ -20,7 +20,9 @@ from lumina_core.models.vae import DIFFUSERS_KEYS
 
 from .workflow_tools import combo_options, strip_meta
 
-WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "api" / "lumina_video_embedded_t2v.json"
+WORKFLOW = (
+    Path(__file__).resolve().parents[2] / "workflows" / "api" / "Lumina-Video text to video, embedded toy model.json"
+)
 EMBEDDED = "embedded (toy world, CPU)"
 LOADERS = {
     "LuminaVideoModelLoader": "model_name",

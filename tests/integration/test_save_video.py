@@ -38,7 +38,11 @@ def node_id_of(graph: dict, class_type: str) -> str:
 
 def embedded_graph(prefix: str, format: str = "mp4", sound: bool = False) -> dict:
     """A shipped embedded workflow, 3 sampling steps, saved under ``prefix``."""
-    name = "lumina_video_embedded_t2v_sound.json" if sound else "lumina_video_embedded_t2v.json"
+    name = (
+        "Lumina-Video text to video with sound, embedded toy model.json"
+        if sound
+        else "Lumina-Video text to video, embedded toy model.json"
+    )
     graph = strip_meta(json.loads((REPO / "workflows" / "api" / name).read_text()))
     graph[node_id_of(graph, "LuminaVideoSampler")]["inputs"]["steps"] = 3
     graph[node_id_of(graph, SAVE)]["inputs"].update(filename_prefix=prefix, format=format, audio_length="must match")
