@@ -104,10 +104,12 @@ class LuminaVideoEmptyLatent(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, width: int, height: int, frames: int, batch_size: int):
-        if None in (width, height, frames, batch_size):  # linked inputs are checked when the node runs
+    def validate_inputs(cls, width: int, height: int, frames: int):
+        """The size rule at queue time. ComfyUI repeats this answer for each input it reads (execution.py), so it
+        reads only the three sizes that the rule ties together; the batch's range is the widget's own min and max."""
+        if None in (width, height, frames):  # linked inputs are checked when the node runs
             return True
-        problems = video_size_problems(width, height, frames, batch_size, max_batch=MAX_BATCH)
+        problems = video_size_problems(width, height, frames)
         return "; ".join(problems) if problems else True
 
     @classmethod
