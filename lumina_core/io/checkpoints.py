@@ -6,10 +6,13 @@ released folder holding it and ``model_args.pth``. The config comes from, in ord
 safetensors metadata, ``model_args.pth`` beside the weights, or the tensor shapes.
 """
 
+import ctypes
 import json
+import mmap
 import os
 import pickle
 import struct
+import sys
 import types
 import zipfile
 from contextlib import contextmanager
@@ -19,10 +22,10 @@ from typing import Optional
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from ..models.nextdit import FACTORIES, RELEASED, MultiScaleNextDiT, NextDiTConfig
 from ..models.text import TinyTextEncoder, TinyTextEncoderConfig
+from .safetensors_writer import DTYPE_NAMES, TensorSpec, write_safetensors
 
 CONFIG_METADATA_KEY = "lumina_video_config"
 TEXT_CONFIG_METADATA_KEY = "lumina_text_encoder_config"
@@ -352,24 +355,115 @@ def load_nextdit(
 
 
 def convert(src, dst, dtype: Optional[torch.dtype] = None) -> tuple[NextDiTConfig, list[str]]:
-    """Rewrite a checkpoint as .safetensors with its config in the metadata; tensors are cast one at a time."""
+    """Rewrite a checkpoint as .safetensors with its config in the metadata, streaming: the header is computed from
+    the shapes, then each tensor is read from the memory-mapped source, cast, written and let go, so the peak memory
+    is about one tensor's, whatever the model's size (docs/benchmarks.md, "Converter")."""
     weights = find_weights(Path(src))
-    state_dict, metadata = read_state_dict(weights)
-    state_dict = strip_wrapper_prefixes(state_dict)
-    config, notes = resolve_config(weights, state_dict, metadata)
-    with torch.device("meta"):
-        expected = {k: v.shape for k, v in config.build().state_dict().items()}
-    if set(expected) != set(state_dict):
-        raise CheckpointError(f"{weights}: " + describe_mismatch(state_dict, expected))
-    tensors = {
-        k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
-        for k, v in state_dict.items()
-    }
-    dst = Path(dst)
-    partial = dst.with_name(dst.name + ".partial")
-    save_file(tensors, str(partial), metadata={CONFIG_METADATA_KEY: config.to_json(), "format": "pt"})
-    os.replace(partial, dst)
+    with _lazy_state_dict(weights) as (state_dict, metadata, source):
+        config, notes = resolve_config(weights, state_dict, metadata)
+        with torch.device("meta"):
+            expected = {k: v.shape for k, v in config.build().state_dict().items()}
+        if set(expected) != set(state_dict):
+            raise CheckpointError(f"{weights}: " + describe_mismatch(state_dict, expected))
+        specs = {
+            k: TensorSpec(dtype if dtype is not None and v.is_floating_point() else v.dtype, tuple(v.shape))
+            for k, v in state_dict.items()
+        }
+        pages, reading = _MappedPages(weights), {}
+
+        def load(name: str) -> torch.Tensor:
+            reading[name] = source(name)
+            return reading[name].to(specs[name].dtype)
+
+        def done(name: str):
+            pages.release(reading.pop(name))
+
+        output = {CONFIG_METADATA_KEY: config.to_json(), "format": "pt"}
+        write_safetensors(dst, specs, load, metadata=output, done=done)
     return config, notes
+
+
+@contextmanager
+def _lazy_state_dict(weights: Path):
+    """(tensors by bare key, metadata, a function from bare key to the tensor) of a weights file, reading no tensor
+    data: a .safetensors file's tensors are meta-device stand-ins from its header until asked for; a zip .pth's are
+    memory-mapped by torch.load (a legacy pickle's are read whole, as torch can't map them)."""
+    if weights.suffix != ".safetensors":
+        state_dict, metadata = read_state_dict(weights)
+        state_dict = strip_wrapper_prefixes(state_dict)
+        yield state_dict, metadata, state_dict.__getitem__
+        return
+    header = safetensors_header(weights)
+    metadata = header.pop("__metadata__", None) or {}
+    names = {bare_key(key): key for key in header}
+    dtypes = {name: dtype for dtype, name in DTYPE_NAMES.items()}
+    unknown = sorted({entry["dtype"] for entry in header.values()} - set(dtypes))
+    if unknown:
+        raise CheckpointError(f"{weights}: tensors of dtype {', '.join(unknown)} can't be converted")
+    stand_ins = {
+        bare: torch.empty(header[key]["shape"], dtype=dtypes[header[key]["dtype"]], device="meta")
+        for bare, key in names.items()
+    }
+    with open_safetensors(weights) as handle:
+        yield stand_ins, metadata, lambda bare: handle.get_tensor(names[bare])
+
+
+class _MappedPages:
+    """Gives back the resident pages of a memory-mapped weights file once a tensor's bytes have been written.
+
+    torch.load(mmap=True) and safe_open map the file, and every page a read touches stays in the process's resident
+    set until the mapping closes: streaming the released 7.1 GB .pth would still peak at 7.1 GB of RSS.
+    madvise(MADV_DONTNEED) takes the pages out of the mapping (they stay in the page cache; a later read faults them
+    back in from the file, as these mappings are never written). It is applied only to addresses that
+    /proc/self/maps shows inside a mapping of this very file, never to heap memory (where it would zero the data):
+    a legacy pickle read into memory, or a system without /proc or madvise, simply keeps its pages.
+    """
+
+    def __init__(self, path: Path):
+        self.path = os.path.realpath(path)
+        self.ranges: Optional[list[tuple[int, int]]] = None  # read at the first release, once the file is mapped
+
+    def _mapped_ranges(self) -> list[tuple[int, int]]:
+        ranges = []
+        try:
+            with open("/proc/self/maps") as maps:
+                for line in maps:
+                    fields = line.rstrip("\n").split(maxsplit=5)
+                    if len(fields) == 6 and fields[5] == self.path:
+                        begin, end = (int(value, 16) for value in fields[0].split("-"))
+                        ranges.append((begin, end))
+        except OSError:
+            pass
+        return ranges
+
+    def release(self, tensor: torch.Tensor):
+        if self.ranges is None:
+            self.ranges = self._mapped_ranges() if _madvise is not None else []
+        if tensor.is_contiguous():
+            begin, size = tensor.data_ptr(), tensor.numel() * tensor.element_size()
+        else:
+            begin, size = tensor.untyped_storage().data_ptr(), tensor.untyped_storage().nbytes()
+        for low, high in self.ranges:
+            if low <= begin and begin + size <= high:
+                start = max(low, begin - begin % mmap.PAGESIZE)
+                end = min(high, -(-(begin + size) // mmap.PAGESIZE) * mmap.PAGESIZE)
+                _madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), mmap.MADV_DONTNEED)
+                return
+
+
+def _libc_madvise():
+    """libc's madvise, or None where there is none (or no MADV_DONTNEED): then mapped pages are simply kept."""
+    if not hasattr(mmap, "MADV_DONTNEED") or not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return None
+    function.argtypes, function.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
+    return function
+
+
+_madvise = _libc_madvise()
 
 
 def load_text_encoder(path, dtype=None, device="cpu") -> TinyTextEncoder:
