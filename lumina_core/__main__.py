@@ -1,14 +1,32 @@
 """Command line: python -m lumina_core {generate,info,convert,bench} ..."""
 
 import argparse
+import os
 import sys
+import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+RELEASED_VIDEO = (1248, 704, 96, 24.0)  # the reference's f24R960 size: width, height, frames, fps
+
+
+def seconds_since_process_start() -> float:
+    """Wall time since this process started (Linux: /proc), so that a total includes the interpreter's start-up and
+    every import; elsewhere, since this module was imported."""
+    try:
+        with open("/proc/self/stat") as stat, open("/proc/uptime") as uptime:
+            started = int(stat.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+            return float(uptime.read().split()[0]) - started
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter() - IMPORTED
+
+
+IMPORTED = time.perf_counter()
 
 
 def cmd_info(args):
@@ -51,13 +69,17 @@ def cmd_bench(args):
         from .bench.vae import run_vae_benchmark
 
         run_vae_benchmark(quick=args.quick)
+    if args.part == "convert":  # not in "all": at the released size it writes ~14 GB to a temporary folder
+        from .bench.convert import run_convert_benchmark
+
+        if not run_convert_benchmark(quick=args.quick)["passed"]:
+            missed.append("converter peak memory / output size")
     if missed and args.gate:
         raise SystemExit(f"bench: target missed: {', '.join(missed)}")
 
 
-def sampling_config(args):
-    """The preset named by --preset, whole, with the per-step options given on the command line
-    as explicit overrides."""
+def sampling_config(args, preset_name: str):
+    """The preset, whole, with the per-step options given on the command line as explicit overrides."""
     from .sampling import parse_time_aware, preset
 
     changes = {}
@@ -68,44 +90,124 @@ def sampling_config(args):
     for name in ("steps", "time_shift", "solver"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
-    return preset(args.preset).with_(**changes)
+    return preset(preset_name).with_(**changes)
+
+
+def wants_released(args) -> bool:
+    """Released weights (--dit/--text-encoder/--vae, or a --models folder of them) rather than the embedded default
+    (no model options, or a --models folder holding a toy-world export: its tiny text encoder tells)."""
+    from .io.checkpoints import checkpoint_kind
+
+    if args.dit or args.text_encoder or args.vae:
+        return True
+    if args.models is None:
+        return False
+    tiny = args.models / "text_encoder.safetensors"
+    return not (tiny.is_file() and checkpoint_kind(tiny) == "text_encoder")
+
+
+def load_models(args, device: torch.device, dtype: torch.dtype):
+    """(models, preset name, default video size (width, height, frames, fps)) for this run."""
+    from . import embedded
+    from .sampling.presets import RELEASED_DEFAULT_PRESET
+
+    if not wants_released(args):
+        models = embedded.load(device=device, where=args.models, with_audio=not args.no_audio)
+        return models, embedded.PRESET, (embedded.WIDTH, embedded.HEIGHT, embedded.FRAMES, embedded.FPS)
+    from .released import ReleasedFiles, find_released, load_released
+
+    found = find_released(args.models) if args.models else None
+    files = ReleasedFiles(
+        dit=args.dit or (found and found.dit),
+        text_encoder=args.text_encoder or (found and found.text_encoder),
+        vae=args.vae or (found and found.vae),
+        v2a=None if args.no_audio else args.v2a or (found and found.v2a),
+    )
+    missing = [option for option, path in (("--dit", files.dit), ("--text-encoder", files.text_encoder),
+                                           ("--vae", files.vae)) if path is None]  # fmt: skip
+    if missing:
+        raise ValueError(f"the released weights need {', '.join(missing)} too (or --models FOLDER holding them)")
+    models, notes = load_released(files, dtype=dtype, device=device)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    if models.v2a is None and not args.no_audio:
+        print("note: no video-to-audio model given, so the video has no sound (no V2A weights have been published; "
+              "--v2a FILE adds one)", file=sys.stderr)  # fmt: skip
+    return models, RELEASED_DEFAULT_PRESET, RELEASED_VIDEO
+
+
+@contextmanager
+def on_device(module, device: torch.device, offload: bool):
+    """Run a stage with ``module`` on ``device``; with offload, it waits on the CPU before and after."""
+    if offload and module is not None:
+        module.to(device)
+    try:
+        yield
+    finally:
+        if offload and module is not None:
+            module.to("cpu")
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
 
 
 def cmd_generate(args):
     from tqdm import tqdm
 
-    from . import embedded
     from .io.media import write_video
     from .pipeline import decode_latent, encode_prompts, generate_audio, sample_latent
     from .request import check_video_size
 
-    config = sampling_config(args)
-    models = embedded.load(where=args.models, with_audio=not args.no_audio)
-    check_video_size(args.width, args.height, args.frames, 1, models.dit.patch_sizes, models.size_limits)
-    models.text_encoder.check_prompt(args.prompt, "--prompt")
-    models.text_encoder.check_prompt(args.negative_prompt, "--negative-prompt")
-    cond = encode_prompts(models, [args.prompt])
-    uncond = encode_prompts(models, [args.negative_prompt])
-    with tqdm(total=config.steps - 1, desc="sampling", unit="step") as bar:
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = DTYPES[args.dtype] if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    models, preset_name, (width, height, frames, fps) = load_models(
+        args, torch.device("cpu") if args.offload else device, dtype
+    )
+    preset_name = args.preset or preset_name
+    width, height, frames, fps = (args.width or width, args.height or height, args.frames or frames, args.fps or fps)
+    config = sampling_config(args, preset_name)
+    check_video_size(width, height, frames, 1, models.dit.patch_sizes, models.size_limits)
+    if hasattr(models.text_encoder, "check_prompt"):  # the embedded default's encoder knows only its world's words
+        models.text_encoder.check_prompt(args.prompt, "--prompt")
+        models.text_encoder.check_prompt(args.negative_prompt, "--negative-prompt")
+    print(f"preset {preset_name}, {width}x{height}, {frames} frames at {fps:g} fps, seed {args.seed}, {device}")
+    stages = {}
+    started = time.perf_counter()
+    with on_device(models.text_encoder, device, args.offload):
+        cond = encode_prompts(models, [args.prompt])
+        uncond = encode_prompts(models, [args.negative_prompt])
+    stages["text"], started = time.perf_counter() - started, time.perf_counter()
+    with on_device(models.dit, device, args.offload), tqdm(total=config.steps - 1, desc="sampling", unit="step") as bar:
 
         def on_step(step, total, patch, x):
             bar.set_postfix(patch=str(patch))
             bar.update(1)
 
-        latent = sample_latent(
-            models, cond, uncond, args.width, args.height, args.frames, args.seed, config, callback=on_step
-        )
-    frames = decode_latent(models.vae, latent)[0]
+        latent = sample_latent(models, cond, uncond, width, height, frames, args.seed, config, callback=on_step)
+    stages["sampling"], started = time.perf_counter() - started, time.perf_counter()
+    with on_device(models.vae, device, args.offload):
+        video = decode_latent(models.vae, latent.to(device, dtype))[0].cpu()
+    stages["decode"], started = time.perf_counter() - started, time.perf_counter()
     audio, sample_rate = None, None
     if models.v2a is not None:
-        with tqdm(total=args.audio_steps - 1, desc="sound", unit="step") as bar:
+        with (
+            on_device(models.v2a, device, args.offload),
+            tqdm(total=args.audio_steps - 1, desc="sound", unit="step") as bar,
+        ):
             waveform, sample_rate = generate_audio(
-                models, frames[None], args.fps, args.seed, steps=args.audio_steps, callback=lambda *a: bar.update(1)
+                models,
+                video[None].to(device),
+                fps,
+                args.seed,
+                steps=args.audio_steps,
+                callback=lambda *a: bar.update(1),
             )
-        audio = waveform[0]
-    path = write_video(args.out, frames, args.fps, audio=audio, sample_rate=sample_rate)
+        audio = waveform[0].float().cpu()
+    stages["sound"] = time.perf_counter() - started
+    path = write_video(args.out, video, fps, audio=audio, sample_rate=sample_rate)
     sound = f", sound {audio.shape[-1] / sample_rate:.2f} s at {sample_rate} Hz" if audio is not None else ", no sound"
-    print(f"wrote {path}: {frames.shape[0]} frames of {args.width}x{args.height} at {args.fps} fps{sound}")
+    print(f"wrote {path}: {video.shape[0]} frames of {width}x{height} at {fps:g} fps{sound}")
+    stages.update(total=seconds_since_process_start(), clip=video.shape[0] / fps)
+    print("timings: " + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in stages.items()))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,17 +241,21 @@ def build_parser() -> argparse.ArgumentParser:
     default = PRESETS[DEFAULT_PRESET]
     generate = commands.add_parser(
         "generate",
-        help="text to video with sound, with the embedded default models",
-        description="Generate a video with sound. A preset sets every sampling value; the options below override "
-        "single values. Per-step settings accept the reference's time-aware form, e.g. --cfg '(4, (0.6, 0))' "
-        f"(guidance until t = 0.6) or --patch '{format_time_aware(default.patch)}' ({DEFAULT_PRESET}'s schedule).",
+        help="text to video with sound: the embedded default, or the released weights",
+        description="Generate a video with sound. Without model options it runs the embedded default (tiny toy-world "
+        "models, CPU, seconds); --models FOLDER (or --dit, --text-encoder, --vae) runs the released weights: the "
+        "Lumina-Video-f24R960 DiT, Gemma-2-2B and the CogVideoX VAE, found in the folder by their contents. A preset "
+        "sets every sampling value (default: the embedded default's, or the reference's f24F96R960-MultiScale for "
+        "released weights); the options below override single values. Per-step settings accept the reference's "
+        "time-aware form, e.g. --cfg '(4, (0.6, 0))' (guidance until t = 0.6) or "
+        f"--patch '{format_time_aware(default.patch)}' ({DEFAULT_PRESET}'s schedule).",
     )
     generate.add_argument("--prompt", required=True, help='what to show, e.g. "a red circle moving left"')
     generate.add_argument("--negative-prompt", default="", help="what to steer away from (default: empty)")
     generate.add_argument("--out", default="demo.mp4", help="output .mp4 or .webm (default demo.mp4)")
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument(
-        "--preset", choices=list(PRESETS), default=DEFAULT_PRESET, help=f"sampling preset (default {DEFAULT_PRESET})"
+        "--preset", choices=list(PRESETS), help=f"sampling preset (default {DEFAULT_PRESET}, or f24F96R960-MultiScale)"
     )
     generate.add_argument("--steps", type=int, help="time-grid points (model calls + 1); default from the preset")
     generate.add_argument(
@@ -173,19 +279,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate.add_argument("--patch", help="patch schedule: one scale ('1x2' for single-scale) or a time-aware schedule")
     generate.add_argument("--solver", choices=SOLVERS, help="ODE solver (default from the preset)")
-    generate.add_argument("--width", type=int, default=embedded.WIDTH)
-    generate.add_argument("--height", type=int, default=embedded.HEIGHT)
-    generate.add_argument("--frames", type=int, default=embedded.FRAMES, help="a multiple of 8")
-    generate.add_argument("--fps", type=float, default=embedded.FPS)
+    w, h, f, fps = RELEASED_VIDEO
+    sizes = f"embedded default {embedded.WIDTH}x{embedded.HEIGHT}, {embedded.FRAMES} frames at {embedded.FPS} fps"
+    sizes += f"; released {w}x{h}, {f} frames at {fps:g} fps"
+    generate.add_argument("--width", type=int, help=f"video width in pixels, a multiple of 32 (default: {sizes})")
+    generate.add_argument("--height", type=int, help="video height in pixels, a multiple of 32")
+    generate.add_argument("--frames", type=int, help="number of frames, a multiple of 8")
+    generate.add_argument("--fps", type=float, help="frames per second of the file")
     generate.add_argument("--audio-steps", type=int, default=25, help="video-to-audio sampling steps")
     generate.add_argument("--no-audio", action="store_true", help="skip video-to-audio")
     generate.add_argument(
-        "--models", type=Path, help="folder with dit/text_encoder/vae/v2a .safetensors (default: the embedded default)"
+        "--models",
+        type=Path,
+        help="folder with the released weights (the Lumina-Video-f24R960 folder, gemma_2_2b_fp16.safetensors, the "
+        "CogVideoX VAE; any names), or a toy-world export (dit/text_encoder/vae/v2a.safetensors)",
+    )
+    generate.add_argument("--dit", type=Path, help="the released DiT: its folder, the .pth or a converted .safetensors")
+    generate.add_argument("--text-encoder", type=Path, help="Gemma-2-2B: ComfyUI's .safetensors or the HF folder")
+    generate.add_argument(
+        "--vae", type=Path, help="the CogVideoX VAE: diffusion_pytorch_model.safetensors or its folder"
+    )
+    generate.add_argument("--v2a", type=Path, help="a video-to-audio model (.safetensors); none has been published")
+    generate.add_argument("--device", help="where the models run (default: cuda when available, else cpu)")
+    generate.add_argument(
+        "--dtype", choices=sorted(DTYPES), help="weights' precision (default: bf16 on a GPU, else fp32)"
+    )
+    generate.add_argument(
+        "--offload", action="store_true", help="keep the models on the CPU and move each to --device only for its stage"
     )
     generate.set_defaults(run=cmd_generate)
 
     bench = commands.add_parser("bench", help="benchmarks: ratios measured in one run")
-    bench.add_argument("--part", choices=("dit", "embedded", "vae", "all"), default="all")
+    bench.add_argument("--part", choices=("dit", "embedded", "vae", "convert", "all"), default="all")
     bench.add_argument("--quick", action="store_true", help="fewer repeats and steps (for smoke tests)")
     bench.add_argument("--gate", action="store_true", help="exit with status 1 when a gated ratio misses its target")
     bench.set_defaults(run=cmd_bench)

@@ -1,5 +1,7 @@
 """The README's main job: a video with sound from the embedded default, on a CPU."""
 
+import re
+
 import pytest
 
 from lumina_core.__main__ import main
@@ -17,7 +19,15 @@ def test_generate_writes_a_video_with_sound(tmp_path, capsys):
     assert video.fps == 8
     assert video.audio is not None and video.sample_rate == 16000
     assert abs(video.audio.shape[-1] - 2 * 16000) <= 1024  # 16 frames at 8 fps, within one AAC frame
-    assert "wrote" in capsys.readouterr().out
+    out_text = capsys.readouterr().out
+    assert "wrote" in out_text
+    timings = re.fullmatch(
+        r"timings: text (\S+) s, sampling (\S+) s, decode (\S+) s, sound (\S+) s, total (\S+) s, clip (\S+) s",
+        out_text.strip().splitlines()[-1],
+    )
+    assert timings, out_text
+    text, sampling, decode, sound, total, clip = map(float, timings.groups())
+    assert clip == 2.0 and min(text, sampling, decode, sound) >= 0 and total >= text + sampling + decode + sound
 
 
 @pytest.mark.parametrize(
