@@ -75,17 +75,9 @@ def video_size_problems(
     return problems
 
 
-def check_video_size(
-    width: int,
-    height: int,
-    frames: int,
-    batch: int = 1,
-    patch_sizes: Iterable[PatchSize] = RELEASED_PATCH_SIZES,
-    limits: Optional[dict] = None,
-    max_batch: Optional[int] = None,
-) -> None:
-    """Raise ValueError with every problem of ``video_size_problems`` in one message."""
-    problems = video_size_problems(width, height, frames, batch, patch_sizes, limits, max_batch)
+def check_video_size(*args, **kwargs) -> None:
+    """``video_size_problems`` (same arguments) as a ValueError with every problem in one message."""
+    problems = video_size_problems(*args, **kwargs)
     if problems:
         raise ValueError("; ".join(problems))
 

@@ -378,16 +378,10 @@ class LuminaVideoSampler(io.ComfyNode):
         latent: dict,
         seed: int,
         preset: str,
-        steps: int = 0,
-        cfg: float = -1.0,
-        cfg_cutoff: float = -1.0,
-        time_shift: float = 0.0,
-        renorm: float = -1.0,
-        patch_schedule: str = FROM_PRESET,
-        custom_schedule: str = "",
-        solver: str = FROM_PRESET,
         motion: Optional[object] = None,
+        **overrides,
     ) -> io.NodeOutput:
+        """``overrides``: the widgets of ``sampler_config`` (steps, cfg, ..., solver), as ComfyUI passes them."""
         samples = latent["samples"]
         if samples.ndim != 5:
             raise ValueError(
@@ -403,14 +397,12 @@ class LuminaVideoSampler(io.ComfyNode):
                 f"the conditioning has {width_of_captions}-wide caption features but the model {model.name!r} reads "
                 f"{model.caption_dim}-wide ones: encode the prompt with Lumina-Video Text Encode for this model"
             )
-        config = sampler_config(
-            preset, steps, cfg, cfg_cutoff, time_shift, renorm, patch_schedule, custom_schedule, solver, motion
-        )
+        config = sampler_config(preset, motion=motion, **overrides)
         missing = sorted(config.patch_sizes() - set(model.dit.patch_sizes))
         if missing:
-            label = (
-                f"custom_schedule {custom_schedule!r}" if patch_schedule == CUSTOM else f"patch_schedule of {preset!r}"
-            )
+            custom = overrides.get("custom_schedule", "")
+            custom_chosen = overrides.get("patch_schedule") == CUSTOM
+            label = f"custom_schedule {custom!r}" if custom_chosen else f"the patch schedule of {preset!r}"
             raise ValueError(
                 f"{label} uses {', '.join(map(str, missing))}, which the model {model.name!r} lacks; "
                 f"it has {', '.join(map(str, model.dit.patch_sizes))}"
