@@ -153,11 +153,15 @@ def on_device(module, device: torch.device, offload: bool):
 def cmd_generate(args):
     from tqdm import tqdm
 
+    from . import parallel
     from .io.media import write_video
     from .pipeline import decode_latent, encode_prompts, generate_audio, sample_latent
     from .request import check_video_size
+    from .sampling import StepCache
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    parallel.init_from_env(device)  # under torchrun: every rank samples, its share of the DiT's tokens; rank 0 writes
+    lead = parallel.rank() == 0
     dtype = DTYPES[args.dtype] if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
     models, preset_name, (width, height, frames, fps) = load_models(
         args, torch.device("cpu") if args.offload else device, dtype
@@ -169,20 +173,30 @@ def cmd_generate(args):
     if hasattr(models.text_encoder, "check_prompt"):  # the embedded default's encoder knows only its world's words
         models.text_encoder.check_prompt(args.prompt, "--prompt")
         models.text_encoder.check_prompt(args.negative_prompt, "--negative-prompt")
-    print(f"preset {preset_name}, {width}x{height}, {frames} frames at {fps:g} fps, seed {args.seed}, {device}")
+    if lead:
+        print(f"preset {preset_name}, {width}x{height}, {frames} frames at {fps:g} fps, seed {args.seed}, {device}")
     stages = {}
     started = time.perf_counter()
     with on_device(models.text_encoder, device, args.offload):
         cond = encode_prompts(models, [args.prompt])
         uncond = encode_prompts(models, [args.negative_prompt])
     stages["text"], started = time.perf_counter() - started, time.perf_counter()
-    with on_device(models.dit, device, args.offload), tqdm(total=config.steps - 1, desc="sampling", unit="step") as bar:
+    with (
+        on_device(models.dit, device, args.offload),
+        tqdm(total=config.steps - 1, desc="sampling", unit="step", disable=not lead) as bar,
+    ):
 
         def on_step(step, total, patch, x):
             bar.set_postfix(patch=str(patch))
             bar.update(1)
 
-        latent = sample_latent(models, cond, uncond, width, height, frames, args.seed, config, callback=on_step)
+        cache = StepCache(args.cache)
+        latent = sample_latent(
+            models, cond, uncond, width, height, frames, args.seed, config, callback=on_step, cache=cache
+        )
+    parallel.close()
+    if not lead:
+        return
     stages["sampling"], started = time.perf_counter() - started, time.perf_counter()
     with on_device(models.vae, device, args.offload):
         video = decode_latent(models.vae, latent.to(device, dtype))[0].cpu()
@@ -279,6 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate.add_argument("--patch", help="patch schedule: one scale ('1x2' for single-scale) or a time-aware schedule")
     generate.add_argument("--solver", choices=SOLVERS, help="ODE solver (default from the preset)")
+    generate.add_argument(
+        "--cache",
+        type=float,
+        default=0.0,
+        help="step caching: skip the DiT's blocks on a step while the summed relative change of their input since "
+        "the last full step stays under this threshold (0: off; see docs/benchmarks.md, Step caching)",
+    )
     w, h, f, fps = RELEASED_VIDEO
     sizes = f"embedded default {embedded.WIDTH}x{embedded.HEIGHT}, {embedded.FRAMES} frames at {embedded.FPS} fps"
     sizes += f"; released {w}x{h}, {f} frames at {fps:g} fps"

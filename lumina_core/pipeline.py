@@ -15,7 +15,7 @@ from .models.text import TextCondition, TinyTextEncoder
 from .models.v2a import V2AGenerator
 from .models.vae import CogVideoXVAE
 from .request import check_video_size, latent_shape
-from .sampling import SamplingConfig, make_noise, sample
+from .sampling import SamplingConfig, StepCache, make_noise, sample
 
 
 @dataclass
@@ -51,12 +51,14 @@ def sample_latent(
     config: SamplingConfig,
     batch: int = 1,
     callback: Optional[Callable] = None,
+    cache: Optional[StepCache] = None,
 ) -> torch.Tensor:
-    """Seeded noise of the right shape, sampled into a model-space latent [B, 16, F/4, H/8, W/8]."""
+    """Seeded noise of the right shape, sampled into a model-space latent [B, 16, F/4, H/8, W/8]; ``cache``: step
+    caching (``sampling/cache.py``), off when None."""
     check_video_size(width, height, frames, batch, models.dit.patch_sizes, models.size_limits)
     device = next(models.dit.parameters()).device
     noise = make_noise(latent_shape(width, height, frames, batch, models.dit.in_channels), seed, device)
-    return sample(models.dit, noise, positive, negative, config, callback)
+    return sample(models.dit, noise, positive, negative, config, callback, cache)
 
 
 def decode_latent(

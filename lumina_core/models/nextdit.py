@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 from einops import rearrange
 
+from .. import parallel
 from .layers import FeedForward, RotaryEmbedding, TimestepEmbedder, apply_rotary, attention, init_linears_xavier
 
 ROPE_TABLE_LENS = (64, 128, 128)  # frames, height, width in patch-grid units, as the released model
@@ -94,12 +95,18 @@ class NextDiTAttention(nn.Module):
         k = heads(self.k_norm(self.wk(x)), self.n_kv_heads)
         v = heads(self.wv(x), self.n_kv_heads)
         q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
-
-        out = attention(q, k, v)
         yk = heads(self.ky_norm(self.wk_y(y)), self.n_kv_heads)
         yv = heads(self.wv_y(y), self.n_kv_heads)
+        gate = self.gate.tanh()
+
+        shards = parallel.current()  # sequence parallel: all tokens, a slice of the heads (lumina_core/parallel.py)
+        if shards is not None:
+            q, k, v, yk, yv, gate = shards.attention_inputs(q, k, v, yk, yv, gate)
+        out = attention(q, k, v, key_mask=None if shards is None else shards.key_mask)
         out_y = attention(q, yk, yv, key_mask=y_mask)
-        out = out + out_y * self.gate.tanh().to(out_y.dtype)[:, None]
+        out = out + out_y * gate.to(out_y.dtype)[:, None]
+        if shards is not None:
+            out = shards.to_tokens(out)
         return self.wo(out.flatten(-2))
 
 
@@ -338,9 +345,13 @@ class MultiScaleNextDiT(nn.Module):
     def forward(self, x, t, cap_feats, cap_mask, motion_score, patch: PatchSize):
         """x [B, C, F, H, W], t [B], cap_feats [B, Ly, cap_dim], cap_mask [B, Ly], motion_score [B]
         -> velocity [B, C, F, H, W]."""
+        inputs = self.embed(x, t, cap_feats, cap_mask, motion_score, patch)
+        return self.final(inputs, self.run_blocks(inputs))
+
+    def embed(self, x, t, cap_feats, cap_mask, motion_score, patch: PatchSize) -> "DiTInputs":
+        """The first part of forward: tokens, RoPE and the adaLN conditioning (split out for step caching)."""
         patch = PatchSize(*patch)
         self.check_input_size(x, patch)
-        frames = x.shape[2]
         tokens, grid = self.patchify(x, patch)
         rope = self.rope(grid, x.device)
         h = self.all_x_embedder[patch.checkpoint_key](tokens)
@@ -350,12 +361,35 @@ class MultiScaleNextDiT(nn.Module):
         no_motion = motion < 0
         motion_emb = self.motion_embedder(motion.masked_fill(no_motion, 0))
         c = c + self.cap_embedder(masked_mean(cap_feats, cap_mask)) + motion_emb.masked_fill(no_motion[:, None], 0)
+        return DiTInputs(h, c, rope, cap_feats, cap_mask.bool(), grid, patch, x.shape[2])
 
-        y_mask = cap_mask.bool()
-        for layer in self.layers:
-            h = layer(h, rope, cap_feats, y_mask, c)
-        out = self.all_final_layer[patch.checkpoint_key](h, c)
-        return self.unpatchify(out, grid, patch, frames)
+    def run_blocks(self, inputs: "DiTInputs") -> torch.Tensor:
+        """The transformer blocks on the embedded tokens -> tokens [B, L, dim]."""
+        h, rope = inputs.h, inputs.rope
+        with parallel.token_shards(h.shape[1], h.device) as shards:  # None unless sequence parallel is set up
+            if shards is not None:
+                h, rope = shards.shard(h), tuple(shards.shard(part, dim=0) for part in rope)
+            for layer in self.layers:
+                h = layer(h, rope, inputs.y, inputs.y_mask, inputs.c)
+            return h if shards is None else shards.gather(h)
+
+    def final(self, inputs: "DiTInputs", h: torch.Tensor) -> torch.Tensor:
+        """The final layer and unpatchify: tokens after the blocks -> velocity [B, C, F, H, W]."""
+        out = self.all_final_layer[inputs.patch.checkpoint_key](h, inputs.c)
+        return self.unpatchify(out, inputs.grid, inputs.patch, inputs.frames)
+
+
+class DiTInputs(NamedTuple):
+    """What the blocks and the final layer need from ``MultiScaleNextDiT.embed``."""
+
+    h: torch.Tensor  # tokens [B, L, dim]
+    c: torch.Tensor  # adaLN conditioning [B, min(dim, 1024)]
+    rope: tuple
+    y: torch.Tensor  # caption features [B, Ly, cap_dim]
+    y_mask: torch.Tensor  # [B, Ly] bool
+    grid: tuple[int, int, int]
+    patch: PatchSize
+    frames: int
 
 
 def masked_mean(feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,11 @@
 """Sampling: the preset table, time-aware schedules, guidance and the flow-matching solvers.
 
 ``presets`` holds every preset whole; ``schedules`` the time-aware values and the shifted
-time grid; ``guidance`` one guided model evaluation; ``solvers`` the integration loop.
+time grid; ``guidance`` one guided model evaluation; ``solvers`` the integration loop;
+``cache`` step caching, a speed option of a run.
 """
 
+from .cache import CachedModel, StepCache
 from .guidance import NO_MOTION, guided_velocity, renorm_per_sample
 from .presets import DEFAULT_PRESET, PRESETS, SOLVERS, SamplingConfig, preset
 from .schedules import (
@@ -20,10 +22,12 @@ from .solvers import check_latent_size, integrate, make_noise, sample
 
 __all__ = [
     "DEFAULT_PRESET",
+    "CachedModel",
     "NO_MOTION",
     "PRESETS",
     "SOLVERS",
     "SamplingConfig",
+    "StepCache",
     "TimeAware",
     "check_latent_size",
     "check_time_aware",

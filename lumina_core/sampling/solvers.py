@@ -6,6 +6,7 @@ import torch
 
 from ..models.nextdit import PatchSize
 from ..models.text import TextCondition
+from .cache import StepCache
 from .guidance import guided_velocity
 from .presets import SOLVERS, SamplingConfig
 
@@ -51,15 +52,19 @@ def sample(
     negative: Optional[TextCondition],
     config: SamplingConfig,
     callback: Optional[StepCallback] = None,
+    cache: Optional[StepCache] = None,
 ) -> torch.Tensor:
     """Sample a video latent [B, C, F, H, W] from noise with the Lumina-Video model under ``config``.
 
-    ``callback(step, total, patch_size, x)`` runs after every step.
+    ``callback(step, total, patch_size, x)`` runs after every step. ``cache`` (step caching, see
+    ``sampling/cache.py``) skips the transformer blocks on steps whose input barely changed.
     """
     check_latent_size(model, noise.shape, config)
     batch = noise.shape[0]
     positive = positive.repeat_to(batch)
     negative = None if negative is None else negative.repeat_to(batch)
+    if cache is not None and cache.active:
+        model = cache.wrap(model, config.times())
 
     def velocity(x, t):
         return guided_velocity(model, x, t, positive, negative, config)
