@@ -207,7 +207,7 @@ def test_a_fresh_sampler_runs_its_whole_preset(env, loaded, monkeypatch):
     widgets = default_widgets(env, "LuminaVideoSampler")
     assert widgets["preset"] == "embedded-MultiScale"
     for name in presets:
-        settings = {k: v for k, v in dict(widgets, preset=name).items() if k != "seed"}
+        settings = {k: v for k, v in dict(widgets, preset=name).items() if k not in ("seed", "cache")}
         assert sampling.sampler_config(settings.pop("preset"), **settings) == presets[name], name
 
     dit = loaded["model"].dit
@@ -221,6 +221,26 @@ def test_a_fresh_sampler_runs_its_whole_preset(env, loaded, monkeypatch):
     fresh = dict(widgets, model=loaded["model"], conditioning=loaded["conditioning"], latent=loaded["latent"])
     env.run("LuminaVideoSampler", **fresh)
     assert Counter(calls) == {"2x4": 22, "2x2": 4, "1x2": 3}
+
+
+def test_step_caching_skips_block_runs_only_when_asked(env, loaded, monkeypatch):
+    """cache 0 (the default) runs the transformer blocks on every model call; a threshold skips some of them."""
+    dit = type(loaded["model"].dit)
+    run_blocks, runs = dit.run_blocks, []
+
+    def counting(self, inputs):
+        runs.append(1)
+        return run_blocks(self, inputs)
+
+    monkeypatch.setattr(dit, "run_blocks", counting)
+    fresh = dict(default_widgets(env, "LuminaVideoSampler"), model=loaded["model"], latent=loaded["latent"])
+    fresh["conditioning"] = loaded["conditioning"]
+    full = env.run("LuminaVideoSampler", **fresh)[0]["samples"]
+    assert len(runs) == 29
+    runs.clear()
+    cached = env.run("LuminaVideoSampler", **dict(fresh, cache=0.2))[0]["samples"]
+    assert 0 < len(runs) < 29
+    assert (cached - full).abs().mean() < 0.1 * full.abs().mean()
 
 
 def test_a_widget_overrides_one_value_of_the_preset(env):
@@ -242,7 +262,8 @@ def test_shipped_workflows_name_a_preset_and_override_nothing(env, path):
     samplers = [node["inputs"] for node in graph.values() if node["class_type"] == "LuminaVideoSampler"]
     assert samplers, f"{path.name} has no sampler"
     for inputs in samplers:
-        widgets = {k: v for k, v in inputs.items() if not isinstance(v, list) and k != "seed"}
+        widgets = {k: v for k, v in inputs.items() if not isinstance(v, list) and k not in ("seed", "cache")}
+        assert inputs["cache"] == 0.0, "step caching is off in the shipped workflows"
         name = widgets.pop("preset")
         motion = None
         if "motion" in inputs:
