@@ -286,23 +286,30 @@ def ffn_settings_for(dim: int, hidden: int) -> tuple[int, Optional[float]]:
     return 1, multiplier
 
 
+def key_differences(state: dict[str, torch.Tensor], expected: dict[str, torch.Size], name=str) -> list[str]:
+    """Missing, unexpected and other-shaped keys of ``state`` against ``expected``, counted, a few shown as
+    ``name(key)`` (the name the file gives them)."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k])
+    lines = [
+        f"{len(keys)} {label} keys, e.g. {[name(k) for k in keys[:4]]}"
+        for label, keys in (("missing", missing), ("unexpected", unexpected))
+        if keys
+    ]
+    if wrong:
+        shown = ", ".join(f"{name(k)} {tuple(state[k].shape)} vs {tuple(expected[k])}" for k in wrong[:3])
+        lines.append(f"{len(wrong)} keys of other shapes, e.g. {shown}")
+    return lines
+
+
 def describe_mismatch(state_dict: dict[str, torch.Tensor], expected: Optional[dict[str, torch.Size]]) -> str:
     keys = set(state_dict)
     lines = ["these weights are not a Lumina-Video Multi-scale Next-DiT"]
     if any(k.startswith(("noise_refiner.", "context_refiner.", "x_embedder.")) for k in keys):
         lines[0] += " (they look like a Lumina-Image 2.0 NextDiT: load those with ComfyUI's own Load Diffusion Model)"
     if expected is not None:
-        missing = sorted(set(expected) - keys)
-        unexpected = sorted(keys - set(expected))
-        wrong = sorted(k for k in keys & set(expected) if state_dict[k].shape != expected[k])
-        for label, names in (("missing", missing), ("unexpected", unexpected)):
-            if names:
-                lines.append(f"{len(names)} {label} keys, e.g. {names[:5]}")
-        if wrong:
-            lines.append(
-                f"{len(wrong)} keys with other shapes, e.g. "
-                + ", ".join(f"{k} {tuple(state_dict[k].shape)} vs {tuple(expected[k])}" for k in wrong[:3])
-            )
+        lines += key_differences(state_dict, expected)
     else:
         lines.append(f"no all_x_embedder.* / layers.N.attention keys; found e.g. {sorted(keys)[:5]}")
     return "; ".join(lines)

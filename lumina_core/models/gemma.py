@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from ..io.checkpoints import (
     CheckpointError,
+    key_differences,
     open_safetensors,
     read_state_dict,
     safetensors_header,
@@ -348,18 +349,7 @@ def not_gemma2(keys, required) -> str:
 
 def describe_mismatch(state: dict[str, torch.Tensor], expected: dict[str, torch.Size], prefix: str) -> str:
     """Missing, unexpected and other-shaped keys, counted, a few named as the file names them."""
-    name = lambda k: prefix + k
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k])
-    lines = [
-        f"{len(names)} {label} keys, e.g. {[name(k) for k in names[:4]]}"
-        for label, names in (("missing", missing), ("unexpected", unexpected))
-        if names
-    ]
-    if wrong:
-        shown = ", ".join(f"{name(k)} {tuple(state[k].shape)} vs {tuple(expected[k])}" for k in wrong[:3])
-        lines.append(f"{len(wrong)} keys of other shapes, e.g. {shown}")
+    lines = key_differences(state, expected, name=lambda k: prefix + k)
     if any("scale_weight" in k or k == "scaled_fp8" for k in state):
         lines.append("scaled-fp8 files are not read here: use gemma_2_2b_fp16.safetensors")
     return "; ".join(lines)
