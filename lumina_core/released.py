@@ -14,7 +14,7 @@ from typing import Optional
 
 import torch
 
-from .io.checkpoints import CheckpointError, checkpoint_kind, load_nextdit, safetensors_header
+from .io.checkpoints import CheckpointError, checkpoint_kind, load_nextdit
 from .models.gemma import Gemma2TextEncoder
 from .models.nextdit import RELEASED
 from .models.v2a import load_v2a
@@ -22,7 +22,6 @@ from .models.vae import DIFFUSERS_CLASS_NAME, load_vae
 from .pipeline import LuminaVideoModels
 
 RELEASED_WEIGHTS = ("consolidated.00-of-01.safetensors", "consolidated.00-of-01.pth")
-GEMMA2_KEY = "layers.0.post_feedforward_layernorm.weight"  # what tells Gemma-2 from other decoders (as ComfyUI does)
 KINDS = ("dit", "text_encoder", "vae", "v2a")
 WHAT = dict(
     dit="the Next-DiT (the Lumina-Video-f24R960 folder: consolidated.00-of-01.pth + model_args.pth, or a .safetensors "
@@ -55,12 +54,11 @@ def kind_of(path: Path) -> Optional[str]:
             if values.get("_class_name") == DIFFUSERS_CLASS_NAME:
                 return "vae"
         return None
-    if path.suffix not in (".safetensors", ".pth") or path.name == "model_args.pth":
+    if path.suffix not in (".safetensors", ".pth"):
         return None
-    if path.suffix == ".safetensors" and any(key.endswith(GEMMA2_KEY) for key in safetensors_header(path)):
-        return "text_encoder"
     kind = checkpoint_kind(path)
-    return None if kind == "text_encoder" else kind  # a tiny toy-world encoder is not Gemma-2
+    # our "text_encoder" is Gemma-2; a tiny toy-world encoder is none of the released models
+    return {"gemma2": "text_encoder", "text_encoder": None}.get(kind, kind)
 
 
 def find_released(folder: Path) -> ReleasedFiles:

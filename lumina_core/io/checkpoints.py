@@ -7,6 +7,7 @@ safetensors metadata, ``model_args.pth`` beside the weights, or the tensor shape
 """
 
 import ctypes
+import functools
 import json
 import mmap
 import os
@@ -31,6 +32,7 @@ CONFIG_METADATA_KEY = "lumina_video_config"
 TEXT_CONFIG_METADATA_KEY = "lumina_text_encoder_config"
 WRAPPER_PREFIXES = ("_orig_mod.", "_checkpoint_wrapped_module.", "_fsdp_wrapped_module.")
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+GEMMA2_KEY = "layers.0.post_feedforward_layernorm.weight"  # what tells Gemma-2 from other decoders, as ComfyUI does
 RELEASED_ARGS = "model_args.pth"  # the released folder's training arguments, beside the weights
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6: a zip archive
 LEGACY_MAGIC = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)  # how older torch.save files begin
@@ -121,18 +123,27 @@ def open_safetensors(path: Path, device="cpu"):
 
 
 def checkpoint_kind(path: Path) -> Optional[str]:
-    """What a weights file holds, from its header alone: "dit", "text_encoder", "v2a", "vae", or None (another
-    model's file). Ours say it in their metadata; the released DiT and a diffusers CogVideoX VAE by their key names.
+    """What a weights file holds, from its header alone: "dit", "text_encoder" (the tiny toy-world encoder),
+    "gemma2", "v2a", "vae", or None (another model's file). Ours say it in their metadata; the released DiT, Gemma-2
+    and a diffusers CogVideoX VAE by their key names.
 
     A pickle can't be looked into without unpickling it; the pickles this pack loads are the released DiT's weights
     and its training arguments (``model_args.pth``: None). Raises CheckpointError when the header can't be read.
+    The answer is kept per file version (size, modification time): the loaders ask on every listing of their folders.
     """
-    from ..models import v2a, vae  # here, not at the top: both import this module
-
     path = Path(path)
     if path.suffix in PICKLE_SUFFIXES:
         return None if path.name == RELEASED_ARGS else "dit"
-    header = safetensors_header(path)
+    stat = path.stat() if path.is_file() else None
+    return _header_kind(str(path), stat and stat.st_size, stat and stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1024)
+def _header_kind(path: str, size: Optional[int], mtime_ns: Optional[int]) -> Optional[str]:
+    """checkpoint_kind of a .safetensors file, read once per (path, size, mtime); errors are not kept."""
+    from ..models import v2a, vae  # here, not at the top: both import this module
+
+    header = safetensors_header(Path(path))
     metadata = header.get("__metadata__") or {}
     ours = {
         CONFIG_METADATA_KEY: "dit",
@@ -146,6 +157,8 @@ def checkpoint_kind(path: Path) -> Optional[str]:
     names = {bare_key(key) for key in header}
     if any(name.startswith("all_x_embedder.") for name in names):
         return "dit"
+    if any(name.endswith(GEMMA2_KEY) for name in names):
+        return "gemma2"
     return "vae" if set(vae.DIFFUSERS_KEYS) <= names else None
 
 
