@@ -311,3 +311,46 @@ def test_optical_flow_agrees_with_the_centroid_motion(train_clips):
             magnitudes.append(np.linalg.norm(flow, axis=-1)[on_shape].mean())
         flow_motion.append(np.mean(magnitudes))
     assert spearman(flow_motion, [clip.motion_score for clip in train_clips[:60]]) >= 0.95
+
+
+# How the motion runs in time: still frames at the start, stutter
+
+
+def frames_along(xs, shape="square"):
+    """[F, H, W, 3] frames of a red ``shape`` whose box centre runs through ``xs`` along the middle row."""
+    positions = np.stack([xs, np.full_like(xs, world.HEIGHT / 2)], axis=1)
+    return world.render_frames("red", world.shape_coverage(shape, positions))
+
+
+def test_frozen_start_counts_the_still_frames_at_the_start():
+    start = world.SHAPE_SIZE / 2
+    moving = start + 2.0 * np.arange(world.NUM_FRAMES)
+    held = np.concatenate([np.full(3, start), moving[: world.NUM_FRAMES - 3]])  # frames 0-3 alike
+    assert metrics.frozen_start(metrics.centroid_steps(frames_along(moving))) == 1
+    assert metrics.frozen_start(metrics.centroid_steps(frames_along(held))) == 4
+    assert metrics.frozen_start(metrics.centroid_steps(frames_along(np.full(world.NUM_FRAMES, start)))) == 16
+    assert metrics.frozen_start(np.array([0.0, 0.2, 0.4, 3.0, 0.0])) == 4
+
+
+def test_the_slowest_true_clips_start_moving(train_clips):
+    slowest = world.make_clip("blue", "triangle", "up", speed=world.SPEED_RANGE[0], distance_ahead=20.0, across=5.0)
+    for clip in [slowest, *train_clips]:
+        assert metrics.frozen_start(metrics.centroid_steps(clip.frames)) == 1, (clip.caption, clip.speed)
+
+
+def test_stutter_is_one_for_steady_motion_and_the_jump_over_the_median_step():
+    steady = world.SHAPE_SIZE / 2 + 2.0 * np.arange(world.NUM_FRAMES)
+    assert metrics.stutter(metrics.centroid_steps(frames_along(steady, "circle"))) == pytest.approx(1.0, abs=0.02)
+    steps = np.tile([1.0, 1.0, 1.0, 4.0], 4)[: world.NUM_FRAMES - 1]  # a 4 px jump at each 4-frame group's border
+    jumpy = world.SHAPE_SIZE / 2 + np.concatenate([[0.0], np.cumsum(steps)])
+    assert metrics.stutter(metrics.centroid_steps(frames_along(jumpy))) == pytest.approx(4.0, abs=0.1)
+    assert metrics.stutter(np.array([0.0, 0.0, 0.0, 5.0])) == float("inf")
+
+
+def test_true_clips_run_steadily_but_for_their_bounces(train_clips):
+    stutters = [metrics.stutter(metrics.centroid_steps(clip.frames)) for clip in train_clips]
+    assert max(stutters) <= 1.1, max(stutters)  # a bounce's step is shorter, never longer
+    measured = metrics.measure_video(train_clips[0].frames, train_clips[0].fps)
+    assert measured.frozen_start == 1 and measured.stutter == pytest.approx(stutters[0])
+    blank = metrics.measure_video(np.full_like(train_clips[0].frames, 0.2), train_clips[0].fps)
+    assert blank.frozen_start is None and blank.stutter is None

@@ -6,8 +6,12 @@ Held-out prompts combine colours, shapes and directions never seen together in t
 use caption templates never seen in training. From the decoded frames alone it measures:
 colour, shape and direction accuracy per preset (single-scale and multi-scale, with their
 sampling times); how measured motion follows the motion-score input (Spearman); how it
-follows the gap between positive and negative motion; and, for the video-to-audio model,
-onset sync of the generated sound against the bounces in the frames.
+follows the gap between positive and negative motion; how the motion runs in time (the share of
+clips with at most one still frame at the start, and the median clip's stutter: largest over
+median frame-to-frame move), for the DiT's videos under each preset, for the held-out clips
+themselves passed through the VAE alone, and for those clips as drawn, so that each fault shows
+where it arises; and, for the video-to-audio model, onset sync of the generated sound against the
+bounces in the frames.
 """
 
 import argparse
@@ -23,15 +27,31 @@ from .. import embedded
 from ..bench.dit import interleaved
 from ..pipeline import decode_latent, encode_prompts, sample_latent
 from ..sampling.presets import PRESETS
-from .metrics import measure_video, score_clip
+from .metrics import VideoMeasurements, measure_video, score_clip
+from .train import clip_batch
 from .world import DEFAULT_CONFIG, heldout_clips
 
 ACCURACY_KEYS = ("colour", "shape", "direction")
 MOTION_CLIPS = 24
 """Prompts per motion value in the motion sweep, for the README table and for the quality tests alike."""
 TARGETS = dict(
-    colour=0.95, shape=0.90, direction=0.90, motion_spearman=0.9, multiscale_gap=0.03, multiscale_time=0.4, onset_f1=0.8
+    colour=0.95,
+    shape=0.90,
+    direction=0.90,
+    motion_spearman=0.9,
+    multiscale_gap=0.03,
+    multiscale_time=0.4,
+    onset_f1=0.8,
+    moving_start=0.95,
+    stutter=2.0,
 )
+TIMING_SOURCES = {
+    "embedded": "single-scale",
+    "embedded-MultiScale": "multi-scale",
+    "vae": "ground truth through the VAE",
+    "truth": "ground truth",
+}
+"""Where the timing rows' clips come from: each preset's videos, the held-out clips encoded and decoded, as drawn."""
 
 
 def spearman(x, y) -> float:
@@ -77,6 +97,30 @@ def accuracy_drop(single: dict, multi: dict) -> float:
     return round(max(single[k] - multi[k] for k in ACCURACY_KEYS), 9)
 
 
+def vae_round_trip(vae, clips, batch: int) -> torch.Tensor:
+    """Real clips encoded and decoded by the VAE alone: frames [N, F, H, W, 3] in [0, 1]."""
+    with torch.no_grad():
+        return torch.cat(
+            [
+                decode_latent(vae, vae.encode_to_model_latent(clip_batch(clips[start : start + batch]).to(vae.device)))
+                for start in range(0, len(clips), batch)
+            ]
+        )
+
+
+def timing_summary(measured: list[VideoMeasurements]) -> dict:
+    """The share of clips with at most one still frame at the start, the median clip's stutter, and how many clips
+    start with each count of still frames. A clip without a track (no shape in two frames) counts as frozen and
+    infinitely stuttering."""
+    starts = [DEFAULT_CONFIG.num_frames if m.frozen_start is None else m.frozen_start for m in measured]
+    stutters = [float("inf") if m.stutter is None else m.stutter for m in measured]
+    return dict(
+        moving_start=float(np.mean([start <= 1 for start in starts])),
+        stutter=float(np.median(stutters)),
+        still_frames={int(count): starts.count(count) for count in sorted(set(starts))},
+    )
+
+
 @dataclass
 class Report:
     clips: int
@@ -84,6 +128,7 @@ class Report:
     sampling_seconds: dict = field(default_factory=dict)
     motion: dict = field(default_factory=dict)
     audio: dict = field(default_factory=dict)
+    timing: dict = field(default_factory=dict)  # TIMING_SOURCES key -> timing_summary
 
     def checks(self) -> dict:
         single, multi = self.accuracy["embedded"], self.accuracy["embedded-MultiScale"]
@@ -111,6 +156,18 @@ class Report:
         gaps = self.motion["by_negative"]
         monotone = all(a >= b for a, b in zip(gaps.values(), list(gaps.values())[1:]))
         out["larger pos/neg gap -> more motion"] = (monotone, True, monotone)
+        for source, summary in self.timing.items():
+            label = TIMING_SOURCES[source]
+            out[f"clips with <= 1 still frame at the start ({label})"] = (
+                summary["moving_start"],
+                TARGETS["moving_start"],
+                summary["moving_start"] >= TARGETS["moving_start"],
+            )
+            out[f"median-clip stutter, max / median move ({label})"] = (
+                summary["stutter"],
+                TARGETS["stutter"],
+                summary["stutter"] <= TARGETS["stutter"],
+            )
         if self.audio:
             out["onset F1 (+-1 frame)"] = (
                 self.audio["f1"],
@@ -125,10 +182,27 @@ class Report:
         return out
 
 
-def caption_accuracy(models, captions, preset, seed, batch) -> dict:
+def preset_scores(models, captions, preset, seed, batch) -> list:
+    """Each caption's video under ``preset``, scored against the caption (``ClipScore``)."""
     frames = generate(models, captions, preset, seed, batch)
-    scores = [score_clip(f.numpy(), c, embedded.FPS) for f, c in zip(frames, captions)]
+    return [score_clip(f.numpy(), c, embedded.FPS) for f, c in zip(frames, captions)]
+
+
+def accuracy(scores) -> dict:
     return {k: float(np.mean([getattr(s, f"{k}_correct") for s in scores])) for k in ACCURACY_KEYS}
+
+
+def caption_accuracy(models, captions, preset, seed, batch) -> dict:
+    return accuracy(preset_scores(models, captions, preset, seed, batch))
+
+
+def real_clip_timing(vae, clips, batch) -> dict:
+    """``timing_summary`` of the held-out clips through the VAE alone (``vae``) and as drawn (``truth``)."""
+    through_vae = vae_round_trip(vae, clips, batch)
+    return dict(
+        vae=timing_summary([measure_video(f.numpy(), c.fps) for f, c in zip(through_vae, clips)]),
+        truth=timing_summary([measure_video(c.frames, c.fps) for c in clips]),
+    )
 
 
 def sampling_seconds(models, captions, seed: int, repeats: int = 5) -> dict:
@@ -178,10 +252,14 @@ def evaluate(
     n_clips: int = 100, seed: int = 0, batch: int = 50, motion_clips: int = MOTION_CLIPS, audio: bool = True
 ) -> Report:
     models = embedded.load(with_audio=audio)
-    captions = [clip.caption for clip in heldout_clips(seed, n_clips)]
+    clips = heldout_clips(seed, n_clips)
+    captions = [clip.caption for clip in clips]
     report = Report(clips=n_clips)
     for preset in embedded.PRESETS:
-        report.accuracy[preset] = caption_accuracy(models, captions, preset, seed, batch)
+        scores = preset_scores(models, captions, preset, seed, batch)
+        report.accuracy[preset] = accuracy(scores)
+        report.timing[preset] = timing_summary([score.measured for score in scores])
+    report.timing.update(real_clip_timing(models.vae, clips, batch))
     report.sampling_seconds = sampling_seconds(models, captions[:batch], seed)
     report.motion = motion_response(models, captions[:motion_clips], seed, batch)
     if audio and models.v2a is not None:
@@ -193,12 +271,16 @@ def evaluate(
 
 def print_report(report: Report):
     print(f"embedded default on {report.clips} held-out toy-world prompts")
-    print(f"{'check':<46} {'measured':>10} {'target':>8}  ok")
-    for name, (value, target, ok) in report.checks().items():
+    checks = report.checks()
+    width = max(map(len, checks))
+    print(f"{'check':<{width}} {'measured':>10} {'target':>8}")
+    for name, (value, target, ok) in checks.items():
         fmt = (lambda v: f"{v:.3f}") if isinstance(value, float) else str
-        print(f"{name:<46} {fmt(value):>10} {fmt(target):>8}  {'yes' if ok else 'NO'}")
+        print(f"{name:<{width}} {fmt(value):>10} {fmt(target):>8}  {'met' if ok else 'missed'}")
     print("measured motion by motion input:", {k: round(v, 2) for k, v in report.motion["by_value"].items()})
     print("measured motion by pos-neg gap:", {k: round(v, 2) for k, v in report.motion["by_negative"].items()})
+    for source, summary in report.timing.items():
+        print(f"clips by still frames at the start ({TIMING_SOURCES[source]}):", summary["still_frames"])
 
 
 def main(argv=None):

@@ -53,6 +53,11 @@ REGION_MARGIN = 3
 SILHOUETTE_GRID = 8
 """Side of the grid that cropped silhouettes are pooled to before they are compared."""
 
+STILL_STEP = 0.5 * DEFAULT_CONFIG.speed_range[0]
+"""Centroid move in px below which a frame counts as still: half the world's slowest speed. The world's clips
+never bounce in their first ``frames_before_first_bounce`` steps, so those steps move at least that slowest
+speed (1 px); half of it leaves room for a generated video's blur and noise."""
+
 ONSET_WINDOW_SECONDS = 0.004
 ONSET_HOP_SECONDS = 0.001
 ONSET_MIN_RMS = 0.02
@@ -144,6 +149,26 @@ def measure_motion(frames: ArrayLike, segmentation: Optional[Segmentation] = Non
     steps = np.linalg.norm(np.diff(centroid_track(frames, segmentation), axis=0), axis=1)
     steps = steps[~np.isnan(steps)]
     return float(steps.mean()) if len(steps) else 0.0
+
+
+def centroid_steps(frames: ArrayLike, segmentation: Optional[Segmentation] = None) -> Optional[np.ndarray]:
+    """[F-1] centroid move in px between consecutive frames, frames without the shape interpolated; None with
+    fewer than two frames showing it."""
+    track = _filled_track(centroid_track(frames, segmentation))
+    return None if track is None else np.linalg.norm(np.diff(track, axis=0), axis=1)
+
+
+def frozen_start(steps: np.ndarray, still: float = STILL_STEP) -> int:
+    """Still frames at the start of a clip, from its centroid ``steps`` [F-1]: frame 0 and each following frame
+    up to the first that moves at least ``still`` px (a clip that moves from the first step on counts 1)."""
+    moving = np.flatnonzero(steps >= still)
+    return int(moving[0]) + 1 if len(moving) else len(steps) + 1
+
+
+def stutter(steps: np.ndarray) -> float:
+    """Largest centroid move over the median move (1 for steady motion; inf when most frames are still)."""
+    median = float(np.median(steps))
+    return float(steps.max()) / median if median > 0 else float("inf")
 
 
 def detect_colour(frames: ArrayLike, segmentation: Optional[Segmentation] = None) -> Optional[str]:
@@ -347,12 +372,15 @@ class VideoMeasurements:
     motion: float
     flicker: float
     bounce_times: tuple
+    frozen_start: Optional[int]  # None without a track
+    stutter: Optional[float]
 
 
 def measure_video(frames: ArrayLike, fps, config: WorldConfig = DEFAULT_CONFIG) -> VideoMeasurements:
     """All frame-based measures of one clip, sharing one segmentation."""
     frames = as_frames(frames)
     seg = segment(frames)
+    steps = centroid_steps(frames, seg)
     return VideoMeasurements(
         colour=detect_colour(frames, seg),
         shape=detect_shape(frames, seg),
@@ -360,6 +388,8 @@ def measure_video(frames: ArrayLike, fps, config: WorldConfig = DEFAULT_CONFIG) 
         motion=measure_motion(frames, seg),
         flicker=measure_flicker(frames, seg),
         bounce_times=tuple(detect_bounces(frames, fps, seg)),
+        frozen_start=None if steps is None else frozen_start(steps),
+        stutter=None if steps is None else stutter(steps),
     )
 
 
