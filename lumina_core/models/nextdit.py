@@ -102,7 +102,7 @@ class NextDiTAttention(nn.Module):
         shards = parallel.current()  # sequence parallel: all tokens, a slice of the heads (lumina_core/parallel.py)
         if shards is not None:
             q, k, v, yk, yv, gate = shards.attention_inputs(q, k, v, yk, yv, gate)
-        out = attention(q, k, v, key_mask=None if shards is None else shards.key_mask)
+        out = attention(q, k, v)
         out_y = attention(q, yk, yv, key_mask=y_mask)
         out = out + out_y * gate.to(out_y.dtype)[:, None]
         if shards is not None:
@@ -366,7 +366,7 @@ class MultiScaleNextDiT(nn.Module):
     def run_blocks(self, inputs: "DiTInputs") -> torch.Tensor:
         """The transformer blocks on the embedded tokens -> tokens [B, L, dim]."""
         h, rope = inputs.h, inputs.rope
-        with parallel.token_shards(h.shape[1], h.device) as shards:  # None unless sequence parallel is set up
+        with parallel.token_shards(h.shape[1]) as shards:  # None unless sequence parallel is set up
             if shards is not None:
                 h, rope = shards.shard(h), tuple(shards.shard(part, dim=0) for part in rope)
             for layer in self.layers:
