@@ -2,7 +2,8 @@
 
 One module per stage: ``loaders`` (video model, VAE, V2A), ``text``, ``motion``,
 ``sampling`` (empty latent, sampler), ``decode``, ``audio``, ``save``. ``sockets`` holds
-the pack's own types; ``_comfy`` is the only module that imports ComfyUI.
+the pack's own types; ``native`` the nodes of the native MODEL/CONDITIONING path. ``_comfy`` (services) and
+``_comfy_model`` (the native model's classes) are the only modules that import ComfyUI.
 
 Importing this package needs nothing from ComfyUI: the node modules are imported when
 ComfyUI calls ``comfy_entrypoint``. Node ids are stored in every saved workflow, so they
@@ -20,6 +21,14 @@ NODE_IDS = (
     "LuminaVideoV2ALoader",
     "LuminaVideoAudioGenerate",
     "LuminaVideoSaveVideo",
+)
+NATIVE_NODE_IDS = (
+    "LuminaVideoNativeModelLoader",
+    "LuminaVideoPromptEncode",
+    "LuminaVideoMotionConditioning",
+    "LuminaVideoMultiScale",
+    "LuminaVideoGuidance",
+    "LuminaVideoScheduler",
 )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 from ._comfy import ComfyExtension, add_json_route, register_model_folders
 
 register_model_folders()  # before any schema lists the folders' files
@@ -27,6 +29,13 @@ NODES = [
     LuminaVideoSaveVideo,
 ]
 
+
+if importlib.util.find_spec("comfy.model_base") is not None:
+    # The native nodes subclass ComfyUI's model classes, which the node tier's stand-ins for ComfyUI don't provide;
+    # ComfyUI always has them (the integration tier runs these nodes there).
+    from .native import NATIVE_NODES
+
+    NODES += NATIVE_NODES
 
 add_json_route(PLAN_ROUTE, plan_request)
 

@@ -352,6 +352,20 @@ def resolve_config(weights: Path, state_dict, metadata: dict[str, str]) -> tuple
         raise CheckpointError(f"{weights}: {error}") from None
 
 
+def read_nextdit(path) -> tuple[dict[str, torch.Tensor], NextDiTConfig, list[str]]:
+    """A Next-DiT checkpoint's tensors (bare keys, checked against its config's) with the config and notes on where
+    the config came from; for code that builds the model its own way (ComfyUI's native model)."""
+    weights = find_weights(Path(path))
+    state_dict, metadata = read_state_dict(weights)
+    state_dict = strip_wrapper_prefixes(state_dict)
+    config, notes = resolve_config(weights, state_dict, metadata)
+    with torch.device("meta"):
+        expected = {k: v.shape for k, v in config.build().state_dict().items()}
+    if set(expected) != set(state_dict) or any(state_dict[k].shape != s for k, s in expected.items()):
+        raise CheckpointError(f"{weights}: " + describe_mismatch(state_dict, expected))
+    return state_dict, config, notes
+
+
 def load_nextdit(
     path, dtype: Optional[torch.dtype] = None, device="cpu"
 ) -> tuple[MultiScaleNextDiT, NextDiTConfig, list[str]]:
@@ -359,15 +373,9 @@ def load_nextdit(
 
     Returns the model in eval mode, its config, and notes on where the config came from.
     """
-    weights = find_weights(Path(path))
-    state_dict, metadata = read_state_dict(weights)
-    state_dict = strip_wrapper_prefixes(state_dict)
-    config, notes = resolve_config(weights, state_dict, metadata)
+    state_dict, config, notes = read_nextdit(path)
     with torch.device("meta"):
         model = config.build()
-    expected = {k: v.shape for k, v in model.state_dict().items()}
-    if set(expected) != set(state_dict) or any(state_dict[k].shape != s for k, s in expected.items()):
-        raise CheckpointError(f"{weights}: " + describe_mismatch(state_dict, expected))
     model.load_state_dict(state_dict, strict=True, assign=True)
     del state_dict
     model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)

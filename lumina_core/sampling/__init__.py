@@ -14,9 +14,11 @@ from .schedules import (
     format_time_aware,
     parse_time_aware,
     scale_and_cutoff,
+    schedule_table,
     time_grid,
     truncated_scale,
     value_at,
+    value_from_table,
 )
 from .solvers import check_latent_size, integrate, make_noise, sample
 
@@ -40,7 +42,9 @@ __all__ = [
     "renorm_per_sample",
     "sample",
     "scale_and_cutoff",
+    "schedule_table",
     "time_grid",
     "truncated_scale",
     "value_at",
+    "value_from_table",
 ]

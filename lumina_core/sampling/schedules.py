@@ -100,3 +100,30 @@ def time_grid(steps: int, shift: float) -> torch.Tensor:
     """[steps] float32 times from 0 to 1, crowded towards t=0 (the noisy end) for shift > 1."""
     t = torch.linspace(0, 1, steps)
     return t / (t + shift - shift * t)
+
+
+TABLE_SLOTS = 8
+"""Switch points a time-aware setting may have in its table form (the presets use at most two)."""
+TABLE_UNIT = 1_000_000
+"""Table entries are integers in millionths: a framework that casts float conditions to the model's dtype (bf16
+keeps three digits) leaves integers alone, so a switch time stays exactly where it was written."""
+
+
+def schedule_table(schedule: TimeAware, slots: int = TABLE_SLOTS) -> torch.Tensor:
+    """A numeric time-aware setting as a fixed-size tensor [2 * slots] int64: the switch times (the first is 0), then
+    the values, in millionths; unused slots repeat the last value from a time never reached. Tables of any two
+    settings have one shape, so they stack into a batch."""
+    schedule = check_time_aware(schedule, "schedule", float)
+    pairs = [(0.0, schedule)] if isinstance(schedule, (int, float)) else [(0.0, schedule[0]), *schedule[1:]]
+    if len(pairs) > slots:
+        raise ValueError(f"a time-aware setting in table form holds at most {slots - 1} switches, got {len(pairs) - 1}")
+    never = 2.0  # past t = 1, the end of sampling
+    pairs += [(never, pairs[-1][1])] * (slots - len(pairs))
+    return torch.tensor([round(p[0] * TABLE_UNIT) for p in pairs] + [round(p[1] * TABLE_UNIT) for p in pairs])
+
+
+def value_from_table(table: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The values of tables [B, 2 * slots] at times t [B] -> [B] float64, by value_at's rule (switch once t >= thr)."""
+    thresholds, values = (part.double() / TABLE_UNIT for part in table.reshape(table.shape[0], 2, -1).unbind(1))
+    reached = (t.double()[:, None] >= thresholds).sum(dim=1).clamp_min(1)  # slot 0 starts at t = 0
+    return values.gather(1, (reached - 1)[:, None]).squeeze(1)

@@ -20,7 +20,7 @@ import pytest
 
 from lumina_core.io.media import read_video
 from lumina_core.sampling import PRESETS
-from nodes import NODE_IDS
+from nodes import NATIVE_NODE_IDS, NODE_IDS
 
 from .comfy_server import PACK_NAME, PromptRejected, pack_node_ids
 from .workflow_tools import check_api, strip_meta, thumbnail, ui_to_api, widget_names
@@ -64,7 +64,7 @@ def new_files(folder: Path, before: set) -> list[Path]:
 
 
 def test_every_node_is_registered(object_info):
-    assert pack_node_ids(object_info) == sorted(NODE_IDS)
+    assert pack_node_ids(object_info) == sorted(NODE_IDS + NATIVE_NODE_IDS)
     for node_id in NODE_IDS:
         info = object_info[node_id]
         assert info["category"].startswith("Lumina-Video/") and info["description"]

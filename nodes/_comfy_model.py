@@ -1,0 +1,339 @@
+"""Lumina-Video as a native ComfyUI model: MODEL and CONDITIONING.
+
+With ``_comfy.py``, the only module of the pack that imports ComfyUI. A native MODEL is ComfyUI's
+``ModelPatcher`` over ``LuminaVideoNative`` (a ``comfy.model_base.BaseModel``) whose diffusion model,
+``ComfyNextDiT``, is the engine's Multi-scale Next-DiT built from ``comfy.ops`` layers: its state dict is
+the checkpoint's under ``diffusion_model.``, so LoRA files, merges, fp8 weights and partial loading work
+as they do on ComfyUI's own models.
+
+Conventions are converted here, once:
+- time: ComfyUI's sigma (1 = noise, 0 = data) is the reference's t = 1 - sigma; the model sampling is
+  ComfyUI's discrete flow with multiplier 1, so the diffusion model receives sigma itself;
+- output: ComfyUI's flow models predict noise - data, the reference's velocity is data - noise;
+- conditioning: a caption's features and mask travel as ComfyUI's Lumina 2 does (``cross_attn``,
+  ``attention_mask``); the motion score (``lumina_motion``, time-aware) is set on a conditioning by the
+  Motion Score node and read per step from the table form of ``sampling.schedule_table``;
+- the patch size: the finest the model has, unless a Multi-Scale patch puts a schedule into the model's
+  transformer options (``TRANSFORMER_KEY``); it is read per call from sigma.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Optional
+
+import comfy.conds
+import comfy.latent_formats
+import comfy.model_base
+import comfy.model_management as mm
+import comfy.model_patcher
+import comfy.patcher_extension
+import comfy.samplers
+import comfy.supported_models_base
+import torch
+
+from ..lumina_core.models.nextdit import MultiScaleNextDiT, NextDiTConfig, PatchSize
+from ..lumina_core.models.text import TextCondition
+from ..lumina_core.sampling import NO_MOTION, TimeAware, renorm_per_sample, schedule_table, value_at, value_from_table
+
+TRANSFORMER_KEY = "lumina_video"
+"""model_options["transformer_options"][TRANSFORMER_KEY]: {"patch": time-aware patch schedule}."""
+MOTION_KEY = "lumina_motion"
+"""A conditioning's motion score (time-aware, the engine's form); absent = no motion condition."""
+MOTION_GUIDANCE_KEY = "lumina_motion_guidance"
+"""A positive conditioning's motion-guidance scale (time-aware), applied by the Guidance patch."""
+
+
+class LuminaVideoLatentFormat(comfy.latent_formats.LatentFormat):
+    """The pack's latents are the model's own (the VAE nodes scale them), [B, 16, F, H, W]."""
+
+    latent_channels = 16
+    latent_dimensions = 3
+    scale_factor = 1.0
+
+
+class LuminaVideoModelConfig(comfy.supported_models_base.BASE):
+    """The model config ComfyUI's loading code reads: the Next-DiT's constructor arguments and the flow sampling."""
+
+    unet_extra_config = {}
+    latent_format = LuminaVideoLatentFormat
+    supported_inference_dtypes = [torch.bfloat16, torch.float16, torch.float32]
+    memory_usage_factor = 2.0  # ComfyUI's rule of thumb for DiTs; sizes ComfyUI's partial-loading decision only
+
+    def __init__(self, dit_config: NextDiTConfig, shift: float):
+        super().__init__(asdict(dit_config))
+        self.sampling_settings = {"multiplier": 1.0, "shift": float(shift)}
+
+    def get_model(self, state_dict, prefix="", device=None) -> "LuminaVideoNative":
+        return LuminaVideoNative(self, device=device)
+
+
+class ComfyNextDiT(MultiScaleNextDiT):
+    """The Next-DiT called the way ComfyUI calls a diffusion model.
+
+    ``forward(x [B, C, F, H, W], sigma [B], context [B, L, D], attention_mask [B, L], lumina_motion [B, 2*slots])``
+    -> noise - data [B, C, F, H, W]. ``reference_forward`` is the engine's call (t = 1 - sigma, data - noise).
+    """
+
+    def __init__(self, dtype=None, device=None, operations=None, **config):
+        super().__init__(**config, dtype=dtype, device=device, operations=operations)
+        self.dtype = dtype  # ComfyUI's BaseModel.get_dtype reads it
+
+    reference_forward = MultiScaleNextDiT.forward
+
+    @property
+    def finest_patch(self) -> PatchSize:
+        return min(self.patch_sizes, key=lambda p: (p.temporal * p.spatial**2, p))
+
+    def forward(self, x, timesteps, context, attention_mask=None, lumina_motion=None, transformer_options=None, **_):
+        transformer_options = transformer_options or {}
+        return comfy.patcher_extension.WrapperExecutor.new_class_executor(
+            self._forward,
+            self,
+            comfy.patcher_extension.get_all_wrappers(
+                comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, transformer_options
+            ),
+        ).execute(x, timesteps, context, attention_mask, lumina_motion, transformer_options=transformer_options)
+
+    def _forward(self, x, timesteps, context, attention_mask, lumina_motion, transformer_options=None):
+        transformer_options = transformer_options or {}
+        if float(timesteps.max()) > 1.0 + 1e-4:
+            raise ValueError(
+                f"Lumina-Video got timestep {float(timesteps.max()):g}: it takes sigma itself (model sampling with "
+                "multiplier 1). Use Lumina-Video Model Sampling or ModelSamplingAuraFlow, not ModelSamplingSD3"
+            )
+        t = 1.0 - timesteps.double()  # the reference's time, 0 = noise
+        batch = x.shape[0]
+        if attention_mask is None:
+            attention_mask = torch.ones(context.shape[:2], dtype=torch.long, device=x.device)
+        if lumina_motion is None:
+            motion = torch.full((batch,), NO_MOTION, dtype=torch.float64, device=x.device)
+        else:
+            motion = value_from_table(lumina_motion, t)
+        schedule = transformer_options.get(TRANSFORMER_KEY, {}).get("patch")
+        patch = self.finest_patch if schedule is None else PatchSize.parse(value_at(schedule, float(t[0])))
+        dtype = x.dtype
+        velocity = self.reference_forward(x, t.to(dtype), context, attention_mask, motion.to(dtype), patch)
+        return -velocity
+
+
+class PaddedCaption(comfy.conds.CONDRegular):
+    """Caption features [B, L, D] or masks [B, L] that batch with captions of another length: ComfyUI concatenates
+    conds of one batch, and a positive and a negative prompt rarely have as many tokens. Padding is zero, and a
+    zero mask entry hides a padded token from attention, so a padded caption gives the same result."""
+
+    def can_concat(self, other) -> bool:
+        mine, theirs = self.cond.shape, other.cond.shape
+        return len(mine) == len(theirs) and mine[2:] == theirs[2:] and self.cond.device == other.cond.device
+
+    def concat(self, others):
+        conds = [self.cond] + [other.cond for other in others]
+        longest = max(c.shape[1] for c in conds)
+        padded = [torch.nn.functional.pad(c, (0, 0) * (c.ndim - 2) + (0, longest - c.shape[1])) for c in conds]
+        return torch.cat(padded)
+
+
+class LuminaVideoNative(comfy.model_base.BaseModel):
+    """ComfyUI's BaseModel around ComfyNextDiT: a flow model whose conditions are the caption, its mask and the
+    motion score."""
+
+    def __init__(self, model_config: LuminaVideoModelConfig, device=None):
+        super().__init__(model_config, comfy.model_base.ModelType.FLOW, device=device, unet_model=ComfyNextDiT)
+
+    def extra_conds(self, **kwargs):
+        out = super().extra_conds(**kwargs)
+        features = kwargs.get("cross_attn")
+        if features is not None:
+            width, wanted = features.shape[-1], self.diffusion_model.cap_feat_dim
+            if width != wanted:
+                raise ValueError(
+                    f"the conditioning's caption features are {width} wide but this Lumina-Video model reads "
+                    f"{wanted}-wide ones: encode the prompt for this model (the embedded default with its own text "
+                    "encoder, released weights with Gemma-2-2B: Load CLIP, type lumina2)"
+                )
+            mask = kwargs.get("attention_mask")
+            if mask is None:
+                mask = torch.ones(features.shape[:2], dtype=torch.long)
+            out["c_crossattn"] = PaddedCaption(features)
+            out["attention_mask"] = PaddedCaption(mask.long())
+        motion = kwargs.get(MOTION_KEY)
+        if motion is not None:
+            out[MOTION_KEY] = comfy.conds.CONDRegular(schedule_table(motion)[None])
+        return out
+
+
+def native_model(
+    dit_config: NextDiTConfig,
+    state_dict: dict[str, torch.Tensor],
+    shift: float,
+    weight_dtype: Optional[torch.dtype],
+    load_device: torch.device,
+    offload_device: torch.device,
+):
+    """A ModelPatcher over the Next-DiT of ``state_dict``, built as ComfyUI builds its diffusion models: the weight
+    dtype given (fp8 included) or ComfyUI's choice for the device, computing in a dtype the device supports."""
+    config = LuminaVideoModelConfig(dit_config, shift)
+    parameters = sum(t.numel() for t in state_dict.values())
+    supported = list(config.supported_inference_dtypes)
+    if weight_dtype is None:
+        weight_dtype = mm.unet_dtype(device=load_device, model_params=parameters, supported_dtypes=supported)
+    config.set_inference_dtype(weight_dtype, mm.unet_manual_cast(weight_dtype, load_device, supported))
+    model = config.get_model(state_dict, "").to(offload_device)
+    missing, unexpected = model.diffusion_model.load_state_dict(state_dict, strict=False)
+    if missing or unexpected:  # the engine's loader checked the keys already: this is a bug, not a user's error
+        raise RuntimeError(f"native Lumina-Video model: missing {missing[:4]}, unexpected {unexpected[:4]}")
+    model.diffusion_model.requires_grad_(False)
+    return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+
+
+class ReferenceModel:
+    """A native model's Next-DiT seen through the engine's call (the reference's time and velocity), so that
+    ``lumina_core.sampling.sample`` runs on the very module ComfyUI loaded, patched (LoRA, merges) and cast."""
+
+    def __init__(self, dit: ComfyNextDiT):
+        self.dit = dit
+
+    def __call__(self, x, t, cap_feats, cap_mask, motion_score, patch):
+        return self.dit.reference_forward(x, t, cap_feats, cap_mask, motion_score, patch)
+
+    def __getattr__(self, name):
+        if name == "dit":  # not set yet (copy, pickle): don't recurse
+            raise AttributeError(name)
+        return getattr(self.dit, name)
+
+
+def is_lumina_video(model) -> bool:
+    """Whether a MODEL (ModelPatcher) holds a Lumina-Video Next-DiT."""
+    return isinstance(getattr(getattr(model, "model", None), "diffusion_model", None), ComfyNextDiT)
+
+
+def require_lumina_video(model, input_name: str = "model"):
+    if not is_lumina_video(model):
+        kind = type(getattr(model, "model", model)).__name__
+        raise ValueError(f"{input_name} is a {kind}, not a Lumina-Video model: load it with Lumina-Video Model Loader")
+
+
+# --------------------------------------------------------------------------- conditioning
+
+
+def conditioning(condition: TextCondition, **extra) -> list:
+    """A prompt's caption features [1, L, D] and mask as ComfyUI's CONDITIONING: [[features, {"attention_mask"}]]."""
+    return [[condition.features, {"attention_mask": condition.mask, **extra}]]
+
+
+def with_values(conditioning_in: list, **values) -> list:
+    """A copy of a CONDITIONING with ``values`` set on every entry (as ComfyUI's node_helpers does)."""
+    return [[features, {**options, **values}] for features, options in conditioning_in]
+
+
+def text_condition(conditioning_in: list, input_name: str) -> TextCondition:
+    """The one prompt of a CONDITIONING as the engine's TextCondition; several entries (combined prompts) are refused
+    with what to use instead."""
+    if not conditioning_in:
+        raise ValueError(f"{input_name} is an empty conditioning")
+    if len(conditioning_in) > 1:
+        raise ValueError(
+            f"{input_name} holds {len(conditioning_in)} prompts (combined or concatenated conditionings); the "
+            "Lumina-Video Sampler takes one per input. Sample combined conditionings with KSampler or "
+            "SamplerCustomAdvanced after Lumina-Video Multi-Scale and Lumina-Video Guidance"
+        )
+    features, options = conditioning_in[0]
+    mask = options.get("attention_mask")
+    if mask is None:
+        mask = torch.ones(features.shape[:2], dtype=torch.long)
+    return TextCondition(features.float().cpu(), mask.long().cpu())
+
+
+# --------------------------------------------------------------------------- model patches
+
+
+def with_patch_schedule(model, schedule: TimeAware):
+    """A clone of the MODEL that picks its patch size from sigma by ``schedule`` (the engine's time-aware form)."""
+    patched = model.clone()
+    options = patched.model_options.setdefault("transformer_options", {})
+    options[TRANSFORMER_KEY] = {**options.get(TRANSFORMER_KEY, {}), "patch": schedule}
+    return patched
+
+
+class ReferenceGuidance:
+    """Classifier-free guidance as the reference computes it, in ComfyUI's sampler hooks.
+
+    ComfyUI's cfg scale s is the reference's cfg + 1 (uncond + s (cond - uncond) = cond + cfg (cond - uncond)).
+    Guidance is truncated once t = 1 - sigma reaches ``cutoff`` (the unconditional pass is then skipped), the
+    guided prediction is renormed per sample to at most ``renorm`` times the conditional one's norm (on noise -
+    data, the velocity up to sigma, as the reference renorms its velocity), and motion guidance adds a third pass
+    without the motion score, batched with the others. Conditionings without a motion score get ``motion`` (positive)
+    and ``neg_motion`` (negative); the positive's ``lumina_motion_guidance`` overrides ``motion_guidance``.
+    """
+
+    def __init__(self, cutoff: float, renorm: float, motion: TimeAware, neg_motion: TimeAware, motion_guidance):
+        self.cutoff, self.renorm = cutoff, renorm
+        self.motion, self.neg_motion, self.motion_guidance = motion, neg_motion, motion_guidance
+        self.pending_motion_guidance: Optional[tuple[float, torch.Tensor]] = None
+
+    def install(self, model):
+        patched = model.clone()
+        patched.model_options["sampler_calc_cond_batch_function"] = self.calc_cond_batch
+        patched.set_model_sampler_cfg_function(self.cfg, disable_cfg1_optimization=True)
+        patched.set_model_sampler_post_cfg_function(self.add_motion_guidance)
+        return patched
+
+    @staticmethod
+    def time(sigma: torch.Tensor) -> float:
+        return 1.0 - float(sigma.flatten()[0])
+
+    def motion_guidance_at(self, conds: list, t: float) -> float:
+        """The motion-guidance scale at time t: the positive's own or the preset's, and 0 while the positive pass has
+        no motion score (as the engine's guidance)."""
+        first = conds[0]
+        schedule = first.get(MOTION_GUIDANCE_KEY)
+        table = first["model_conds"][MOTION_KEY].cond
+        if float(value_from_table(table[:1], torch.tensor([t]))) < 0:
+            return 0.0
+        return float(value_at(self.motion_guidance if schedule is None else schedule, t))
+
+    def calc_cond_batch(self, args: dict) -> list:
+        cond, uncond = args["conds"]
+        cond = with_default_motion(cond, self.motion)
+        t = self.time(args["sigma"])
+        guided = uncond is not None and t < self.cutoff
+        scale = self.motion_guidance_at(cond, t)
+        conds = [cond, with_default_motion(uncond, self.neg_motion) if guided else None]
+        if scale:
+            conds.append(with_motion(cond, NO_MOTION))
+        out = comfy.samplers.calc_cond_batch(args["model"], conds, args["input"], args["sigma"], args["model_options"])
+        self.pending_motion_guidance = (scale, out[2]) if scale else None
+        return [out[0], out[1] if guided else out[0]]
+
+    def cfg(self, args: dict) -> torch.Tensor:
+        """-> the guided "x - denoised" (sigma times noise - data, ComfyUI's form)."""
+        cond, uncond = args["cond"], args["uncond"]
+        if self.time(args["sigma"]) >= self.cutoff:
+            return cond
+        guided = uncond + (cond - uncond) * args["cond_scale"]
+        return renorm_per_sample(guided, cond, self.renorm) if self.renorm > 0 else guided
+
+    def add_motion_guidance(self, args: dict) -> torch.Tensor:
+        """Post-CFG: adds scale * (cond - cond without motion) with the pass ``calc_cond_batch`` ran this step."""
+        pending, self.pending_motion_guidance = self.pending_motion_guidance, None
+        if pending is None:
+            return args["denoised"]
+        scale, no_motion = pending
+        return args["denoised"] + scale * (args["cond_denoised"] - no_motion)
+
+
+def with_motion(conds: Optional[list], motion: TimeAware, only_where_missing: bool = False) -> Optional[list]:
+    """Processed conds (as a sampler holds them) with the motion condition set to ``motion``."""
+    if conds is None:
+        return None
+    out = []
+    for cond in conds:
+        model_conds = dict(cond.get("model_conds", {}))
+        if not (only_where_missing and MOTION_KEY in model_conds):
+            model_conds[MOTION_KEY] = comfy.conds.CONDRegular(schedule_table(motion)[None])
+        out.append({**cond, "model_conds": model_conds})
+    return out
+
+
+def with_default_motion(conds: Optional[list], motion: TimeAware) -> Optional[list]:
+    return with_motion(conds, motion, only_where_missing=True)
