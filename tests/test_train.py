@@ -1,11 +1,21 @@
-"""Smoke tests of the DiT training recipe on random-weight embedded files: the scale cycle, resume."""
+"""Smoke tests of the training recipes on random-weight embedded files: the scale cycle, resume, where runs go,
+and ``all`` training the set in order and resuming it."""
+
+from pathlib import Path
 
 import pytest
 import torch
 from toy_weights import write_random_embedded
 
+from lumina_core import embedded
 from lumina_core.models.nextdit import MultiScaleNextDiT, PatchSize
-from lumina_core.toyworld import train
+from lumina_core.toyworld import train, train_v2a
+
+
+@pytest.fixture(autouse=True)
+def default_runs_in_tmp(tmp_path, monkeypatch):
+    """A run that forgets --runs lands in the test's folder, never in ~/.cache."""
+    monkeypatch.setenv(train.RUNS_ENV, str(tmp_path / "default-runs"))
 
 
 @pytest.fixture(autouse=True)
@@ -182,3 +192,81 @@ def test_step_time_syntax_errors_are_usage_errors(args, message, capsys):
     with pytest.raises(SystemExit):
         step_time.main(list(args))
     assert message in capsys.readouterr().err
+
+
+def test_runs_default_outside_the_checkout_unless_told(tmp_path, monkeypatch):
+    parsers = dict(
+        train=lambda *extra: train.build_parser().parse_args(["vae", "--steps", "1", *extra]),
+        v2a=lambda *extra: train_v2a.build_parser().parse_args(["--steps", "1", *extra]),
+    )
+    monkeypatch.delenv(train.RUNS_ENV)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for name, parse in parsers.items():
+        assert parse().runs == tmp_path / "home" / ".cache" / "lumina-video" / "runs", name
+    monkeypatch.setenv(train.RUNS_ENV, str(tmp_path / "elsewhere"))
+    for name, parse in parsers.items():
+        assert parse().runs == tmp_path / "elsewhere", name
+        assert parse("--runs", "mine").runs == Path("mine"), name
+    for parser in (train.build_parser(), train_v2a.build_parser()):
+        help_text = " ".join(parser.format_help().split())
+        assert "$LUMINA_VIDEO_RUNS" in help_text and "~/.cache/lumina-video/runs" in help_text
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("all", "--steps", "5"), "all runs RECIPE's options; --steps set one stage"),
+        (("all", "--batch", "2", "--lr", "0.1"), "--batch, --lr set one stage"),
+        (("vae",), "the vae stage needs --steps"),
+        (("dit", "--steps", "1", "--smoke"), "--smoke goes with all"),
+    ],
+)
+def test_all_takes_the_recipe_and_one_stage_its_steps(args, message, capsys):
+    with pytest.raises(SystemExit):
+        train.main(list(args))
+    assert message in capsys.readouterr().err
+
+
+class Interrupted(Exception):
+    """A training run stopped from outside (Ctrl-C, a lost machine)."""
+
+
+def test_all_trains_the_set_in_order_and_resumes_where_it_stopped(tmp_path, monkeypatch):
+    runs, export = tmp_path / "runs", tmp_path / "export"
+    calls, interrupt = [], ["decoder"]
+
+    def recorded(stage, function):
+        def run_recorded(args):
+            calls.append((stage, train.Checkpoint(train.checkpoint_path(args.runs, stage)).step()))
+            if stage in interrupt:
+                raise Interrupted
+            return function(args)
+
+        return run_recorded
+
+    for stage in ("vae", "dit", "decoder"):
+        monkeypatch.setattr(train, f"train_{stage}", recorded(stage, getattr(train, f"train_{stage}")))
+    monkeypatch.setattr(train_v2a, "run", recorded("v2a", train_v2a.run))
+
+    def run_all():
+        calls.clear()
+        train.main(["all", "--smoke", "--threads", "1", "--runs", str(runs), "--export", str(export)])
+
+    with pytest.raises(Interrupted):  # stopped as the decoder begins
+        run_all()
+    assert calls == [("vae", 0), ("dit", 0), ("decoder", 0)]
+    interrupt.clear()
+    calls.clear()
+    decoder = ["decoder", "--steps", "1", "--batch", "1", "--threads", "1", "--runs", str(runs)]
+    train.main([*decoder, "--export", str(runs / "export")])  # one step of the decoder, then stopped
+
+    run_all()
+    assert calls == [("decoder", 1), ("v2a", 0)]  # finished stages skipped, the decoder resumed
+    for stage in ("vae", "dit", "decoder", "v2a"):
+        assert train.Checkpoint(train.checkpoint_path(runs, stage)).step() == 2, stage
+    exported = {name: (export / name).read_bytes() for name in embedded.FILES.values()}
+    assert all(exported[name] == (runs / "export" / name).read_bytes() for name in exported)
+
+    run_all()
+    assert calls == []
+    assert exported == {name: (export / name).read_bytes() for name in embedded.FILES.values()}

@@ -7,6 +7,13 @@ import torch
 
 from lumina_core.models.v2a import load_v2a
 from lumina_core.toyworld import train_v2a
+from lumina_core.toyworld.train import RUNS_ENV
+
+
+@pytest.fixture(autouse=True)
+def default_runs_in_tmp(tmp_path, monkeypatch):
+    """A run that forgets --runs lands in the test's folder, never in ~/.cache."""
+    monkeypatch.setenv(RUNS_ENV, str(tmp_path / "default-runs"))
 
 
 @pytest.fixture(autouse=True)

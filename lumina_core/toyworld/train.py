@@ -5,15 +5,25 @@
     python -m lumina_core.toyworld.train dit --from-export --steps 12500 --runs runs/ft   # fine-tune the export
     python -m lumina_core.toyworld.train decoder --steps 2400 --batch 2   # then the VAE decoder on its predictions
     python -m lumina_core.toyworld.train_v2a --steps 2000    # the video-to-audio model (its own module)
+    python -m lumina_core.toyworld.train all                 # the whole set in order, resumable (RECIPE)
 
 Each stage is seeded, checkpoints to ``--runs/<stage>/checkpoint.pt`` every ``--save-every``
 steps and resumes from there when run again, and exports its final weights (EMA for the
 generators) as safetensors with the config in the metadata into ``--export`` (by default
 the package's ``embedded/`` folder), where the loaders of real weights read them.
+
+Runs live outside the checkout by default (``$LUMINA_VIDEO_RUNS``, else
+``~/.cache/lumina-video/runs``), so a fresh clone on the same machine resumes them.
+``all`` trains the VAE, the DiT with its text encoder, the VAE decoder on the DiT's
+predictions and the V2A model in that order (the decoder needs the DiT), each exporting into
+``<runs>/export``; it skips a stage whose checkpoint is at its final step and resumes the one in
+progress, then copies the set to ``--export``.
 """
 
 import argparse
 import math
+import os
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -51,9 +61,39 @@ TOY_TEXT_CONFIG = TinyTextEncoderConfig(vocabulary=VOCABULARY, dim=64)
 # (the paper trains each scale with its own shift; ours are smaller because the toy latents are tiny).
 TRAIN_TIME_SHIFT = {(1, 2): 1.0, (2, 2): 2.0, (2, 4): 4.0}
 MOTION_DROPOUT, CAPTION_DROPOUT = 0.3, 0.1
+RUNS_ENV = "LUMINA_VIDEO_RUNS"
+RUNS_HOME = "~/.cache/lumina-video/runs"
+
+RECIPE = (
+    ("vae", "--steps 2400 --batch 2 --vae-crop 64 --foreground-weight 3"),
+    ("dit", "--steps 116000 --clips 10000 --batch 32 --lr 8e-4 --scale-cycle 1x2,2x2,1x2,2x4 --word-dropout 0.2"),
+    ("decoder", "--steps 2400 --batch 2 --lr 3e-4 --seed 11 --foreground-weight 3"),
+    ("v2a", "--steps 3400"),
+)
+"""``all``'s stages in order with their options: the shipped weights' last settings of each stage, run from scratch
+(docs/embedded-default.md has the commands that made the shipped weights)."""
+SMOKE_RECIPE = (
+    ("vae", "--steps 2 --batch 1 --vae-full-steps 1"),
+    ("dit", "--steps 2 --clips 2 --batch 2"),
+    ("decoder", "--steps 2 --batch 1"),
+    ("v2a", "--steps 2 --ae-steps 2 --batch 2 --clips 4 --eval-clips 0 --tiny"),
+)
+"""``all --smoke``: the chain at two steps a stage on a few clips, to try it end to end in a minute or two."""
+STAGE_EXPORTS = dict(vae=("vae",), dit=("dit", "text_encoder"), decoder=("vae",), v2a=("v2a",))
+"""The embedded files (``embedded.FILES`` keys) each stage writes into its --export folder."""
 
 
 TOY_HEAD_DIM = TOY_DIT_CONFIG.dim // TOY_DIT_CONFIG.n_heads
+
+
+def default_runs() -> Path:
+    """Where runs go without --runs: $LUMINA_VIDEO_RUNS, else ~/.cache/lumina-video/runs (outside any checkout)."""
+    return Path(os.environ.get(RUNS_ENV) or RUNS_HOME).expanduser()
+
+
+def checkpoint_path(runs: Path, stage: str) -> Path:
+    """A stage's resumable training state (``Checkpoint``); its step tells ``all`` whether the stage is finished."""
+    return runs / stage / "checkpoint.pt"
 
 
 def toy_dit_config(width: int, depth: int) -> NextDiTConfig:
@@ -68,6 +108,12 @@ class Checkpoint:
 
     def __init__(self, path: Path):
         self.path = path
+
+    def step(self) -> int:
+        """The step saved here, 0 with no checkpoint."""
+        if not self.path.is_file():
+            return 0
+        return torch.load(self.path, map_location="cpu", weights_only=True, mmap=True)["step"]
 
     def load(self, modules: dict, optimizer) -> int:
         if not self.path.is_file():
@@ -159,7 +205,7 @@ def train_vae(args):
         vae.encoder.requires_grad_(False)
     lr = args.lr or 2e-3
     optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
-    checkpoint = Checkpoint(args.runs / "vae" / "checkpoint.pt")
+    checkpoint = Checkpoint(checkpoint_path(args.runs, "vae"))
     start = checkpoint.load({"vae": vae}, optimizer)
     generator = torch.Generator().manual_seed(args.seed + start)
     background = torch.tensor(DEFAULT_CONFIG.background, device=args.device) * 2 - 1
@@ -276,7 +322,7 @@ def train_dit(args):
     modules = {"dit": model, "text": text}
     params = list(model.parameters()) + list(text.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.lr or 5e-4, weight_decay=0.0, betas=(0.9, 0.95))
-    checkpoint = Checkpoint(args.runs / "dit" / "checkpoint.pt")
+    checkpoint = Checkpoint(checkpoint_path(args.runs, "dit"))
     start = checkpoint.load(modules, optimizer)
     emas = {name: EMA(m, 0.999) for name, m in modules.items()}
     ema_path = args.runs / "dit" / "ema.pt"
@@ -367,7 +413,7 @@ def train_decoder(args):
     vae.decoder.requires_grad_(True)
     lr = args.lr or 3e-4
     optimizer = torch.optim.AdamW(vae.decoder.parameters(), lr=lr, weight_decay=0.0)
-    checkpoint = Checkpoint(args.runs / "decoder" / "checkpoint.pt")
+    checkpoint = Checkpoint(checkpoint_path(args.runs, "decoder"))
     start = checkpoint.load({"vae": vae}, optimizer)
     generator = torch.Generator().manual_seed(args.seed + start)
     background = torch.tensor(DEFAULT_CONFIG.background, device=args.device) * 2 - 1
@@ -402,14 +448,18 @@ def patch_list(text: str) -> list[PatchSize]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def main(argv=None):
+def runs_help(what: str) -> str:
+    return f"{what} (default ${RUNS_ENV} if set, else {RUNS_HOME}; here {default_runs()})"
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m lumina_core.toyworld.train",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("stage", choices=("vae", "dit", "decoder"))
-    parser.add_argument("--steps", type=int, required=True)
+    parser.add_argument("stage", choices=("vae", "dit", "decoder", "all"))
+    parser.add_argument("--steps", type=int, help="training steps (required for one stage; all takes RECIPE's)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, help="peak learning rate (default per stage)")
     parser.add_argument("--seed", type=int, default=0)
@@ -467,11 +517,35 @@ def main(argv=None):
         "instead of the encoder's latents (default 0.5)",
     )
     parser.add_argument("--save-every", type=int, default=200)
-    parser.add_argument("--runs", type=Path, default=Path("runs/toyworld"), help="checkpoints and caches")
+    parser.add_argument("--runs", type=Path, default=default_runs(), help=runs_help("checkpoints and caches"))
     parser.add_argument("--export", type=Path, default=embedded.PACKAGE_DIR, help="where the final safetensors go")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--smoke", action="store_true", help="with all: two steps a stage on a few clips, to try the chain end to end"
+    )
+    return parser
+
+
+ALL_OPTIONS = ("stage", "runs", "export", "device", "threads", "save_every", "smoke")
+"""What ``all`` takes from its command line; every other option comes from the recipe."""
+
+
+def check_args(parser: argparse.ArgumentParser, args):
+    """Usage errors that argparse can't see by itself."""
+    if args.stage == "all":
+        given = [
+            f"--{name.replace('_', '-')}"
+            for name, value in vars(args).items()
+            if name not in ALL_OPTIONS and value != parser.get_default(name)
+        ]
+        if given:
+            parser.error(f"all runs RECIPE's options; {', '.join(given)} set one stage (run that stage on its own)")
+        return
+    if args.steps is None:
+        parser.error(f"the {args.stage} stage needs --steps")
+    if args.smoke:
+        parser.error("--smoke goes with all")
     if not 0 <= args.word_dropout < 1:
         parser.error(
             f"argument --word-dropout: {args.word_dropout} is not a probability in [0, 1); "
@@ -489,11 +563,55 @@ def main(argv=None):
         parser.error(
             "--dit-width and --dit-depth size a DiT trained from scratch; --from-export keeps the exported DiT's size"
         )
-    if args.threads:
-        torch.set_num_threads(args.threads)
+
+
+def run_stage(args):
     start = time.time()
     {"vae": train_vae, "dit": train_dit, "decoder": train_decoder}[args.stage](args)
     print(f"{args.stage}: {time.time() - start:.0f} s")
+
+
+def train_all(args):
+    """The recipe's stages in order, each exporting into ``<runs>/export``: a stage whose checkpoint is at its final
+    step and whose files are there is skipped, the others train (resuming from their checkpoints); then the set is
+    copied to ``--export``. Staging the files in the runs folder keeps a finished stage's output with its
+    checkpoint, so a fresh checkout resumes with the stages that came before, not with the shipped weights."""
+    from . import train_v2a
+
+    staged = args.runs / "export"
+    shared = ["--runs", str(args.runs), "--export", str(staged), "--save-every", str(args.save_every)]
+    shared += ["--threads", str(args.threads)] if args.threads else []
+    for stage, options in SMOKE_RECIPE if args.smoke else RECIPE:
+        if stage == "v2a":
+            stage_args = train_v2a.build_parser().parse_args([*options.split(), *shared])
+        else:
+            stage_args = build_parser().parse_args([stage, *options.split(), *shared, "--device", args.device])
+        checkpoint = checkpoint_path(args.runs, stage)
+        step = Checkpoint(checkpoint).step()
+        if step >= stage_args.steps and all((staged / embedded.FILES[kind]).is_file() for kind in STAGE_EXPORTS[stage]):
+            print(f"all: {stage} finished ({checkpoint} at step {step}), skipped")
+            continue
+        print(f"all: {stage} from step {step} of {stage_args.steps}")
+        if stage == "v2a":
+            train_v2a.run(stage_args)
+        else:
+            run_stage(stage_args)
+    args.export.mkdir(parents=True, exist_ok=True)
+    for name in embedded.FILES.values():
+        shutil.copyfile(staged / name, args.export / name)
+    print(f"all: copied {', '.join(embedded.FILES.values())} from {staged} to {args.export}")
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.stage == "all":
+        train_all(args)
+    else:
+        run_stage(args)
 
 
 if __name__ == "__main__":

@@ -25,8 +25,9 @@ Both stages are seeded (every step draws its batch from a generator seeded by th
 number, so a resumed run matches an uninterrupted one) and resumable: stage 1 checkpoints
 to ``--runs/v2a/autoencoder_checkpoint.pt`` and keeps its result in
 ``--runs/v2a/autoencoder.pt``; stage 2 checkpoints to ``--runs/v2a/checkpoint.pt`` (EMA in
-``ema.pt`` beside it) every ``--save-every`` steps. Running the command again resumes;
-raising ``--steps`` trains on. At the end the EMA weights go to
+``ema.pt`` beside it) every ``--save-every`` steps. ``--runs`` defaults to ``$LUMINA_VIDEO_RUNS``,
+else ``~/.cache/lumina-video/runs``, outside the checkout, so a fresh clone resumes too. Running the
+command again resumes; raising ``--steps`` trains on. At the end the EMA weights go to
 ``--export/v2a.safetensors`` through ``save_v2a`` and ``evaluate_v2a`` scores them on
 held-out clips (onset precision/recall/F1 within +-1 video frame, pitch, duration).
 """
@@ -49,7 +50,7 @@ from .. import embedded
 from ..models.audio import MelAutoencoder, MelAutoencoderConfig, VocoderConfig, log_mel_spectrogram
 from ..models.v2a import V2AConfig, V2AGenerator, resample_to_tokens, save_v2a
 from .metrics import SyncScore, audio_visual_sync, detect_onsets
-from .train import EMA, Checkpoint, warmup_lr
+from .train import EMA, Checkpoint, checkpoint_path, default_runs, runs_help, warmup_lr
 from .world import SHAPE_PITCH_HZ, SHAPES, heldout_clips, sample_clip
 
 TOY_V2A_CONFIG = V2AConfig(
@@ -328,7 +329,7 @@ def train_generator(args, config: V2AConfig, bank: ClipBank, ae_weights: dict) -
     params = [p for m in modules.values() for p in m.parameters()]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0, betas=(0.9, 0.95))
     folder = args.runs / "v2a"
-    checkpoint = Checkpoint(folder / "checkpoint.pt")
+    checkpoint = Checkpoint(checkpoint_path(args.runs, "v2a"))
     start = checkpoint.load(modules, optimizer)
     ema = EMA(generator, EMA_DECAY)
     ema_path = folder / "ema.pt"
@@ -505,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--clips", type=int, default=4000, help="training clips held in memory (default 4000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-every", type=int, default=150, help="checkpoint interval in steps (default 150)")
-    parser.add_argument("--runs", type=Path, default=Path("runs/toyworld"), help="checkpoints (in <runs>/v2a)")
+    parser.add_argument("--runs", type=Path, default=default_runs(), help=runs_help("checkpoints, in <runs>/v2a"))
     parser.add_argument(
         "--export",
         type=Path,
