@@ -136,6 +136,33 @@ def load_models(args, device: torch.device, dtype: torch.dtype):
     return models, RELEASED_DEFAULT_PRESET, RELEASED_VIDEO
 
 
+def lora_option(text: str):
+    """argparse type of --lora: PATH[:STRENGTH] -> (path, strength)."""
+    from .lora import parse_spec
+
+    try:
+        return parse_spec(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def apply_loras(dit, specs, verbose: bool):
+    """Merge each --lora (path, strength) into the DiT's weights; every file is checked against the DiT first."""
+    from .lora import NAME_KEY, apply, load_lora
+
+    loras = []
+    for path, strength in specs:
+        try:
+            loras.append((load_lora(path, dit.state_dict()), strength))
+        except (ValueError, FileNotFoundError) as error:
+            raise ValueError(f"--lora: {error}") from None
+    apply(dit, loras)
+    if verbose:
+        for (path, _), (lora, strength) in zip(specs, loras):
+            style = lora.metadata.get(NAME_KEY, "no style name")
+            print(f"LoRA {path} ({style}, {len(lora.modules)} layers) at strength {strength:g}")
+
+
 @contextmanager
 def on_device(module, device: torch.device, offload: bool):
     """Run a stage with ``module`` on ``device``; with offload, it waits on the CPU before and after."""
@@ -166,6 +193,7 @@ def cmd_generate(args):
     models, preset_name, (width, height, frames, fps) = load_models(
         args, torch.device("cpu") if args.offload else device, dtype
     )
+    apply_loras(models.dit, args.lora, lead)
     preset_name = args.preset or preset_name
     width, height, frames, fps = (args.width or width, args.height or height, args.frames or frames, args.fps or fps)
     config = sampling_config(args, preset_name)
@@ -321,6 +349,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--vae", type=Path, help="the CogVideoX VAE: diffusion_pytorch_model.safetensors or its folder"
     )
     generate.add_argument("--v2a", type=Path, help="a video-to-audio model (.safetensors); none has been published")
+    generate.add_argument(
+        "--lora",
+        action="append",
+        default=[],
+        type=lora_option,
+        metavar="PATH[:STRENGTH]",
+        help="merge a LoRA into the DiT at STRENGTH (default 1; 0 leaves the model exactly as it is); repeatable. "
+        "The embedded default has lumina_core/embedded/style_lora.safetensors (docs/style-lora.md)",
+    )
     generate.add_argument("--device", help="where the models run (default: cuda when available, else cpu)")
     generate.add_argument(
         "--dtype", choices=sorted(DTYPES), help="weights' precision (default: bf16 on a GPU, else fp32)"

@@ -23,6 +23,10 @@ PACKAGE_DIR = Path(__file__).resolve().parent / "embedded"
 FILES = dict(
     dit="dit.safetensors", text_encoder="text_encoder.safetensors", vae="vae.safetensors", v2a="v2a.safetensors"
 )
+STYLE_LORA = "style_lora.safetensors"
+"""The sway style LoRA for dit.safetensors (``lumina_core/lora.py``), made by ``python -m
+lumina_core.toyworld.train_lora`` and measured in docs/style-lora.md: an extra beside FILES, the models that the
+training stages make."""
 SIZES = dict(width=(64, 64), height=(64, 64), frames=(8, 32))
 """Trained on 64x64 clips of 16 frames; it can't draw beyond this."""
 FPS = 8

@@ -21,6 +21,11 @@ per-frame displacement of the shape's centroid in pixels. It equals the nominal
 ``speed`` except that a frame step containing a bounce covers less net distance (the
 path folds back), so bouncing clips score a little under their speed.
 
+Sway. ``WorldConfig.sway`` (0 in the plain world) swings the shape across its travel by
+``sway * sin(2 pi t / sway_period)`` pixels at frame ``t``: the style the style LoRA learns
+(:mod:`lumina_core.toyworld.style`). The swing is a look, not motion: a swaying clip's motion
+score is its plain twin's, measured on the same frames without the swing.
+
 Sound. A mono track of exactly ``num_frames / fps`` seconds at ``sample_rate``: silence
 with one decaying tone burst starting at the exact (sub-frame) moment of each wall
 contact, pitched by the shape (``SHAPE_PITCH_HZ``).
@@ -37,7 +42,7 @@ import argparse
 import itertools
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import List, NamedTuple, Optional, Sequence, Tuple
@@ -83,6 +88,10 @@ class WorldConfig:
     click_seconds: float = 0.06
     click_decay_seconds: float = 0.012
     click_amplitude: float = 0.8
+    # The sway style, off at 0: a whole swing every 8 frames puts the shape back on its line at frames 0 and 4,
+    # between which the metrics read the direction.
+    sway: float = 0.0  # pixels
+    sway_period: float = 8.0  # frames
 
     def __post_init__(self):
         object.__setattr__(self, "fps", Fraction(self.fps))
@@ -96,6 +105,11 @@ class WorldConfig:
             raise ValueError(
                 f"The shape can travel only {shortest_travel} px, too little to move {self.frames_before_first_bounce} "
                 f"frames at the top speed {self.speed_range[1]} before its first bounce; lower the speed or the size."
+            )
+        if not 0 <= 2 * self.sway <= shortest_travel or self.sway_period <= 0:
+            raise ValueError(
+                f"sway {self.sway} px every {self.sway_period} frames: the sway must lie in [0, {shortest_travel / 2}] "
+                "(half the room the shape has to move in) and its period must be positive."
             )
 
     @property
@@ -211,7 +225,8 @@ def bounce_times(
 def trajectory(
     direction: str, speed: float, distance_ahead: float, across: float, config: WorldConfig = DEFAULT_CONFIG
 ) -> np.ndarray:
-    """[F, 2] (x, y) box centres: constant speed along ``direction``, reflecting off the walls."""
+    """[F, 2] (x, y) box centres: constant speed along ``direction``, reflecting off the walls, swaying across it
+    by ``config.sway`` (nothing in the plain world: it adds zeros)."""
     low, travel = config.shape_size / 2, config.travel(direction)
     dx, dy = DIRECTION_VECTORS[direction]
     sign = dx + dy
@@ -221,7 +236,7 @@ def trajectory(
     folded = np.mod(unfolded, 2 * travel)
     from_start_wall = np.where(folded <= travel, folded, 2 * travel - folded)
     along = low + (from_start_wall if sign > 0 else travel - from_start_wall)
-    across_positions = np.full_like(along, low + across)
+    across_positions = np.full_like(along, low + across) + config.sway * np.sin(2 * np.pi * time / config.sway_period)
     return np.stack([along, across_positions] if dx else [across_positions, along], axis=1)
 
 
@@ -297,7 +312,8 @@ def make_clip(
     """Render one clip from explicit parameters.
 
     ``distance_ahead``: pixels between the box centre and the wall it heads to at frame 0
-    (0..travel); ``across``: the box centre's fixed distance from the top or left wall on the other axis.
+    (0..travel); ``across``: the box centre's distance from the top or left wall on the other axis, around which
+    it sways by ``config.sway`` (sway..travel - sway).
     """
     for name, value, options in (
         ("colour", colour, COLOURS),
@@ -308,6 +324,10 @@ def make_clip(
             raise ValueError(f"Unknown {name} {value!r}; the world has {options}.")
     positions = trajectory(direction, speed, distance_ahead, across, config)
     coverage = shape_coverage(shape, positions, config)
+    plain_coverage = coverage  # the sway is a look, not motion: the motion score is measured without it
+    if config.sway:
+        plain = replace(config, sway=0.0)
+        plain_coverage = shape_coverage(shape, trajectory(direction, speed, distance_ahead, across, plain), plain)
     event_times = tuple(float(t / config.fps) for t in bounce_times(direction, speed, distance_ahead, config))
     return Clip(
         frames=render_frames(colour, coverage, config),
@@ -319,7 +339,7 @@ def make_clip(
         shape=shape,
         direction=direction,
         speed=float(speed),
-        motion_score=coverage_motion(coverage),
+        motion_score=coverage_motion(plain_coverage),
         event_times=event_times,
         positions=positions,
         split=split,
@@ -361,7 +381,7 @@ def sample_clip(seed: int, index: int, split: str = "train", config: WorldConfig
     speed = rng.uniform(*config.speed_range)
     distance_ahead = _draw_start(rng, direction, speed, config)
     crosswise = "down" if direction in ("left", "right") else "right"
-    across = rng.uniform(0, config.travel(crosswise))
+    across = rng.uniform(config.sway, config.travel(crosswise) - config.sway)
     return make_clip(colour, shape, direction, speed, distance_ahead, across, template, split, config)
 
 
