@@ -216,7 +216,13 @@ class LuminaVideoMultiScale(io.ComfyNode):
                 io.Model.Input("model"),
                 _preset_input("The preset whose patch schedule is used."),
                 io.Combo.Input("patch_schedule", options=PATCH_CHOICES, default=FROM_PRESET),
-                io.String.Input("custom_schedule", default="", tooltip="Used when patch_schedule is 'custom'."),
+                io.String.Input(
+                    "custom_schedule",
+                    default="",
+                    optional=True,
+                    tooltip="Used when patch_schedule is 'custom': a scale such as \"1x2\" or a time-aware schedule "
+                    'such as ("2x4", (0.25, "2x2"), (0.45, "1x2")).',
+                ),
             ],
             outputs=[io.Model.Output(display_name="model")],
         )

@@ -45,9 +45,11 @@ class TimestepEmbedder(nn.Module):
             embedding = torch.cat([embedding, torch.zeros_like(embedding[:, :1])], dim=-1)
         return embedding
 
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, t: torch.Tensor, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        """t [B] -> [B, hidden]; the sinusoid goes in as ``dtype`` (default: the weights', which are stored in another
+        dtype than the computation's where a framework casts them on the fly, e.g. fp8)."""
         t_freq = self.sinusoid(t, self.frequency_embedding_size)
-        return self.mlp(t_freq.to(self.mlp[0].weight.dtype))
+        return self.mlp(t_freq.to(dtype or self.mlp[0].weight.dtype))
 
 
 class FeedForward(nn.Module):

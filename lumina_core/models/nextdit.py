@@ -97,7 +97,7 @@ class NextDiTAttention(nn.Module):
         q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         yk = heads(self.ky_norm(self.wk_y(y)), self.n_kv_heads)
         yv = heads(self.wv_y(y), self.n_kv_heads)
-        gate = self.gate.tanh()
+        gate = self.gate.to(x).tanh()  # x's device and dtype: a framework may keep this parameter elsewhere (fp8, CPU)
 
         shards = parallel.current()  # sequence parallel: all tokens, a slice of the heads (lumina_core/parallel.py)
         if shards is not None:
@@ -356,10 +356,10 @@ class MultiScaleNextDiT(nn.Module):
         rope = self.rope(grid, x.device)
         h = self.all_x_embedder[patch.checkpoint_key](tokens)
 
-        c = self.t_embedder(t * self.t_scale)
+        c = self.t_embedder(t * self.t_scale, dtype=h.dtype)
         motion = motion_score * self.motion_scale
         no_motion = motion < 0
-        motion_emb = self.motion_embedder(motion.masked_fill(no_motion, 0))
+        motion_emb = self.motion_embedder(motion.masked_fill(no_motion, 0), dtype=h.dtype)
         c = c + self.cap_embedder(masked_mean(cap_feats, cap_mask)) + motion_emb.masked_fill(no_motion[:, None], 0)
         return DiTInputs(h, c, rope, cap_feats, cap_mask.bool(), grid, patch, x.shape[2])
 

@@ -42,6 +42,7 @@ MODEL_FOLDERS = (
     "vae",
     "diffusion_models",
     "checkpoints",
+    "loras",
 )
 
 TERMINAL_EVENTS = ("execution_success", "execution_error", "execution_interrupted")
