@@ -55,7 +55,31 @@ def cmd_convert(args):
 
 
 def cmd_bench(args):
+    if args.tiny and not args.gpu:
+        raise ValueError("--tiny goes with --gpu (the GPU benchmark's code on tiny configs, on the CPU)")
+    if args.gpu:
+        from .bench.gpu import run_gpu_benchmark
+
+        run_gpu_benchmark(tiny=args.tiny)
+        return
     missed = []
+    if args.part in ("demo", "all"):
+        from .bench.demo import run_demo_benchmark
+
+        run_demo_benchmark(quick=args.quick)
+    if args.part in ("cache", "all"):
+        from .bench.cache import run_cache_benchmark
+
+        run_cache_benchmark(quick=args.quick)
+    if args.part in ("compile", "all"):
+        from .bench.compile import run_compile_benchmark
+
+        if not run_compile_benchmark(quick=args.quick)["within_tolerance"]:
+            missed.append("compiled outputs within 1e-4 of eager")
+    if args.part in ("parallel", "all"):
+        from .bench.parallel import run_parallel_benchmark
+
+        run_parallel_benchmark(quick=args.quick)
     if args.part in ("dit", "all"):
         from .bench.dit import run_dit_benchmark
 
@@ -69,6 +93,10 @@ def cmd_bench(args):
         from .bench.vae import run_vae_benchmark
 
         run_vae_benchmark(quick=args.quick)
+    if args.part in ("memory", "all"):
+        from .bench.memory import run_memory_estimate
+
+        run_memory_estimate()
     if args.part == "convert":  # not in "all": at the released size it writes ~14 GB to a temporary folder
         from .bench.convert import run_convert_benchmark
 
@@ -182,7 +210,7 @@ def cmd_generate(args):
 
     from . import parallel
     from .io.media import write_video
-    from .pipeline import decode_latent, encode_prompts, generate_audio, sample_latent
+    from .pipeline import compile_blocks, decode_latent, encode_prompts, generate_audio, sample_latent
     from .request import check_video_size
     from .sampling import StepCache
 
@@ -194,6 +222,8 @@ def cmd_generate(args):
         args, torch.device("cpu") if args.offload else device, dtype
     )
     apply_loras(models.dit, args.lora, lead)
+    if args.compile:
+        compile_blocks(models.dit)
     preset_name = args.preset or preset_name
     width, height, frames, fps = (args.width or width, args.height or height, args.frames or frames, args.fps or fps)
     config = sampling_config(args, preset_name)
@@ -365,11 +395,36 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument(
         "--offload", action="store_true", help="keep the models on the CPU and move each to --device only for its stage"
     )
+    generate.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the DiT's blocks: the first steps at each patch size compile (about a minute on a CPU); "
+        "off by default, since on the CPU it pays only after tens of large-model calls (docs/benchmarks.md, Compile)",
+    )
     generate.set_defaults(run=cmd_generate)
 
-    bench = commands.add_parser("bench", help="benchmarks: ratios measured in one run")
-    bench.add_argument("--part", choices=("dit", "embedded", "vae", "convert", "all"), default="all")
+    bench = commands.add_parser(
+        "bench",
+        help="benchmarks: ratios measured in one run",
+        description="Benchmarks, measured in one run on this machine (docs/benchmarks.md). 'all' runs every part "
+        "but convert: the demo's stage timings, step caching, compile, sequence parallel, the DiT's throughput, "
+        "multi-scale against single-scale, the VAE, the memory estimate. --gpu runs the released architecture "
+        "with random weights on a CUDA GPU instead.",
+    )
+    bench.add_argument(
+        "--part",
+        choices=("demo", "cache", "compile", "parallel", "dit", "embedded", "vae", "memory", "convert", "all"),
+        default="all",
+    )
     bench.add_argument("--quick", action="store_true", help="fewer repeats and steps (for smoke tests)")
+    bench.add_argument(
+        "--gpu",
+        action="store_true",
+        help="time the released configs (random weights, bf16) on one CUDA GPU: seconds per step at each patch "
+        "size, multi-scale against single-scale, TFLOP/s against the card's peak, peak memory with and without "
+        "offload (a few minutes on an H100)",
+    )
+    bench.add_argument("--tiny", action="store_true", help="with --gpu: the same code on tiny configs, on the CPU")
     bench.add_argument("--gate", action="store_true", help="exit with status 1 when a gated ratio misses its target")
     bench.set_defaults(run=cmd_bench)
     return parser

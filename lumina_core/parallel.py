@@ -26,7 +26,6 @@ Inference only: the all-to-alls have no backward.
 """
 
 import contextlib
-import contextvars
 import os
 from dataclasses import dataclass
 from typing import Iterator, Optional
@@ -36,7 +35,7 @@ import torch.distributed as dist
 
 _GROUP: Optional[dist.ProcessGroup] = None  # the sequence-parallel group, once set up
 _OWN_PROCESS_GROUP = False  # whether init_from_env created the process group (and close destroys it)
-_ACTIVE: contextvars.ContextVar[Optional["TokenShards"]] = contextvars.ContextVar("token_shards", default=None)
+_ACTIVE: Optional["TokenShards"] = None  # the running forward's shards; a plain global, which torch.compile traces
 
 
 def init_from_env(device: Optional[torch.device] = None) -> bool:
@@ -78,7 +77,7 @@ def rank() -> int:
 
 def current() -> Optional["TokenShards"]:
     """The shards of the forward now running, for the attention layers; None when not sharded."""
-    return _ACTIVE.get()
+    return _ACTIVE
 
 
 @contextlib.contextmanager
@@ -89,11 +88,12 @@ def token_shards(length: int) -> Iterator[Optional["TokenShards"]]:
         yield None
         return
     shards = TokenShards(length, dist.get_world_size(_GROUP), dist.get_rank(_GROUP), _GROUP)
-    token = _ACTIVE.set(shards)
+    global _ACTIVE
+    outer, _ACTIVE = _ACTIVE, shards
     try:
         yield shards
     finally:
-        _ACTIVE.reset(token)
+        _ACTIVE = outer
 
 
 @dataclass

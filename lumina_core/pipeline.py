@@ -30,6 +30,18 @@ class LuminaVideoModels:
     size_limits: Optional[dict] = None
 
 
+def compile_blocks(dit: MultiScaleNextDiT) -> MultiScaleNextDiT:
+    """torch.compile each transformer block in place (``generate --compile``); returns ``dit``.
+
+    The blocks are one code path, so the first call compiles it once for all of them, and once more with dynamic
+    shapes when the token count or the batch changes (a new patch size, CFG switching off). On the CPU that costs
+    about a minute and pays only on long runs (docs/benchmarks.md, Compile); inductor needs a C++ compiler there.
+    """
+    for block in dit.layers:
+        block.compile()
+    return dit
+
+
 def encode_prompts(models, prompts: list[str]) -> TextCondition:
     if models.text_encoder is None:
         raise ValueError(

@@ -46,25 +46,33 @@ def matmul_peak(dtype=torch.float32, size: int = 2048, repeats: int = 5) -> floa
     return 2 * size**3 / timed(lambda: a @ b, repeats)
 
 
-def bench_model(seed: int = 0):
+def bench_model(config: NextDiTConfig = BENCH_CONFIG, seed: int = 0):
+    """A random-weight model of ``config`` (fp32, CPU) and a caption of CAPTION_TOKENS tokens for it."""
     torch.manual_seed(seed)
-    model = BENCH_CONFIG.build().eval().requires_grad_(False)
+    model = config.build().eval().requires_grad_(False)
     model.initialize_weights(torch.Generator().manual_seed(seed))
     with torch.no_grad():  # non-zero gates and modulation, so every branch does real work
         for p in model.parameters():
             if p.abs().sum() == 0:
                 p.normal_(0, 0.02)
     cond = TextCondition(
-        torch.randn(1, CAPTION_TOKENS, BENCH_CONFIG.cap_feat_dim), torch.ones(1, CAPTION_TOKENS, dtype=torch.long)
+        torch.randn(1, CAPTION_TOKENS, config.cap_feat_dim), torch.ones(1, CAPTION_TOKENS, dtype=torch.long)
     )
     return model, cond
 
 
-def forward_rows(model, cond, repeats: int, peak: float) -> list[dict]:
-    x = make_noise(BENCH_LATENT, 0)
+def forward_args(cond: TextCondition, latent: tuple, patch) -> tuple:
+    """One model call's arguments: seeded noise of shape ``latent``, t = 0.5, motion score 6, the caption."""
+    batch = latent[0]
+    cond = cond.repeat_to(batch)
+    t, motion = torch.full((batch,), 0.5), torch.full((batch,), 6.0)
+    return make_noise(latent, 0), t, cond.features, cond.mask, motion, patch
+
+
+def forward_rows(model, cond, repeats: int, peak: float, latent: tuple = BENCH_LATENT) -> list[dict]:
     calls, flops = {}, {}
     for patch in model.patch_sizes:
-        args = (x, torch.full((1,), 0.5), cond.features, cond.mask, torch.tensor([6.0]), patch)
+        args = forward_args(cond, latent, patch)
         calls[str(patch)] = lambda args=args: model(*args)
         with FlopCounterMode(display=False) as counter:
             model(*args)
@@ -83,9 +91,9 @@ def forward_rows(model, cond, repeats: int, peak: float) -> list[dict]:
     ]
 
 
-def sampling_ratio(model, cond, steps: int, repeats: int) -> dict:
+def sampling_ratio(model, cond, steps: int, repeats: int, latent: tuple = BENCH_LATENT) -> dict:
     """Multi-scale over single-scale sampling time at equal steps, both with the f24F96R960 CFG and motion settings."""
-    noise = make_noise(BENCH_LATENT, 1)
+    noise = make_noise(latent, 1)
     single = PRESETS["f24F96R960"].with_(steps=steps)
     multi = PRESETS["f24F96R960-MultiScale"].with_(steps=steps)
     times = interleaved(
