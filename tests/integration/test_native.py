@@ -113,7 +113,7 @@ def prompted(prompt: str) -> tuple:
 def test_the_native_chain_samples_what_the_engine_samples(comfy_client, comfy_workdir, engine, preset_name):
     """SamplerCustomAdvanced + Multi-Scale + Guidance + Scheduler against lumina_core.sampling.sample, fp32.
 
-    Measured 1.0e-5 at most (docs/native.md): ComfyUI's samplers step on the denoised prediction x - sigma * v and
+    Measured 1.9e-5 at most over 24 runs (docs/native.md): ComfyUI's samplers step on the denoised prediction x - sigma * v and
     take v back as (x - denoised) / sigma, which loses ulp(x) / sigma per step near the end; the engine steps on v.
     """
     models, _ = engine
@@ -123,7 +123,7 @@ def test_the_native_chain_samples_what_the_engine_samples(comfy_client, comfy_wo
         native = run_latent(comfy_client, comfy_workdir, g, out(sampled), f"equal_{preset_name}")
         expected = engine_latent(models, prompt, preset_name)
         difference = (native - expected).abs().max().item()
-        assert difference < 2e-5, f"{preset_name}, {prompt!r}: max abs latent difference {difference:.2e}"
+        assert difference < 3e-5, f"{preset_name}, {prompt!r}: max abs latent difference {difference:.2e}"
 
 
 @pytest.mark.parametrize("sampler_name", ["euler", "dpmpp_2m"])
