@@ -191,6 +191,35 @@ def apply_loras(dit, specs, verbose: bool):
             print(f"LoRA {path} ({style}, {len(lora.modules)} layers) at strength {strength:g}")
 
 
+def keyframe_option(text: str):
+    """argparse type of --keyframe: PATH:FRAME -> (path, frame)."""
+    from .conditioning import parse_keyframe
+
+    try:
+        return parse_keyframe(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def conditioning_for(args, vae, width: int, height: int, frames: int):
+    """The --image/--keyframe/--video/--mask/--denoise task as a ``conditioning.Conditioning``, or None."""
+    from .conditioning import from_files
+
+    return from_files(
+        vae,
+        width,
+        height,
+        frames,
+        image=args.image,
+        image_frame=args.image_frame,
+        keyframes=args.keyframe,
+        video=args.video,
+        mask=args.mask,
+        denoise=args.denoise,
+        mechanism=args.conditioning,
+    )
+
+
 @contextmanager
 def on_device(module, device: torch.device, offload: bool):
     """Run a stage with ``module`` on ``device``; with offload, it waits on the CPU before and after."""
@@ -231,6 +260,8 @@ def cmd_generate(args):
     if hasattr(models.text_encoder, "check_prompt"):  # the embedded default's encoder knows only its world's words
         models.text_encoder.check_prompt(args.prompt, "--prompt")
         models.text_encoder.check_prompt(args.negative_prompt, "--negative-prompt")
+    with on_device(models.vae, device, args.offload):
+        known = conditioning_for(args, models.vae, width, height, frames)
     if lead:
         print(f"preset {preset_name}, {width}x{height}, {frames} frames at {fps:g} fps, seed {args.seed}, {device}")
     stages = {}
@@ -245,12 +276,13 @@ def cmd_generate(args):
     ):
 
         def on_step(step, total, patch, x):
+            bar.total = total  # video-to-video starts later on the time grid
             bar.set_postfix(patch=str(patch))
             bar.update(1)
 
         cache = StepCache(args.cache)
         latent = sample_latent(
-            models, cond, uncond, width, height, frames, args.seed, config, callback=on_step, cache=cache
+            models, cond, uncond, width, height, frames, args.seed, config, callback=on_step, cache=cache, known=known
         )
     parallel.close()
     if not lead:
@@ -387,6 +419,50 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH[:STRENGTH]",
         help="merge a LoRA into the DiT at STRENGTH (default 1; 0 leaves the model exactly as it is); repeatable. "
         "The embedded default has lumina_core/embedded/style_lora.safetensors (docs/style-lora.md)",
+    )
+    given = generate.add_argument_group(
+        "conditioning",
+        "what is given of the video, held in place while the rest is generated (replacement; works with any "
+        "weights). Images, videos and masks of another size are scaled to cover --width x --height and "
+        "centre-cropped. The VAE keeps 4 video frames per latent frame: an image at frame N holds frames "
+        "4*(N//4) to 4*(N//4)+3, which come back as 4 nearly equal frames",
+    )
+    given.add_argument("--image", type=Path, help="image-to-video: an image the video shows at --image-frame")
+    given.add_argument(
+        "--image-frame", type=int, help="the video frame --image is (default 0; frame N lies in latent frame N // 4)"
+    )
+    given.add_argument(
+        "--keyframe",
+        action="append",
+        default=[],
+        type=keyframe_option,
+        metavar="PATH:FRAME",
+        help="an image at video frame FRAME; repeatable, one per group of 4 frames (e.g. first.png:0 last.png:15)",
+    )
+    given.add_argument(
+        "--video",
+        type=Path,
+        help="a video: with --denoise, video-to-video; with --mask, inpainting; with --frames longer than it, "
+        "extension (its frames start the longer video)",
+    )
+    given.add_argument(
+        "--denoise",
+        type=float,
+        help="with --video: how much is redrawn, in (0, 1]; sampling starts at t = 1 - S from the video's latent "
+        "(1 is text-to-video with the same seed)",
+    )
+    given.add_argument(
+        "--mask",
+        type=Path,
+        help="white = regenerate: with --video (inpainting), a greyscale image for every frame or a mask video; "
+        "with --image (cinemagraph), where the still image moves",
+    )
+    given.add_argument(
+        "--conditioning",
+        choices=("replace", "timestep"),
+        default="replace",
+        help="how the given parts are held: replace (default, training-free); timestep needs a per-token-timestep "
+        "fine-tune, not yet available",
     )
     generate.add_argument("--device", help="where the models run (default: cuda when available, else cpu)")
     generate.add_argument(

@@ -10,6 +10,7 @@ from typing import Callable, Optional
 
 import torch
 
+from .conditioning import Conditioning
 from .models.nextdit import MultiScaleNextDiT
 from .models.text import TextCondition, TinyTextEncoder
 from .models.v2a import V2AGenerator
@@ -64,13 +65,15 @@ def sample_latent(
     batch: int = 1,
     callback: Optional[Callable] = None,
     cache: Optional[StepCache] = None,
+    known: Optional[Conditioning] = None,
 ) -> torch.Tensor:
     """Seeded noise of the right shape, sampled into a model-space latent [B, 16, F/4, H/8, W/8]; ``cache``: step
-    caching (``sampling/cache.py``), off when None."""
+    caching (``sampling/cache.py``), off when None; ``known``: what is given of the video (``conditioning.py``),
+    held by replacement, None for plain text-to-video."""
     check_video_size(width, height, frames, batch, models.dit.patch_sizes, models.size_limits)
     device = next(models.dit.parameters()).device
     noise = make_noise(latent_shape(width, height, frames, batch, models.dit.in_channels), seed, device)
-    return sample(models.dit, noise, positive, negative, config, callback, cache)
+    return sample(models.dit, noise, positive, negative, config, callback, cache, known)
 
 
 def decode_latent(

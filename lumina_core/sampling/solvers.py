@@ -20,18 +20,19 @@ def integrate(
     times: list[float],
     solver: str = "euler",
     callback: Optional[Callable[[int, int, object, torch.Tensor], None]] = None,
+    known=None,
 ) -> torch.Tensor:
     """Integrate dx/dt = velocity(x, t) over ``times`` from noise (t=0) towards data; the state stays float32.
 
     ``velocity`` returns (v, info); ``callback(step, total, info, x)`` runs after every step with
     the info of the step's first evaluation: use it for progress, previews, and cancellation
-    (raise from it to stop).
+    (raise from it to stop). ``known`` (a ``conditioning.Conditioning``) sets the state's known region
+    after every step, and redoes each step ``known.resample`` times from the state noised back.
     """
     if solver not in SOLVERS:
         raise ValueError(f"solver {solver!r} is not one of {SOLVERS}")
-    x = noise.float()
-    total = len(times) - 1
-    for step, (t0, t1) in enumerate(zip(times[:-1], times[1:])):
+
+    def step(x, t0, t1):
         dt = t1 - t0
         v, info = velocity(x, t0)
         if solver == "midpoint":
@@ -39,9 +40,22 @@ def integrate(
         elif solver == "heun":
             v_end, _ = velocity(x + dt * v, t1)
             v = 0.5 * (v + v_end)
-        x = x + dt * v
+        return x + dt * v, info
+
+    x = noise.float()
+    if known is not None:
+        noise = x
+        x = known.apply(known.start(x, times[0]), times[0], noise)
+        generator = torch.Generator(x.device).manual_seed(known.seed) if known.resample else None
+    total = len(times) - 1
+    for index, (t0, t1) in enumerate(zip(times[:-1], times[1:])):
+        x, info = step(x, t0, t1)
+        if known is not None:
+            x = known.apply(x, t1, noise)
+            for _ in range(known.resample if t1 < 1 else 0):
+                x = known.apply(step(known.renoise(x, t1, t0, generator), t0, t1)[0], t1, noise)
         if callback is not None:
-            callback(step + 1, total, info, x)
+            callback(index + 1, total, info, x)
     return x
 
 
@@ -53,23 +67,30 @@ def sample(
     config: SamplingConfig,
     callback: Optional[StepCallback] = None,
     cache: Optional[StepCache] = None,
+    known=None,
 ) -> torch.Tensor:
     """Sample a video latent [B, C, F, H, W] from noise with the Lumina-Video model under ``config``.
 
     ``callback(step, total, patch_size, x)`` runs after every step. ``cache`` (step caching, see
-    ``sampling/cache.py``) skips the transformer blocks on steps whose input barely changed.
+    ``sampling/cache.py``) skips the transformer blocks on steps whose input barely changed. ``known``
+    (``conditioning.Conditioning``: image-to-video, keyframes, extension, video-to-video, inpainting) holds
+    its known region by replacement and may start later on the time grid; None is plain text-to-video.
     """
     check_latent_size(model, noise.shape, config)
+    times = config.times()
+    if known is not None:
+        known.check_shape(noise.shape)
+        known, times = known.to(noise.device), known.times(times)
     batch = noise.shape[0]
     positive = positive.repeat_to(batch)
     negative = None if negative is None else negative.repeat_to(batch)
     if cache is not None and cache.active:
-        model = cache.wrap(model, config.times())
+        model = cache.wrap(model, times)
 
     def velocity(x, t):
         return guided_velocity(model, x, t, positive, negative, config)
 
-    return integrate(velocity, noise, config.times(), config.solver, callback)
+    return integrate(velocity, noise, times, config.solver, callback, known)
 
 
 def check_latent_size(model, shape, config: SamplingConfig):
