@@ -29,6 +29,7 @@ NATIVE_NODE_IDS = (
     "LuminaVideoMultiScale",
     "LuminaVideoGuidance",
     "LuminaVideoScheduler",
+    "LuminaVideoLoRA",
 )
 
 

@@ -24,6 +24,7 @@ from typing import Optional
 
 import comfy.conds
 import comfy.latent_formats
+import comfy.lora
 import comfy.model_base
 import comfy.model_management as mm
 import comfy.model_patcher
@@ -211,6 +212,16 @@ def require_lumina_video(model, input_name: str = "model"):
     if not is_lumina_video(model):
         kind = type(getattr(model, "model", model)).__name__
         raise ValueError(f"{input_name} is a {kind}, not a Lumina-Video model: load it with Lumina-Video Model Loader")
+
+
+def with_lora(model, tensors: dict[str, torch.Tensor], strength: float):
+    """A clone of the MODEL with a LoRA (tensors in the pack's layout, checked by the engine) added as ComfyUI's
+    weight patches, the way its LoRA loaders add them; strength 0 adds none."""
+    patched = model.clone()
+    if strength != 0:
+        key_map = comfy.lora.model_lora_keys_unet(patched.model, {})
+        patched.add_patches(comfy.lora.load_lora(tensors, key_map), strength)
+    return patched
 
 
 # --------------------------------------------------------------------------- conditioning

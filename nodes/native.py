@@ -18,6 +18,7 @@ import torch
 
 from ..lumina_core import embedded
 from ..lumina_core.io.checkpoints import load_text_encoder, read_nextdit
+from ..lumina_core.lora import load_lora
 from ..lumina_core.models.text import TextCondition
 from ..lumina_core.sampling import DEFAULT_PRESET, PRESETS, scale_and_cutoff, time_grid
 from ..lumina_core.sampling import preset as named_preset
@@ -316,6 +317,61 @@ class LuminaVideoScheduler(io.ComfyNode):
         return io.NodeOutput(1.0 - time_grid(steps, shift))
 
 
+EMBEDDED_STYLE = "embedded: sway style (toy world)"
+
+
+def lora_choices() -> list[str]:
+    shipped = [EMBEDDED_STYLE] if (embedded.folder() / embedded.STYLE_LORA).is_file() else []
+    return shipped + sorted(_comfy.model_files("loras", (".safetensors",)), key=str.lower)
+
+
+class LuminaVideoLoRA(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LuminaVideoLoRA",
+            display_name="Lumina-Video LoRA",
+            category="Lumina-Video/native",
+            description=(
+                "Applies a LoRA to a Lumina-Video MODEL at a strength, after checking that it was made for this model "
+                "(a LoRA for another one is refused, naming the modules that don't fit). The strength interpolates "
+                "the weights between the base (0) and the LoRA's style (1), as Lumiere's stylized generation does. "
+                "ComfyUI's LoraLoaderModelOnly applies the same files, without the check."
+            ),
+            inputs=[
+                io.Model.Input("model"),
+                io.Combo.Input(
+                    "lora_name",
+                    options=lora_choices(),
+                    tooltip=f"'{EMBEDDED_STYLE}' ships with the pack (the embedded model's shapes sway across their "
+                    "path, docs/style-lora.md); other files come from models/loras.",
+                ),
+                io.Float.Input(
+                    "strength",
+                    default=1.0,
+                    min=-2.0,
+                    max=2.0,
+                    step=0.05,
+                    tooltip="0 = the base model exactly; 1 = the LoRA as trained.",
+                ),
+            ],
+            outputs=[io.Model.Output(display_name="model")],
+        )
+
+    @classmethod
+    def execute(cls, model, lora_name: str, strength: float = 1.0) -> io.NodeOutput:
+        _comfy_model.require_lumina_video(model)
+        if lora_name == EMBEDDED_STYLE:
+            path = embedded.folder() / embedded.STYLE_LORA
+        else:
+            path = _comfy.model_path("loras", lora_name)
+            if path is None:
+                raise FileNotFoundError(f"LoRA file {lora_name!r} is not in {_comfy.folder_locations('loras')}")
+        weights = model.model.diffusion_model.state_dict()
+        lora = load_lora(path, weights)  # refuses a LoRA for another model, naming what doesn't fit
+        return io.NodeOutput(_comfy_model.with_lora(model, lora.state_dict(), strength))
+
+
 NATIVE_NODES = [
     LuminaVideoNativeModelLoader,
     LuminaVideoPromptEncode,
@@ -323,4 +379,5 @@ NATIVE_NODES = [
     LuminaVideoMultiScale,
     LuminaVideoGuidance,
     LuminaVideoScheduler,
+    LuminaVideoLoRA,
 ]

@@ -255,13 +255,19 @@ def test_a_widget_overrides_one_value_of_the_preset(env):
     assert sampling.sampler_config("f24F96R960-MultiScale", solver="heun") == preset.with_(solver="heun")
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "workflows" / "api").glob("*.json")), ids=lambda p: p.stem)
+API_WORKFLOWS = sorted((REPO / "workflows" / "api").glob("*.json"))
+NATIVE_PRESET_NODES = ("LuminaVideoMultiScale", "LuminaVideoGuidance")
+
+
+@pytest.mark.parametrize("path", API_WORKFLOWS, ids=lambda p: p.stem)
 def test_shipped_workflows_name_a_preset_and_override_nothing(env, path):
-    """The workflows hold no copy of a preset's values: their samplers and Motion Score nodes resolve to the preset."""
+    """The workflows hold no copy of a preset's values: their samplers and Motion Score nodes resolve to the preset,
+    and the native path's Multi-Scale and Guidance patches name one preset and override none of its values."""
     sampling, motion_module = env.package.nodes.sampling, env.package.nodes.motion
     graph = json.loads(path.read_text())
     samplers = [node["inputs"] for node in graph.values() if node["class_type"] == "LuminaVideoSampler"]
-    assert samplers, f"{path.name} has no sampler"
+    patches = [node["inputs"] for node in graph.values() if node["class_type"] in NATIVE_PRESET_NODES]
+    assert samplers or len(patches) == 2, f"{path.name} has no sampler and no native preset patches"
     for inputs in samplers:
         widgets = {k: v for k, v in inputs.items() if not isinstance(v, list) and k not in ("seed", "cache")}
         assert inputs["cache"] == 0.0, "step caching is off in the shipped workflows"
@@ -271,6 +277,10 @@ def test_shipped_workflows_name_a_preset_and_override_nothing(env, path):
             motion_node = graph[inputs["motion"][0]]["inputs"]
             motion = motion_module.motion_condition(**{key: motion_node[key] for key in MOTION_WIDGETS})
         assert sampling.sampler_config(name, motion=motion, **widgets) == env.package.lumina_core.sampling.PRESETS[name]
+    if patches:
+        assert len({inputs["preset"] for inputs in patches}) == 1, "Multi-Scale and Guidance name one preset"
+        overrides = {k: v for inputs in patches for k, v in inputs.items() if k not in ("model", "preset")}
+        assert overrides == {"patch_schedule": "preset", "custom_schedule": "", "cfg_cutoff": -1.0, "renorm": -1.0}
 
 
 def test_unconnected_motion_is_the_presets(env, loaded):

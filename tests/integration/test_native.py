@@ -8,6 +8,7 @@ decoded video with the toy world's metrics.
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lumina_core import embedded
+from lumina_core.io.media import read_video
 from lumina_core.pipeline import decode_latent
 from lumina_core.sampling import make_noise, preset, sample, scale_and_cutoff
 from lumina_core.toyworld.metrics import detect_colour, detect_direction
@@ -113,8 +115,9 @@ def prompted(prompt: str) -> tuple:
 def test_the_native_chain_samples_what_the_engine_samples(comfy_client, comfy_workdir, engine, preset_name):
     """SamplerCustomAdvanced + Multi-Scale + Guidance + Scheduler against lumina_core.sampling.sample, fp32.
 
-    Measured 1.9e-5 at most over 24 runs (docs/native.md): ComfyUI's samplers step on the denoised prediction x - sigma * v and
-    take v back as (x - denoised) / sigma, which loses ulp(x) / sigma per step near the end; the engine steps on v.
+    Measured 1.9e-5 at most over 24 runs (docs/native.md): ComfyUI's samplers step on the denoised prediction
+    x - sigma * v and take v back as (x - denoised) / sigma, which loses ulp(x) / sigma per step near the end; the
+    engine steps on v.
     """
     models, _ = engine
     for prompt in PROMPTS[:2]:
@@ -124,6 +127,23 @@ def test_the_native_chain_samples_what_the_engine_samples(comfy_client, comfy_wo
         expected = engine_latent(models, prompt, preset_name)
         difference = (native - expected).abs().max().item()
         assert difference < 3e-5, f"{preset_name}, {prompt!r}: max abs latent difference {difference:.2e}"
+
+
+def test_the_shipped_ksampler_workflow_draws_its_prompt(comfy_client, comfy_workdir, engine):
+    """The shipped native workflow (KSampler between the pack's loaders and Save Video), run as shipped."""
+    models, real = engine
+    path = Path(__file__).resolve().parents[2] / "workflows" / "api"
+    graph = json.loads((path / "Lumina-Video text to video with KSampler, embedded toy model.json").read_text())
+    result = comfy_client.run(graph, timeout=600)
+    assert result.ok, result.describe_error()
+    save_id = next(k for k, v in graph.items() if v["class_type"] == "LuminaVideoSaveVideo")
+    entry = result.outputs[save_id]["images"][0]
+    video = read_video(Path(comfy_workdir.output) / entry["subfolder"] / entry["filename"])
+    assert video.frames.shape == (16, 64, 64, 3) and video.fps == 8
+    if real:
+        prompt = next(v["inputs"]["text"] for v in graph.values() if v["class_type"] == "LuminaVideoPromptEncode")
+        frames = video.frames.numpy()
+        assert (detect_colour(frames), detect_direction(frames)) == prompted(prompt)
 
 
 @pytest.mark.parametrize("sampler_name", ["euler", "dpmpp_2m"])
@@ -333,3 +353,34 @@ def test_set_latent_noise_mask_keeps_the_unmasked_part(comfy_client, comfy_workd
     left = (inpainted - source)[..., :4].abs().max().item()
     right_change = (inpainted - source)[..., 4:].abs().max().item()
     assert left < 1e-4 and right_change > 1e-2, (left, right_change)
+
+
+def test_the_packs_lora_node_checks_the_lora_and_applies_it_like_comfyui(comfy_client, comfy_workdir, embedded_weights):
+    """Lumina-Video LoRA: the same patches as LoraLoaderModelOnly for a LoRA that fits; a LoRA made for another
+    model is refused before sampling, naming the modules that don't fit."""
+    folder, _ = embedded_weights
+    loras = Path(comfy_workdir.models) / "loras"
+    loras.mkdir(parents=True, exist_ok=True)
+    weights = load_file(str(Path(folder) / "dit.safetensors"))
+    random_lora(loras / "fits.safetensors", weights)
+    wider = {k: torch.zeros(2 * v.shape[0], v.shape[1]) for k, v in weights.items() if k.endswith(".wq.weight")}
+    random_lora(loras / "other_model.safetensors", wider)
+
+    def sampled(loader: str, lora_name: str) -> torch.Tensor:
+        g, _, positive, negative, latent = native_chain(PROMPTS[0])
+        base = next(k for k, v in g.nodes.items() if v["class_type"] == "LuminaVideoNativeModelLoader")
+        if loader == "pack":
+            lora = g.add("LuminaVideoLoRA", model=out(base), lora_name=lora_name, strength=1.0)
+        else:
+            lora = g.add("LoraLoaderModelOnly", model=out(base), lora_name=lora_name, strength_model=1.0)
+        multi = g.add("LuminaVideoMultiScale", model=out(lora), preset="embedded-MultiScale", patch_schedule="preset")
+        guided = g.add(
+            "LuminaVideoGuidance", model=out(multi), preset="embedded-MultiScale", cfg_cutoff=-1.0, renorm=-1.0
+        )
+        done = custom_advanced(g, out(guided), positive, negative, latent, "embedded-MultiScale")
+        return run_latent(comfy_client, comfy_workdir, g, out(done), f"{loader}_{lora_name}")
+
+    assert torch.equal(sampled("pack", "fits.safetensors"), sampled("comfy", "fits.safetensors"))
+    with pytest.raises(AssertionError, match="made for another model") as refused:
+        sampled("pack", "other_model.safetensors")
+    assert "attention.wq" in str(refused.value)
