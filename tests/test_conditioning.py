@@ -126,6 +126,26 @@ def test_replacement_ends_exactly_on_the_known_latent_where_the_mask_is_hard():
     assert not torch.allclose(x[~held], free[~held])  # the generated region follows the known one
 
 
+def test_resampling_redoes_each_step_from_the_state_noised_back_and_still_ends_on_the_known_latent():
+    calls = []
+
+    def counting_velocity(x, t):
+        calls.append(t)
+        return fake_velocity(x, t)
+
+    keep = torch.zeros(1, 1, 4, 8, 8)
+    keep[..., :4] = 1
+    known = Conditioning(torch.randn(1, 16, 4, 8, 8), keep, resample=2, seed=5)
+    times = time_grid(5, 3.0).tolist()
+    x = integrate(counting_velocity, make_noise((1, 16, 4, 8, 8), 0), times, known=known)
+    assert len(calls) == 3 * (len(times) - 2) + 1  # the last step, which ends on data, isn't redone
+    assert torch.equal(x[..., :4], known.latent[..., :4])
+    data_free = torch.zeros(1, 16, 64, 64, 64)
+    state = Conditioning(data_free).start(torch.randn(data_free.shape, generator=torch.Generator().manual_seed(0)), 0.8)
+    earlier = known.renoise(state, 0.8, 0.3, torch.Generator().manual_seed(1))
+    assert earlier.std().item() == pytest.approx(1 - 0.3, rel=0.01)  # the path's noise level at t = 0.3
+
+
 def test_soft_masks_and_strength_blend_towards_the_noised_known_latent():
     x, noise, latent = torch.zeros(1, 16, 2, 4, 4), torch.ones(1, 16, 2, 4, 4), torch.full((1, 16, 2, 4, 4), 3.0)
     known = Conditioning(latent, torch.full((1, 1, 2, 4, 4), 0.5), strength=0.5)
