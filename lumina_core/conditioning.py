@@ -88,9 +88,12 @@ class Conditioning:
     def stack(items: Sequence["Conditioning"]) -> "Conditioning":
         """One conditioning per video of a batch -> one for the batch (their strength, denoise and resample agree)."""
         first = items[0]
-        if any((c.strength, c.denoise, c.resample, c.keep is None) != (first.strength, first.denoise,
-               first.resample, first.keep is None) for c in items):  # fmt: skip
-            raise ValueError("conditionings stacked into one batch need the same strength, denoise and resample")
+
+        def settings(c):
+            return c.strength, c.denoise, c.resample, c.seed, c.keep is None
+
+        if any(settings(c) != settings(first) for c in items):
+            raise ValueError("conditionings stacked into one batch need one strength, denoise, resampling and mask use")
         keep = None if first.keep is None else torch.cat([c.keep for c in items])
         return replace(first, latent=torch.cat([c.latent for c in items]), keep=keep)
 
@@ -112,7 +115,7 @@ def latent_mask(mask: torch.Tensor) -> torch.Tensor:
 def fit_frames(frames: torch.Tensor, width: int, height: int) -> torch.Tensor:
     """Frames [F, H, W, C] -> [F, height, width, C]: scaled (antialiased) to cover the size, the overflow cropped
     evenly from both sides."""
-    f, h, w, _ = frames.shape
+    _, h, w, _ = frames.shape
     if (h, w) == (height, width):
         return frames
     scale = max(width / w, height / h)

@@ -153,6 +153,15 @@ def test_soft_masks_and_strength_blend_towards_the_noised_known_latent():
     assert torch.allclose(known.apply(x, 0.25, noise), torch.full_like(x, 0.25 * target))
 
 
+def test_a_batch_stacks_one_conditioning_per_video_with_the_same_settings():
+    one, two = (Conditioning(torch.full((1, 16, 2, 4, 4), v), torch.ones(1, 1, 2, 4, 4)) for v in (1.0, 2.0))
+    batch = Conditioning.stack([one, two])
+    assert batch.latent.shape == (2, 16, 2, 4, 4) and batch.keep.shape == (2, 1, 2, 4, 4)
+    assert torch.equal(batch.latent[1], two.latent[0])
+    with pytest.raises(ValueError, match="one strength, denoise"):
+        Conditioning.stack([one, Conditioning(two.latent, two.keep, denoise=0.5)])
+
+
 def test_video_to_video_starts_at_one_minus_denoise_from_the_noised_latent():
     times = time_grid(30, 9.0).tolist()
     known = Conditioning(torch.full((1, 16, 2, 4, 4), 2.0), denoise=0.4)
