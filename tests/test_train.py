@@ -122,6 +122,56 @@ def test_decoder_stage_trains_only_the_decoder_on_the_dits_predictions(tmp_path,
     assert torch.load(tmp_path / "runs" / "decoder" / "checkpoint.pt", weights_only=True)["step"] == 2
 
 
+def test_temporal_difference_loss_sees_a_still_start_and_weights_the_first_steps():
+    frames = torch.linspace(-1, 1, 16).view(1, 1, 16, 1, 1).expand(1, 3, 16, 4, 4)  # [B, 3, F, H, W], steady motion
+    assert train.temporal_difference_loss(frames + 0.3, frames, 3.0) < 1e-6  # an offset keeps every difference
+    still_start = frames.clone()
+    still_start[:, :, : train.STILL_GROUP_FRAMES] = frames[
+        :, :, train.STILL_GROUP_FRAMES - 1 : train.STILL_GROUP_FRAMES
+    ]
+    still_end = frames.clone()
+    still_end[:, :, -train.STILL_GROUP_FRAMES :] = frames[:, :, -train.STILL_GROUP_FRAMES :][:, :, :1]
+    assert train.temporal_difference_loss(still_start, frames, 0.0) == pytest.approx(
+        train.temporal_difference_loss(still_end, frames, 0.0).item()
+    )
+    assert train.temporal_difference_loss(still_start, frames, 3.0) > train.temporal_difference_loss(
+        still_end, frames, 3.0
+    )
+
+
+def test_decoder_stage_adds_the_temporal_loss_when_weighted(tmp_path, monkeypatch):
+    write_random_embedded(tmp_path / "export")
+    weights = []
+    loss = train.temporal_difference_loss
+    monkeypatch.setattr(
+        train,
+        "temporal_difference_loss",
+        lambda recon, frames, early: weights.append(early) or loss(recon, frames, early),
+    )
+    run(tmp_path, "decoder", "--steps", "1", "--batch", "1", "--decoder-dit-share", "0")
+    assert weights == []
+    write_random_embedded(tmp_path / "weighted" / "export")
+    run(
+        tmp_path / "weighted",
+        "decoder",
+        "--steps",
+        "1",
+        "--batch",
+        "1",
+        "--temporal-weight",
+        "2",
+        "--temporal-early-weight",
+        "5",
+    )
+    assert weights == [5.0]
+
+
+def test_temporal_weights_must_not_be_negative(capsys):
+    with pytest.raises(SystemExit):
+        train.main(["decoder", "--steps", "1", "--temporal-weight", "-1"])
+    assert "loss weights can't be negative" in capsys.readouterr().err
+
+
 def test_decoder_dit_share_must_be_a_share(capsys):
     with pytest.raises(SystemExit):
         train.main(["decoder", "--steps", "1", "--decoder-dit-share", "2"])

@@ -84,6 +84,8 @@ STAGE_EXPORTS = dict(vae=("vae",), dit=("dit", "text_encoder"), decoder=("vae",)
 
 
 TOY_HEAD_DIM = TOY_DIT_CONFIG.dim // TOY_DIT_CONFIG.n_heads
+STILL_GROUP_FRAMES = 4
+"""Video frames the first latent frame decodes to, all equal (the decoder's causal padding repeats its first frame)."""
 
 
 def default_runs() -> Path:
@@ -181,6 +183,16 @@ def reconstruction_loss(
     weight = 1 + foreground_weight * foreground
     error = recon - frames
     return ((error.abs() + error.pow(2)) * weight).sum() / (weight.sum() * 3)
+
+
+def temporal_difference_loss(recon: torch.Tensor, frames: torch.Tensor, early_weight: float) -> torch.Tensor:
+    """L1 between the decoded and the true frame-to-frame differences [B, 3, F-1, H, W], the steps into frames 1-4
+    weighted ``1 + early_weight``: the reconstruction loss alone lets the first latent frame's still frames sit at
+    the group's mean position, which leaves a jump out of them (issue 27)."""
+    error = (recon.diff(dim=2) - frames.diff(dim=2)).abs()
+    weight = torch.ones(error.shape[2], device=error.device)
+    weight[:STILL_GROUP_FRAMES] += early_weight
+    return (error * weight.view(1, 1, -1, 1, 1)).mean() * error.shape[2] / weight.sum()
 
 
 def train_vae(args):
@@ -427,7 +439,10 @@ def train_decoder(args):
             latents = vae.encode_to_model_latent(frames)
             if torch.rand(1, generator=generator).item() < args.decoder_dit_share:
                 latents = one_step_predictions(models, clips, latents, generator)
-        loss = reconstruction_loss(vae.decode_model_latent(latents), frames, background, args.foreground_weight)
+        recon = vae.decode_model_latent(latents)
+        loss = reconstruction_loss(recon, frames, background, args.foreground_weight)
+        if args.temporal_weight:
+            loss = loss + args.temporal_weight * temporal_difference_loss(recon, frames, args.temporal_early_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -516,6 +531,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="decoder stage: share of steps that decode the DiT's one-step predictions "
         "instead of the encoder's latents (default 0.5)",
     )
+    parser.add_argument(
+        "--temporal-weight",
+        type=float,
+        default=0.0,
+        help="decoder stage: weight of an L1 loss on frame-to-frame differences (default 0: none)",
+    )
+    parser.add_argument(
+        "--temporal-early-weight",
+        type=float,
+        default=3.0,
+        help=f"decoder stage: extra weight of that loss on the steps into frames 1-{STILL_GROUP_FRAMES} (default 3)",
+    )
     parser.add_argument("--save-every", type=int, default=200)
     parser.add_argument("--runs", type=Path, default=default_runs(), help=runs_help("checkpoints and caches"))
     parser.add_argument("--export", type=Path, default=embedded.PACKAGE_DIR, help="where the final safetensors go")
@@ -553,6 +580,11 @@ def check_args(parser: argparse.ArgumentParser, args):
         )
     if not 0 <= args.decoder_dit_share <= 1:
         parser.error(f"argument --decoder-dit-share: {args.decoder_dit_share} is not a share in [0, 1]")
+    if args.temporal_weight < 0 or args.temporal_early_weight < 0:
+        parser.error(
+            f"--temporal-weight {args.temporal_weight} --temporal-early-weight {args.temporal_early_weight}: "
+            "loss weights can't be negative"
+        )
     if args.dit_width < TOY_HEAD_DIM or args.dit_width % TOY_HEAD_DIM or args.dit_depth < 1:
         parser.error(
             f"--dit-width {args.dit_width} --dit-depth {args.dit_depth}: "
