@@ -220,6 +220,31 @@ def conditioning_for(args, vae, width: int, height: int, frames: int):
     )
 
 
+def window_plan(args, models, frames: int, trained: int):
+    """The --window/--overlap/--fuse plan (video frames -> latent frames), or None for one pass over the clip.
+
+    Windows come on by themselves for a clip longer than the model takes (``longest_window``): the model's trained
+    length, overlapping by half.
+    """
+    from .pipeline import longest_window
+    from .request import VAE_TEMPORAL
+    from .sampling import WindowPlan
+
+    limit = longest_window(models)
+    if args.window is None and args.overlap is None and frames <= limit:
+        return None
+    window = args.window if args.window is not None else min(trained, limit)
+    overlap = args.overlap if args.overlap is not None else window // 16 * 8
+    step = 2 * VAE_TEMPORAL
+    if window % step or not step <= window <= limit:
+        raise ValueError(
+            f"--window {window} must be a multiple of {step} between {step} and {limit} (the model's limit)"
+        )
+    if overlap % step or not 0 <= overlap < window:
+        raise ValueError(f"--overlap {overlap} must be a multiple of {step} from 0 to {window - step} (below --window)")
+    return WindowPlan(window // VAE_TEMPORAL, overlap // VAE_TEMPORAL, args.fuse)
+
+
 @contextmanager
 def on_device(module, device: torch.device, offload: bool):
     """Run a stage with ``module`` on ``device``; with offload, it waits on the CPU before and after."""
@@ -241,7 +266,7 @@ def cmd_generate(args):
     from .io.media import write_video
     from .pipeline import compile_blocks, decode_latent, encode_prompts, generate_audio, sample_latent
     from .request import check_video_size
-    from .sampling import StepCache
+    from .sampling import StepCache, window_spans
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     parallel.init_from_env(device)  # under torchrun: every rank samples, its share of the DiT's tokens; rank 0 writes
@@ -250,13 +275,16 @@ def cmd_generate(args):
     models, preset_name, (width, height, frames, fps) = load_models(
         args, torch.device("cpu") if args.offload else device, dtype
     )
+    trained_frames = frames
     apply_loras(models.dit, args.lora, lead)
     if args.compile:
         compile_blocks(models.dit)
     preset_name = args.preset or preset_name
     width, height, frames, fps = (args.width or width, args.height or height, args.frames or frames, args.fps or fps)
     config = sampling_config(args, preset_name)
-    check_video_size(width, height, frames, 1, models.dit.patch_sizes, models.size_limits)
+    windows = window_plan(args, models, frames, trained_frames)
+    window = 4 * windows.length if windows is not None and frames > 4 * windows.length else None
+    check_video_size(width, height, frames, 1, models.dit.patch_sizes, models.size_limits, window=window)
     if hasattr(models.text_encoder, "check_prompt"):  # the embedded default's encoder knows only its world's words
         models.text_encoder.check_prompt(args.prompt, "--prompt")
         models.text_encoder.check_prompt(args.negative_prompt, "--negative-prompt")
@@ -264,6 +292,12 @@ def cmd_generate(args):
         known = conditioning_for(args, models.vae, width, height, frames)
     if lead:
         print(f"preset {preset_name}, {width}x{height}, {frames} frames at {fps:g} fps, seed {args.seed}, {device}")
+        if window is not None:
+            align = max(p.temporal for p in config.patch_sizes())
+            spans = " ".join(f"{a}-{b - 1}" for a, b in window_spans(frames // 4, windows, 0, align))
+            moves = f"shifted {align} a step" if windows.shift and windows.stride > align else "not shifted"
+            print(f"windows: {window} frames overlapping by {4 * windows.overlap}, {windows.fuse} fuse; latent frames "
+                  f"{spans} at the first step, {moves}")  # fmt: skip
     stages = {}
     started = time.perf_counter()
     with on_device(models.text_encoder, device, args.offload):
@@ -282,7 +316,18 @@ def cmd_generate(args):
 
         cache = StepCache(args.cache)
         latent = sample_latent(
-            models, cond, uncond, width, height, frames, args.seed, config, callback=on_step, cache=cache, known=known
+            models,
+            cond,
+            uncond,
+            width,
+            height,
+            frames,
+            args.seed,
+            config,
+            callback=on_step,
+            cache=cache,
+            known=known,
+            windows=windows,
         )
     parallel.close()
     if not lead:
@@ -339,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.set_defaults(run=cmd_convert)
 
     from . import embedded
-    from .sampling import DEFAULT_PRESET, PRESETS, SOLVERS, format_time_aware
+    from .sampling import DEFAULT_PRESET, FUSES, PRESETS, SOLVERS, format_time_aware
     from .toyworld.world import DEFAULT_CONFIG as TOY_WORLD
 
     default = PRESETS[DEFAULT_PRESET]
@@ -397,6 +442,17 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--height", type=int, help="video height in pixels, a multiple of 32")
     generate.add_argument("--frames", type=int, help="number of frames, a multiple of 8")
     generate.add_argument("--fps", type=float, help="frames per second of the file")
+    windows = generate.add_argument_group(
+        "long videos",
+        "a clip longer than the model takes (embedded default: %d-%d frames) is sampled in overlapping windows "
+        "whose predictions are fused at every step (MultiDiffusion); on by itself beyond the limit"
+        % embedded.SIZES["frames"],
+    )
+    windows.add_argument(
+        "--window", type=int, help="video frames per window, a multiple of 8 (default: the model's trained length)"
+    )
+    windows.add_argument("--overlap", type=int, help="video frames shared by neighbouring windows (default: half)")
+    windows.add_argument("--fuse", choices=FUSES, default="pyramid", help="how overlapping windows are weighed")
     generate.add_argument("--audio-steps", type=int, default=25, help="video-to-audio sampling steps")
     generate.add_argument("--no-audio", action="store_true", help="skip video-to-audio")
     generate.add_argument(

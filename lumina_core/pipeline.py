@@ -15,8 +15,8 @@ from .models.nextdit import MultiScaleNextDiT
 from .models.text import TextCondition, TinyTextEncoder
 from .models.v2a import V2AGenerator
 from .models.vae import CogVideoXVAE
-from .request import check_video_size, latent_shape
-from .sampling import SamplingConfig, StepCache, make_noise, sample
+from .request import VAE_TEMPORAL, check_video_size, latent_shape
+from .sampling import SamplingConfig, StepCache, WindowPlan, make_noise, sample
 
 
 @dataclass
@@ -66,14 +66,27 @@ def sample_latent(
     callback: Optional[Callable] = None,
     cache: Optional[StepCache] = None,
     known: Optional[Conditioning] = None,
+    windows: Optional[WindowPlan] = None,
 ) -> torch.Tensor:
     """Seeded noise of the right shape, sampled into a model-space latent [B, 16, F/4, H/8, W/8]; ``cache``: step
     caching (``sampling/cache.py``), off when None; ``known``: what is given of the video (``conditioning.py``),
-    held by replacement, None for plain text-to-video."""
-    check_video_size(width, height, frames, batch, models.dit.patch_sizes, models.size_limits)
+    held by replacement, None for plain text-to-video; ``windows``: a long video in fused windows of latent frames
+    (``sampling/windows.py``), where the model's frame limit applies to each window."""
+    window = VAE_TEMPORAL * windows.length if windows is not None else None
+    window = window if window is not None and frames > window else None  # one window covering the clip: plain
+    check_video_size(width, height, frames, batch, models.dit.patch_sizes, models.size_limits, window=window)
     device = next(models.dit.parameters()).device
     noise = make_noise(latent_shape(width, height, frames, batch, models.dit.in_channels), seed, device)
-    return sample(models.dit, noise, positive, negative, config, callback, cache, known)
+    return sample(models.dit, noise, positive, negative, config, callback, cache, known, windows)
+
+
+def longest_window(models) -> int:
+    """The most video frames the DiT takes at once: the top of its trained range (the embedded default), else
+    what its RoPE tables reach at its finest temporal patch."""
+    if models.size_limits:
+        return models.size_limits["frames"][1]
+    finest = min(p.temporal for p in models.dit.patch_sizes)
+    return VAE_TEMPORAL * finest * models.dit.rope.axes_lens[0]
 
 
 def decode_latent(

@@ -41,11 +41,14 @@ def video_size_problems(
     patch_sizes: Iterable[PatchSize] = RELEASED_PATCH_SIZES,
     limits: Optional[dict] = None,
     max_batch: Optional[int] = None,
+    window: Optional[int] = None,
 ) -> list[str]:
     """Every way a video of this size can't be made, as sentences naming the value and a fix; empty when it can.
 
     ``limits`` maps width/height/frames to the (low, high) range a model was trained for (the embedded default's).
     ``max_batch`` bounds the batch where an interface does (the nodes' widget allows MAX_BATCH); the engine doesn't.
+    ``window``: the video frames of one window where a long video is sampled in windows (``sampling/windows.py``);
+    the frame limit then applies to it, not to the whole clip.
     """
     patch_sizes = tuple(PatchSize(*p) for p in patch_sizes)
     side, frame_step = side_multiple(patch_sizes), frame_multiple(patch_sizes)
@@ -67,11 +70,14 @@ def video_size_problems(
         )
     if batch < 1 or (max_batch is not None and batch > max_batch):
         problems.append(f"batch {batch} must be between 1 and {max_batch or 'any number'}")
-    for name, value in (("width", width), ("height", height), ("frames", frames)):
+    checked = (("width", width, "width"), ("height", height, "height"), ("frames", frames, "frames"))
+    if window is not None:
+        checked = checked[:2] + (("frames", window, "window frames"),)
+    for name, value, label in checked:
         if limits:
             low, high = limits[name]
             if not low <= value <= high:
-                problems.append(f"{name} {value} is outside what the embedded default was trained for ({low}..{high})")
+                problems.append(f"{label} {value} is outside what the embedded default was trained for ({low}..{high})")
     return problems
 
 

@@ -2,7 +2,7 @@
 
 ``presets`` holds every preset whole; ``schedules`` the time-aware values and the shifted
 time grid; ``guidance`` one guided model evaluation; ``solvers`` the integration loop;
-``cache`` step caching, a speed option of a run.
+``cache`` step caching, a speed option of a run; ``windows`` long videos in fused windows of frames.
 """
 
 from .cache import CachedModel, StepCache
@@ -21,9 +21,11 @@ from .schedules import (
     value_from_table,
 )
 from .solvers import check_latent_size, integrate, make_noise, sample
+from .windows import FUSES, WindowedModel, WindowPlan, fuse_weights, window_spans
 
 __all__ = [
     "DEFAULT_PRESET",
+    "FUSES",
     "CachedModel",
     "NO_MOTION",
     "PRESETS",
@@ -31,9 +33,12 @@ __all__ = [
     "SamplingConfig",
     "StepCache",
     "TimeAware",
+    "WindowPlan",
+    "WindowedModel",
     "check_latent_size",
     "check_time_aware",
     "format_time_aware",
+    "fuse_weights",
     "guided_velocity",
     "integrate",
     "make_noise",
@@ -47,4 +52,5 @@ __all__ = [
     "truncated_scale",
     "value_at",
     "value_from_table",
+    "window_spans",
 ]

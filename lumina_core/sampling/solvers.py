@@ -9,6 +9,7 @@ from ..models.text import TextCondition
 from .cache import StepCache
 from .guidance import guided_velocity
 from .presets import SOLVERS, SamplingConfig
+from .windows import WindowedModel, WindowPlan
 
 StepCallback = Callable[[int, int, PatchSize, torch.Tensor], None]
 
@@ -68,6 +69,7 @@ def sample(
     callback: Optional[StepCallback] = None,
     cache: Optional[StepCache] = None,
     known=None,
+    windows: Optional[WindowPlan] = None,
 ) -> torch.Tensor:
     """Sample a video latent [B, C, F, H, W] from noise with the Lumina-Video model under ``config``.
 
@@ -75,8 +77,18 @@ def sample(
     ``sampling/cache.py``) skips the transformer blocks on steps whose input barely changed. ``known``
     (``conditioning.Conditioning``: image-to-video, keyframes, extension, video-to-video, inpainting) holds
     its known region by replacement and may start later on the time grid; None is plain text-to-video.
+    ``windows`` (``windows.py``) samples a clip longer than the model takes in fused overlapping windows of latent
+    frames; a plan whose window covers the clip, or None, is the plain path.
     """
-    check_latent_size(model, noise.shape, config)
+    windowed = windows is not None and not windows.covers(noise.shape[2])
+    align = max(p.temporal for p in config.patch_sizes())
+    checked = noise.shape
+    if windowed:
+        windows.check(noise.shape[2], align)
+        if cache is not None and cache.active:
+            raise ValueError("step caching can't be combined with windows yet: set the cache threshold to 0")
+        checked = (*noise.shape[:2], windows.length, *noise.shape[3:])  # each window must fit the model
+    check_latent_size(model, checked, config)
     times = config.times()
     if known is not None:
         known.check_shape(noise.shape)
@@ -86,6 +98,8 @@ def sample(
     negative = None if negative is None else negative.repeat_to(batch)
     if cache is not None and cache.active:
         model = cache.wrap(model, times)
+    if windowed:
+        model = WindowedModel(model, windows, times, align)
 
     def velocity(x, t):
         return guided_velocity(model, x, t, positive, negative, config)
