@@ -164,9 +164,9 @@ def measure_peak_memory(
         frame_slice_bytes=frame_slice_bytes,
     )
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS="1")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository's root
     result = subprocess.run(
-        [sys.executable, "-c", "from lumina_core.vae_bench import _child; _child()"],
+        [sys.executable, "-c", "from lumina_core.bench.vae import _child; _child()"],
         input=json.dumps(job),
         capture_output=True,
         text=True,
