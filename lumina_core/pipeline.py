@@ -34,9 +34,9 @@ class LuminaVideoModels:
 def compile_blocks(dit: MultiScaleNextDiT) -> MultiScaleNextDiT:
     """torch.compile each transformer block in place (``generate --compile``); returns ``dit``.
 
-    The blocks are one code path, so the first call compiles it once for all of them, and once more with dynamic
-    shapes when the token count or the batch changes (a new patch size, CFG switching off). On the CPU that costs
-    about a minute and pays only on long runs (docs/benchmarks.md, Compile); inductor needs a C++ compiler there.
+    The blocks are one code path, so a compilation serves all of them; another token count or batch (a new patch
+    size, CFG switching off) compiles again, with dynamic shapes from then on. On the CPU that costs about a minute
+    and pays only on long runs (docs/benchmarks.md, Compile); inductor needs a C++ compiler there.
     """
     for block in dit.layers:
         block.compile()
