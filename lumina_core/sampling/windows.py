@@ -85,8 +85,7 @@ def window_spans(frames: int, plan: WindowPlan, step: int = 0, align: int = 1) -
         return [(0, frames)]
     offset = (step * align) % plan.stride if plan.shift else 0
     starts = range(offset - plan.stride if offset else 0, frames - plan.overlap, plan.stride)
-    spans = sorted({(s, s + plan.length) for s in (min(max(s, 0), frames - plan.length) for s in starts)})
-    return spans
+    return sorted({(s, s + plan.length) for s in (min(max(s, 0), frames - plan.length) for s in starts)})
 
 
 class WindowedModel:
