@@ -243,3 +243,14 @@ def test_generate_applies_repeated_loras(tmp_path, capsys):
     assert f"LoRA {first} (test, " in printed and "at strength 0.5" in printed
     assert f"LoRA {second} (test, " in printed and "at strength 1" in printed
     assert out.is_file()
+
+
+def test_a_lora_with_unpaired_or_mismatched_halves_is_refused():
+    tensors = random_lora(randomized(), seed=1).state_dict()
+    del tensors["diffusion_model.layers.0.attention.wq.lora_B.weight"]
+    tensors["diffusion_model.layers.1.attention.wq.lora_B.weight"] = torch.zeros(64, 3)
+    with pytest.raises(ValueError) as caught:
+        lora.from_state_dict(tensors, source="half.safetensors")
+    message = str(caught.value)
+    assert message.startswith("half.safetensors: 2 modules lack a lora_A [rank, in] and lora_B [out, rank] pair")
+    assert "'layers.0.attention.wq': [(4, 64)]" in message and "'layers.1.attention.wq': [(4, 64), (64, 3)]" in message
