@@ -22,6 +22,7 @@ from lumina_core import parallel
 from lumina_core.models.layers import apply_rotary, attention
 from lumina_core.models.nextdit import NextDiTAttention, PatchSize
 from lumina_core.models.text import TextCondition
+from lumina_core.pipeline import compile_blocks
 from lumina_core.sampling import PRESETS, make_noise, sample
 
 WORLD = 2
@@ -73,12 +74,19 @@ def run_all() -> dict:
     return results
 
 
-def worker(rank, port, out_dir):
+def run_compiled() -> list:
+    """The aligned forwards of the tiny model with its blocks compiled (generate --compile)."""
+    model = compile_blocks(randomized(TINY))
+    with torch.no_grad():
+        return [model(*inputs(shape, i), PatchSize.parse(patch)) for i, (shape, patch) in enumerate(ALIGNED_FORWARDS)]
+
+
+def worker(rank, port, out_dir, run=run_all):
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(WORLD), RANK=str(rank))
     assert parallel.init_from_env()
     try:
-        torch.save(run_all(), os.path.join(out_dir, f"rank{rank}.pt"))
+        torch.save(run(), os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         parallel.close()
 
@@ -101,6 +109,17 @@ def test_two_processes_match_one(tmp_path):
                 assert a.shape == b.shape
                 error, magnitude = float((a - b).abs().max()), float(b.abs().max())
                 assert error <= bound.get("absolute", bound.get("relative", 0) * magnitude), (kind, i, error, magnitude)
+
+
+@pytest.mark.slow
+def test_compiled_blocks_in_two_processes_match_one_eager_process(tmp_path):
+    model = randomized(TINY)
+    with torch.no_grad():
+        eager = [model(*inputs(shape, i), PatchSize.parse(patch)) for i, (shape, patch) in enumerate(ALIGNED_FORWARDS)]
+    mp.spawn(worker, args=(free_port(), str(tmp_path), run_compiled), nprocs=WORLD, join=True)
+    for rank in range(WORLD):
+        for a, b in zip(torch.load(tmp_path / f"rank{rank}.pt"), eager, strict=True):
+            assert (a - b).abs().max() <= 1e-4  # compile's bound (docs/benchmarks.md, Compile)
 
 
 def unsharded_attention(self, x, rope, y, y_mask):
