@@ -28,8 +28,8 @@ def with_cache(models, preset: str, threshold: float):
     return dataclasses.replace(models, dit=StepCache(threshold).wrap(models.dit, PRESETS[preset].times()))
 
 
+@torch.no_grad()
 def run_cache_benchmark(quick: bool = False) -> dict:
-    torch.set_grad_enabled(False)
     models = embedded.load(with_audio=False)
     prompts, repeats, thresholds = (4, 1, (0.0, 0.2)) if quick else (50, 3, THRESHOLDS)
     captions = [clip.caption for clip in heldout_clips(seed=1, n=prompts)]

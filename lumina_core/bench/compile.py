@@ -16,8 +16,8 @@ from .dit import BENCH_CONFIG, BENCH_LATENT, bench_model, forward_args, interlea
 TOLERANCE = 1e-4  # the bound on |compiled - eager|, fp32
 
 
+@torch.no_grad()
 def run_compile_benchmark(quick: bool = False, config=BENCH_CONFIG, latent: tuple = BENCH_LATENT) -> dict:
-    torch.set_grad_enabled(False)
     repeats = 2 if quick else 5
     eager, cond = bench_model(config)
     compiled = compile_blocks(copy.deepcopy(eager))

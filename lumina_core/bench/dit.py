@@ -107,8 +107,8 @@ def sampling_ratio(model, cond, steps: int, repeats: int, latent: tuple = BENCH_
     return dict(steps=steps, multi_over_single=times["multi"] / times["single"], schedule=dict(counts), **times)
 
 
+@torch.no_grad()
 def run_dit_benchmark(quick: bool = False) -> dict:
-    torch.set_grad_enabled(False)
     repeats = 2 if quick else 5
     model, cond = bench_model()
     peak = matmul_peak(repeats=repeats)

@@ -12,8 +12,8 @@ from ..toyworld.evaluate import TARGETS, sampling_seconds
 from ..toyworld.world import heldout_clips
 
 
+@torch.no_grad()
 def run_embedded_benchmark(quick: bool = False) -> dict:
-    torch.set_grad_enabled(False)
     models = embedded.load(with_audio=False)
     captions = [clip.caption for clip in heldout_clips(seed=1, n=8 if quick else 50)]
     seconds = sampling_seconds(models, captions, seed=1, repeats=2 if quick else 5)

@@ -281,10 +281,10 @@ def print_memory(memory: dict):
     print(f"  sampling with every model resident, measured: {gib(memory['resident_sampling_measured'])}", flush=True)
 
 
+@torch.no_grad()
 def run_gpu_benchmark(tiny: bool = False, repeats: Optional[int] = None, device: Optional[torch.device] = None) -> dict:
     """The released configs on CUDA (3 timed calls each), or (``tiny``) tiny configs on the CPU (5)."""
     repeats = repeats or (5 if tiny else 3)
-    torch.set_grad_enabled(False)
     setup = TINY_SETUP if tiny else RELEASED_SETUP
     device = torch.device(device or ("cpu" if tiny else "cuda"))
     if device.type == "cuda" and not torch.cuda.is_available():

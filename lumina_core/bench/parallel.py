@@ -29,9 +29,9 @@ def forwards(config, latent: tuple, repeats: int) -> tuple[dict, dict]:
     return seconds, {name: call() for name, call in calls.items()}
 
 
+@torch.no_grad()
 def _worker(rank: int, port: int, out_dir: str, config, latent: tuple, repeats: int):
     torch.set_num_threads(1)
-    torch.set_grad_enabled(False)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(WORLD), RANK=str(rank))
     parallel.init_from_env()
     try:
@@ -46,8 +46,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@torch.no_grad()
 def run_parallel_benchmark(quick: bool = False, config=BENCH_CONFIG, latent: tuple = BENCH_LATENT) -> dict:
-    torch.set_grad_enabled(False)
     repeats = 2 if quick else 5
     threads = torch.get_num_threads()
     single = {}
