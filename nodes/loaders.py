@@ -145,6 +145,31 @@ def remove_what_holds_no_data(folder: Path, created: bool) -> None:
         folder.rmdir()
 
 
+def model_files_for(model_name: str, download: bool) -> tuple[Path, Path | None, bool]:
+    """(the DiT's weights, the tiny text encoder saved beside them or None, embedded?) for a Model Loader choice;
+    downloads the released weights when they are chosen, missing and ``download`` is on."""
+    if model_name == EMBEDDED_MODEL:
+        return embedded.file("dit"), embedded.file("text_encoder"), True
+    path = find_model_file(model_name)
+    if path is None and model_name == RELEASED_MODEL:
+        if not download:
+            target = Path(_comfy.folder_locations(_comfy.LUMINA_FOLDER)[0]) / RELEASED_FOLDER
+            raise FileNotFoundError(
+                f"{RELEASED_MODEL} is not in models/lumina_video yet. Turn on 'download' to fetch "
+                f"{RELEASED_REPO} into {target}, or download {' and '.join(RELEASED_FILES)} from "
+                f"https://huggingface.co/{RELEASED_REPO} there yourself."
+            )
+        path = download_released()
+    if path is None:
+        raise FileNotFoundError(
+            f"model file {model_name!r} is not in {_comfy.folder_locations(_comfy.LUMINA_FOLDER)} "
+            "or the diffusion_models folders"
+        )
+    dit_path = Path(path)
+    sibling = dit_path.with_name("text_encoder.safetensors")
+    return dit_path, sibling if sibling.is_file() and dit_path.suffix == ".safetensors" else None, False
+
+
 class LuminaVideoModelLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -187,31 +212,8 @@ class LuminaVideoModelLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model_name: str, dtype: str = "auto", download: bool = False) -> io.NodeOutput:
-        if model_name == EMBEDDED_MODEL:
-            dit_path, text_path = embedded.file("dit"), embedded.file("text_encoder")
-            load_device = offload_to = CPU
-            is_embedded = True
-        else:
-            path = find_model_file(model_name)
-            if path is None and model_name == RELEASED_MODEL:
-                if not download:
-                    target = Path(_comfy.folder_locations(_comfy.LUMINA_FOLDER)[0]) / RELEASED_FOLDER
-                    raise FileNotFoundError(
-                        f"{RELEASED_MODEL} is not in models/lumina_video yet. Turn on 'download' to fetch "
-                        f"{RELEASED_REPO} into {target}, or download {' and '.join(RELEASED_FILES)} from "
-                        f"https://huggingface.co/{RELEASED_REPO} there yourself."
-                    )
-                path = download_released()
-            if path is None:
-                raise FileNotFoundError(
-                    f"model file {model_name!r} is not in {_comfy.folder_locations(_comfy.LUMINA_FOLDER)} "
-                    "or the diffusion_models folders"
-                )
-            dit_path = Path(path)
-            sibling = dit_path.with_name("text_encoder.safetensors")
-            text_path = sibling if sibling.is_file() and dit_path.suffix == ".safetensors" else None
-            load_device, offload_to = _comfy.torch_device(), _comfy.offload_device()
-            is_embedded = False
+        dit_path, text_path, is_embedded = model_files_for(model_name, download)
+        load_device, offload_to = (CPU, CPU) if is_embedded else (_comfy.torch_device(), _comfy.offload_device())
         torch_dtype = _dtype(dtype, load_device)
         with _plain_errors():
             dit, _, notes = load_nextdit(dit_path, dtype=torch_dtype, device=offload_to)

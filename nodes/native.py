@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Optional
 
 import torch
@@ -25,7 +24,7 @@ from ..lumina_core.sampling import preset as named_preset
 from ..lumina_core.sampling.presets import RELEASED_DEFAULT_PRESET
 from . import _comfy, _comfy_model
 from ._comfy import io
-from .loaders import EMBEDDED_MODEL, RELEASED_MODEL, _plain_errors, download_released, find_model_file, model_choices
+from .loaders import EMBEDDED_MODEL, RELEASED_MODEL, _plain_errors, model_choices, model_files_for
 from .motion import motion_condition
 from .sampling import FROM_PRESET, PATCH_CHOICES, resolve_patch_schedule
 from .text import encode_with_clip
@@ -100,25 +99,10 @@ class LuminaVideoNativeModelLoader(io.ComfyNode):
     def execute(cls, model_name: str, weight_dtype: str = "default", download: bool = False) -> io.NodeOutput:
         if weight_dtype not in WEIGHT_DTYPES:
             raise ValueError(f"weight_dtype {weight_dtype!r} is not one of {list(WEIGHT_DTYPES)}")
-        text_encoder = None
-        if model_name == EMBEDDED_MODEL:
-            path, load_device, offload_to = embedded.file("dit"), CPU, CPU
-            shift = PRESETS[DEFAULT_PRESET].time_shift
-            text_encoder = load_text_encoder(embedded.file("text_encoder"), dtype=torch.float32, device=CPU)
-        else:
-            path = find_model_file(model_name)
-            if path is None and model_name == RELEASED_MODEL and download:
-                path = download_released()
-            if path is None:
-                raise FileNotFoundError(
-                    f"model file {model_name!r} is not in {_comfy.folder_locations(_comfy.LUMINA_FOLDER)} or the "
-                    f"diffusion_models folders (turn on 'download' for {RELEASED_MODEL})"
-                )
-            load_device, offload_to = _comfy.torch_device(), _comfy.offload_device()
-            shift = PRESETS[RELEASED_DEFAULT_PRESET].time_shift
-            sibling = Path(path).with_name("text_encoder.safetensors")
-            if sibling.is_file() and Path(path).suffix == ".safetensors":
-                text_encoder = load_text_encoder(sibling, dtype=torch.float32, device=CPU)
+        path, text_path, is_embedded = model_files_for(model_name, download)
+        load_device, offload_to = (CPU, CPU) if is_embedded else (_comfy.torch_device(), _comfy.offload_device())
+        shift = PRESETS[DEFAULT_PRESET if is_embedded else RELEASED_DEFAULT_PRESET].time_shift
+        text_encoder = None if text_path is None else load_text_encoder(text_path, dtype=torch.float32, device=CPU)
         with _plain_errors():
             state_dict, config, notes = read_nextdit(path)
         for note in notes:

@@ -10,7 +10,6 @@ are checked against a relative bound.
 """
 
 import os
-import socket
 from dataclasses import replace
 
 import pytest
@@ -19,6 +18,7 @@ import torch.multiprocessing as mp
 from tiny_models import TINY, randomized
 
 from lumina_core import parallel
+from lumina_core.bench.parallel import free_port
 from lumina_core.models.layers import apply_rotary, attention
 from lumina_core.models.nextdit import NextDiTAttention, PatchSize
 from lumina_core.models.text import TextCondition
@@ -89,12 +89,6 @@ def worker(rank, port, out_dir, run=run_all):
         torch.save(run(), os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         parallel.close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.slow
