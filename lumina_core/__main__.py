@@ -106,18 +106,21 @@ def cmd_bench(args):
         raise SystemExit(f"bench: target missed: {', '.join(missed)}")
 
 
-def sampling_config(args, preset_name: str):
-    """The preset, whole, with the per-step options given on the command line as explicit overrides."""
-    from .sampling import parse_time_aware, preset
+def sampling_config(args, preset_name: str, latent_shape: tuple, patch_sizes):
+    """The preset, whole, with the per-step options given on the command line as explicit overrides. --time-shift
+    auto is the auto shift of ``latent_shape``, the latent the model sees at once, at its finest of ``patch_sizes``."""
+    from .sampling import parse_time_aware, preset, resolve_time_shift
 
     changes = {}
     for name, kind in (("cfg", float), ("motion", float), ("neg_motion", float), ("motion_cfg", float), ("patch", str)):
         text = getattr(args, name)
         if text is not None:
             changes[name] = parse_time_aware(text, f"--{name.replace('_', '-')}", kind)
-    for name in ("steps", "time_shift", "solver"):
+    for name in ("steps", "solver"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
+    if args.time_shift is not None:
+        changes["time_shift"] = resolve_time_shift(args.time_shift, latent_shape, patch_sizes)
     return preset(preset_name).with_(**changes)
 
 
@@ -265,8 +268,8 @@ def cmd_generate(args):
     from . import parallel
     from .io.media import write_video
     from .pipeline import compile_blocks, decode_latent, encode_prompts, generate_audio, sample_latent
-    from .request import check_video_size
-    from .sampling import StepCache, window_spans
+    from .request import check_video_size, latent_shape
+    from .sampling import AUTO, StepCache, window_spans
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     parallel.init_from_env(device)  # under torchrun: every rank samples, its share of the DiT's tokens; rank 0 writes
@@ -281,10 +284,10 @@ def cmd_generate(args):
         compile_blocks(models.dit)
     preset_name = args.preset or preset_name
     width, height, frames, fps = (args.width or width, args.height or height, args.frames or frames, args.fps or fps)
-    config = sampling_config(args, preset_name)
     windows = window_plan(args, models, frames, trained_frames)
     window = 4 * windows.length if windows is not None and frames > 4 * windows.length else None
     check_video_size(width, height, frames, 1, models.dit.patch_sizes, models.size_limits, window=window)
+    config = sampling_config(args, preset_name, latent_shape(width, height, window or frames), models.dit.patch_sizes)
     if hasattr(models.text_encoder, "check_prompt"):  # the embedded default's encoder knows only its world's words
         models.text_encoder.check_prompt(args.prompt, "--prompt")
         models.text_encoder.check_prompt(args.negative_prompt, "--negative-prompt")
@@ -292,6 +295,8 @@ def cmd_generate(args):
         known = conditioning_for(args, models.vae, width, height, frames)
     if lead:
         print(f"preset {preset_name}, {width}x{height}, {frames} frames at {fps:g} fps, seed {args.seed}, {device}")
+        if args.time_shift == AUTO:
+            print(f"time shift {config.time_shift:.3g} (auto, from the token count)")
         if window is not None:
             align = max(p.temporal for p in config.patch_sizes())
             spans = " ".join(f"{a}-{b - 1}" for a, b in window_spans(frames // 4, windows, 0, align))
@@ -385,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from . import embedded
     from .sampling import DEFAULT_PRESET, FUSES, PRESETS, SOLVERS, format_time_aware
+    from .sampling.time_shift import time_shift_option
     from .toyworld.world import DEFAULT_CONFIG as TOY_WORLD
 
     default = PRESETS[DEFAULT_PRESET]
@@ -408,7 +414,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate.add_argument("--steps", type=int, help="time-grid points (model calls + 1); default from the preset")
     generate.add_argument(
-        "--time-shift", type=float, help="shift of the time grid towards noise; default from the preset"
+        "--time-shift",
+        type=time_shift_option,
+        help="shift of the time grid towards noise; 'auto' sets it from the tokens the model sees (the latent, or "
+        "one window of it, at the finest patch size), through the reference's two presets at their own sizes (8 at "
+        "672x384x64, 24 at 1248x704x96; docs/native.md); default from the preset",
     )
     generate.add_argument(
         "--cfg", help="CFG scale in the reference's convention (out = cond + cfg*(cond-uncond)); 0 turns it off"

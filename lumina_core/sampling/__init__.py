@@ -2,7 +2,8 @@
 
 ``presets`` holds every preset whole; ``schedules`` the time-aware values and the shifted
 time grid; ``guidance`` one guided model evaluation; ``solvers`` the integration loop;
-``cache`` step caching, a speed option of a run; ``windows`` long videos in fused windows of frames.
+``cache`` step caching, a speed option of a run; ``windows`` long videos in fused windows of frames;
+``time_shift`` the "auto" time shift from the token count.
 """
 
 from .cache import CachedModel, StepCache
@@ -21,9 +22,11 @@ from .schedules import (
     value_from_table,
 )
 from .solvers import check_latent_size, integrate, make_noise, sample
+from .time_shift import AUTO, auto_time_shift, parse_time_shift, resolve_time_shift, token_count
 from .windows import FUSES, WindowedModel, WindowPlan, fuse_weights, window_spans
 
 __all__ = [
+    "AUTO",
     "DEFAULT_PRESET",
     "FUSES",
     "CachedModel",
@@ -35,6 +38,7 @@ __all__ = [
     "TimeAware",
     "WindowPlan",
     "WindowedModel",
+    "auto_time_shift",
     "check_latent_size",
     "check_time_aware",
     "format_time_aware",
@@ -43,12 +47,15 @@ __all__ = [
     "integrate",
     "make_noise",
     "parse_time_aware",
+    "parse_time_shift",
     "preset",
     "renorm_per_sample",
+    "resolve_time_shift",
     "sample",
     "scale_and_cutoff",
     "schedule_table",
     "time_grid",
+    "token_count",
     "truncated_scale",
     "value_at",
     "value_from_table",

@@ -11,7 +11,8 @@ clips with at most one still frame at the start, and the median clip's stutter: 
 median frame-to-frame move), for the DiT's videos under each preset, for the held-out clips
 themselves passed through the VAE alone, and for those clips as drawn, so that each fault shows
 where it arises; and, for the video-to-audio model, onset sync of the generated sound against the
-bounces in the frames.
+bounces in the frames. --time-shift samples every preset at one time shift instead of its own ("auto": the
+shift ``sampling.auto_time_shift`` gives the toy world's latent).
 """
 
 import argparse
@@ -19,6 +20,7 @@ import functools
 import json
 import math
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 import torch
@@ -26,7 +28,10 @@ import torch
 from .. import embedded
 from ..bench.dit import interleaved
 from ..pipeline import decode_latent, encode_prompts, sample_latent
+from ..request import latent_shape
+from ..sampling import resolve_time_shift
 from ..sampling.presets import PRESETS
+from ..sampling.time_shift import time_shift_option
 from .metrics import VideoMeasurements, measure_video, score_clip
 from .train import clip_batch
 from .world import DEFAULT_CONFIG, heldout_clips
@@ -129,6 +134,7 @@ class Report:
     motion: dict = field(default_factory=dict)
     audio: dict = field(default_factory=dict)
     timing: dict = field(default_factory=dict)  # TIMING_SOURCES key -> timing_summary
+    time_shift: Optional[float] = None  # every preset's, where it was overridden
 
     def checks(self) -> dict:
         single, multi = self.accuracy["embedded"], self.accuracy["embedded-MultiScale"]
@@ -182,9 +188,9 @@ class Report:
         return out
 
 
-def preset_scores(models, captions, preset, seed, batch) -> list:
-    """Each caption's video under ``preset``, scored against the caption (``ClipScore``)."""
-    frames = generate(models, captions, preset, seed, batch)
+def preset_scores(models, captions, preset, seed, batch, **overrides) -> list:
+    """Each caption's video under ``preset`` (with ``overrides``), scored against the caption (``ClipScore``)."""
+    frames = generate(models, captions, preset, seed, batch, **overrides)
     return [score_clip(f.numpy(), c, embedded.FPS) for f, c in zip(frames, captions)]
 
 
@@ -205,18 +211,19 @@ def real_clip_timing(vae, clips, batch) -> dict:
     )
 
 
-def sampling_seconds(models, captions, seed: int, repeats: int = 5) -> dict:
-    """Each preset's sampling time for one batch of ``captions``: the fastest of ``repeats`` runs, the presets
-    interleaved so that load on a shared machine hits both alike (single runs varied by a quarter)."""
+def sampling_seconds(models, captions, seed: int, repeats: int = 5, **overrides) -> dict:
+    """Each preset's sampling time for one batch of ``captions`` (with ``overrides``): the fastest of ``repeats``
+    runs, the presets interleaved so that load on a shared machine hits both alike (single runs varied by a
+    quarter)."""
     cond, uncond = encode_prompts(models, captions), encode_prompts(models, [""])
     runs = {
         preset: functools.partial(sample_world_latent, models, cond, uncond, seed, config)
-        for preset, config in ((name, PRESETS[name]) for name in embedded.PRESETS)
+        for preset, config in ((name, PRESETS[name].with_(**overrides)) for name in embedded.PRESETS)
     }
     return interleaved(runs, repeats, summary=min)
 
 
-def motion_response(models, captions, seed, batch, values=None, gaps=(0.0, 2.0, 4.0, 6.0)) -> dict:
+def motion_response(models, captions, seed, batch, values=None, gaps=(0.0, 2.0, 4.0, 6.0), **overrides) -> dict:
     """Measured motion for a sweep of motion inputs (negative pass: no motion condition), and for pos/neg gaps.
 
     ``values`` default to every whole speed of the world's trained range. The gap sweep runs the
@@ -228,14 +235,16 @@ def motion_response(models, captions, seed, batch, values=None, gaps=(0.0, 2.0, 
     negatives = sorted({max(float(low), high - gap) for gap in gaps}, reverse=True)
     inputs, measured, by_value = [], [], {}
     for value in values:
-        frames = generate(models, captions, "embedded", seed, batch, motion=value, neg_motion=-1.0)
+        frames = generate(models, captions, "embedded", seed, batch, motion=value, neg_motion=-1.0, **overrides)
         motions = [measure_video(f.numpy(), embedded.FPS).motion for f in frames]
         inputs += [value] * len(motions)
         measured += motions
         by_value[value] = float(np.nanmean(motions))
     by_negative = {}
     for negative in negatives:
-        frames = generate(models, captions, "embedded", seed, batch, motion=float(high), neg_motion=negative)
+        frames = generate(
+            models, captions, "embedded", seed, batch, motion=float(high), neg_motion=negative, **overrides
+        )
         by_negative[high - negative] = float(
             np.nanmean([measure_video(f.numpy(), embedded.FPS).motion for f in frames])
         )
@@ -249,19 +258,30 @@ def motion_response(models, captions, seed, batch, values=None, gaps=(0.0, 2.0, 
 
 
 def evaluate(
-    n_clips: int = 100, seed: int = 0, batch: int = 50, motion_clips: int = MOTION_CLIPS, audio: bool = True
+    n_clips: int = 100,
+    seed: int = 0,
+    batch: int = 50,
+    motion_clips: int = MOTION_CLIPS,
+    audio: bool = True,
+    time_shift=None,
 ) -> Report:
+    """``time_shift``: None for each preset's own, or a shift (or "auto") for every preset and the motion sweep."""
     models = embedded.load(with_audio=audio)
     clips = heldout_clips(seed, n_clips)
     captions = [clip.caption for clip in clips]
     report = Report(clips=n_clips)
+    overrides = {}
+    if time_shift is not None:
+        world = latent_shape(DEFAULT_CONFIG.width, DEFAULT_CONFIG.height, DEFAULT_CONFIG.num_frames)
+        report.time_shift = resolve_time_shift(time_shift, world, models.dit.patch_sizes)
+        overrides["time_shift"] = report.time_shift
     for preset in embedded.PRESETS:
-        scores = preset_scores(models, captions, preset, seed, batch)
+        scores = preset_scores(models, captions, preset, seed, batch, **overrides)
         report.accuracy[preset] = accuracy(scores)
         report.timing[preset] = timing_summary([score.measured for score in scores])
     report.timing.update(real_clip_timing(models.vae, clips, batch))
-    report.sampling_seconds = sampling_seconds(models, captions[:batch], seed)
-    report.motion = motion_response(models, captions[:motion_clips], seed, batch)
+    report.sampling_seconds = sampling_seconds(models, captions[:batch], seed, **overrides)
+    report.motion = motion_response(models, captions[:motion_clips], seed, batch, **overrides)
     if audio and models.v2a is not None:
         from .train_v2a import evaluate_v2a
 
@@ -271,6 +291,8 @@ def evaluate(
 
 def print_report(report: Report):
     print(f"embedded default on {report.clips} held-out toy-world prompts")
+    if report.time_shift is not None:
+        print(f"every preset at time shift {report.time_shift:.4g} instead of its own")
     checks = report.checks()
     width = max(map(len, checks))
     print(f"{'check':<{width}} {'measured':>10} {'target':>8}")
@@ -299,8 +321,16 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--no-audio", action="store_true")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument(
+        "--time-shift",
+        type=time_shift_option,
+        help="sample every preset (and the motion sweep) at this time shift instead of its own; 'auto': from the "
+        "toy world's token count (sampling.auto_time_shift)",
+    )
     args = parser.parse_args(argv)
-    report = evaluate(args.clips, args.seed, args.batch, args.motion_clips, audio=not args.no_audio)
+    report = evaluate(
+        args.clips, args.seed, args.batch, args.motion_clips, audio=not args.no_audio, time_shift=args.time_shift
+    )
     print_report(report)
     if args.json:
         with open(args.json, "w") as handle:
