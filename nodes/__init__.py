@@ -2,8 +2,10 @@
 
 One module per stage: ``loaders`` (video model, VAE, V2A), ``text``, ``motion``,
 ``sampling`` (empty latent, sampler), ``decode``, ``audio``, ``save``. ``sockets`` holds
-the pack's own types; ``native`` the nodes of the native MODEL/CONDITIONING path. ``_comfy`` (services) and
-``_comfy_model`` (the native model's classes) are the only modules that import ComfyUI.
+the pack's own types (VAE, V2A); the video model and prompts travel as ComfyUI's MODEL and CONDITIONING.
+``native`` and ``model_sampling`` hold the nodes for ComfyUI's own samplers and model tools. ``_comfy`` (services)
+and ``_comfy_model`` (the native model's classes) are the only modules that import ComfyUI; the stage modules
+import ``_comfy_model`` when a node runs, so their schemas load without ComfyUI's model code.
 
 Importing this package needs nothing from ComfyUI: the node modules are imported when
 ComfyUI calls ``comfy_entrypoint``. Node ids are stored in every saved workflow, so they
@@ -23,13 +25,11 @@ NODE_IDS = (
     "LuminaVideoSaveVideo",
 )
 NATIVE_NODE_IDS = (
-    "LuminaVideoNativeModelLoader",
-    "LuminaVideoPromptEncode",
-    "LuminaVideoMotionConditioning",
     "LuminaVideoMultiScale",
     "LuminaVideoGuidance",
     "LuminaVideoScheduler",
     "LuminaVideoLoRA",
+    "LuminaVideoModelSampling",
 )
 
 

@@ -19,8 +19,8 @@ Conventions are converted here, once:
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from typing import Optional
+from dataclasses import asdict, dataclass
+from typing import Any, Optional
 
 import comfy.conds
 import comfy.latent_formats
@@ -29,16 +29,28 @@ import comfy.model_base
 import comfy.model_management as mm
 import comfy.model_patcher
 import comfy.patcher_extension
+import comfy.sample
 import comfy.samplers
 import comfy.supported_models_base
 import torch
+from tqdm.auto import trange
 
+from ..lumina_core import embedded
 from ..lumina_core.models.nextdit import MultiScaleNextDiT, NextDiTConfig, PatchSize
 from ..lumina_core.models.text import TextCondition
-from ..lumina_core.sampling import NO_MOTION, TimeAware, renorm_per_sample, schedule_table, value_at, value_from_table
+from ..lumina_core.sampling import (
+    NO_MOTION,
+    StepCache,
+    TimeAware,
+    renorm_per_sample,
+    schedule_table,
+    value_at,
+    value_from_table,
+)
 
 TRANSFORMER_KEY = "lumina_video"
-"""model_options["transformer_options"][TRANSFORMER_KEY]: {"patch": time-aware patch schedule}."""
+"""model_options["transformer_options"][TRANSFORMER_KEY]: {"patch": time-aware patch schedule, "cache": the
+engine's step cache (``sampling.cache.CachedModel``) for one run}."""
 MOTION_KEY = "lumina_motion"
 """A conditioning's motion score (time-aware, the engine's form); absent = no motion condition."""
 MOTION_GUIDANCE_KEY = "lumina_motion_guidance"
@@ -111,10 +123,12 @@ class ComfyNextDiT(MultiScaleNextDiT):
             motion = torch.full((batch,), NO_MOTION, dtype=torch.float64, device=x.device)
         else:
             motion = value_from_table(lumina_motion, t)
-        schedule = transformer_options.get(TRANSFORMER_KEY, {}).get("patch")
+        options = transformer_options.get(TRANSFORMER_KEY, {})
+        schedule = options.get("patch")
         patch = self.finest_patch if schedule is None else PatchSize.parse(value_at(schedule, float(t[0])))
+        forward = self.reference_forward if options.get("cache") is None else options["cache"]
         dtype = x.dtype
-        velocity = self.reference_forward(x, t.to(dtype), context, attention_mask, motion.to(dtype), patch)
+        velocity = forward(x, t.to(dtype), context, attention_mask, motion.to(dtype), patch)
         return -velocity
 
 
@@ -134,12 +148,28 @@ class PaddedCaption(comfy.conds.CONDRegular):
         return torch.cat(padded)
 
 
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a native model came from: its loader choice, whether it is the embedded default (which can't draw beyond
+    the sizes it was trained for), and the embedded default's own tiny text encoder (None for weights that need
+    Gemma-2-2B). Not a module, so it is no part of the state dict that merges and saving see."""
+
+    name: str
+    embedded: bool = False
+    text_encoder: Optional[Any] = None  # lumina_core.models.text.TinyTextEncoder
+
+    @property
+    def size_limits(self) -> Optional[dict]:
+        return embedded.SIZES if self.embedded else None
+
+
 class LuminaVideoNative(comfy.model_base.BaseModel):
     """ComfyUI's BaseModel around ComfyNextDiT: a flow model whose conditions are the caption, its mask and the
     motion score."""
 
     def __init__(self, model_config: LuminaVideoModelConfig, device=None):
         super().__init__(model_config, comfy.model_base.ModelType.FLOW, device=device, unet_model=ComfyNextDiT)
+        self.lumina_source = ModelSource("Lumina-Video")
 
     def extra_conds(self, **kwargs):
         out = super().extra_conds(**kwargs)
@@ -170,6 +200,7 @@ def native_model(
     weight_dtype: Optional[torch.dtype],
     load_device: torch.device,
     offload_device: torch.device,
+    source: Optional[ModelSource] = None,
 ):
     """A ModelPatcher over the Next-DiT of ``state_dict``, built as ComfyUI builds its diffusion models: the weight
     dtype given (fp8 included) or ComfyUI's choice for the device, computing in a dtype the device supports."""
@@ -184,6 +215,8 @@ def native_model(
     if missing or unexpected:  # the engine's loader checked the keys already: this is a bug, not a user's error
         raise RuntimeError(f"native Lumina-Video model: missing {missing[:4]}, unexpected {unexpected[:4]}")
     model.diffusion_model.requires_grad_(False)
+    if source is not None:
+        model.lumina_source = source
     return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
 
 
@@ -208,10 +241,12 @@ def is_lumina_video(model) -> bool:
     return isinstance(getattr(getattr(model, "model", None), "diffusion_model", None), ComfyNextDiT)
 
 
-def require_lumina_video(model, input_name: str = "model"):
+def require_lumina_video(model, input_name: str = "model") -> ModelSource:
+    """-> the model's source; refuses a MODEL that isn't Lumina-Video's."""
     if not is_lumina_video(model):
         kind = type(getattr(model, "model", model)).__name__
         raise ValueError(f"{input_name} is a {kind}, not a Lumina-Video model: load it with Lumina-Video Model Loader")
+    return model.model.lumina_source
 
 
 def with_lora(model, tensors: dict[str, torch.Tensor], strength: float):
@@ -263,6 +298,19 @@ def with_patch_schedule(model, schedule: TimeAware):
     patched = model.clone()
     options = patched.model_options.setdefault("transformer_options", {})
     options[TRANSFORMER_KEY] = {**options.get(TRANSFORMER_KEY, {}), "patch": schedule}
+    return patched
+
+
+def with_step_cache(model, cache: StepCache, sigmas: torch.Tensor):
+    """A clone of the MODEL that runs the engine's step caching over the time grid of ``sigmas`` (a cache holds one
+    run's residuals: make a clone per run)."""
+    patched = model.clone()
+    times = (1.0 - sigmas.double()).tolist()
+    options = patched.model_options.setdefault("transformer_options", {})
+    options[TRANSFORMER_KEY] = {
+        **options.get(TRANSFORMER_KEY, {}),
+        "cache": cache.wrap(model.model.diffusion_model, times),
+    }
     return patched
 
 
@@ -348,3 +396,42 @@ def with_motion(conds: Optional[list], motion: TimeAware, only_where_missing: bo
 
 def with_default_motion(conds: Optional[list], motion: TimeAware) -> Optional[list]:
     return with_motion(conds, motion, only_where_missing=True)
+
+
+# --------------------------------------------------------------------------- solvers
+
+
+@torch.no_grad()
+def sample_midpoint(model, x, sigmas, extra_args=None, callback=None, disable=None):
+    """The engine's midpoint rule in ComfyUI's sampler form: half an Euler step, then the whole step along the
+    direction found there (two model calls per step)."""
+    extra_args = extra_args or {}
+    s_in = x.new_ones([x.shape[0]])
+    for i in trange(len(sigmas) - 1, disable=disable):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = model(x, sigma * s_in, **extra_args)
+        if callback is not None:
+            callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})
+        sigma_mid = (sigma + sigma_next) / 2
+        x_mid = x + (x - denoised) / sigma * (sigma_mid - sigma)
+        x = x + (x_mid - model(x_mid, sigma_mid * s_in, **extra_args)) / sigma_mid * (sigma_next - sigma)
+    return x
+
+
+def sample(model, noise, cfg: float, sampler, sigmas, positive: list, negative: list, callback=None, seed: int = 0):
+    """ComfyUI's sampling (SamplerCustomAdvanced's path) from ``noise`` over ``sigmas`` (the first is 1, so the start
+    is the noise itself); ``callback(step, denoised, x, total)`` at each step."""
+    latent = torch.zeros_like(noise)
+    return comfy.sample.sample_custom(
+        model, noise, cfg, sampler, sigmas, positive, negative, latent, callback=callback, disable_pbar=True, seed=seed
+    )
+
+
+def sampler_for(solver: str):
+    """ComfyUI's SAMPLER for one of the engine's solvers: euler and heun are ComfyUI's own (its heun takes an Euler
+    step last, where sigma is 0), midpoint is ``sample_midpoint``."""
+    if solver == "midpoint":
+        return comfy.samplers.KSAMPLER(sample_midpoint)
+    if solver in ("euler", "heun"):
+        return comfy.samplers.sampler_object(solver)
+    raise ValueError(f"solver {solver!r} is not one of euler, midpoint, heun")

@@ -31,11 +31,12 @@ NODES = [
 
 
 if importlib.util.find_spec("comfy.model_base") is not None:
-    # The native nodes subclass ComfyUI's model classes, which the node tier's stand-ins for ComfyUI don't provide;
-    # ComfyUI always has them (the integration tier runs these nodes there).
+    # These modules import ComfyUI's model classes when loaded, which the node tier's stand-ins for ComfyUI don't
+    # provide; ComfyUI always has them (the integration tier runs these nodes there).
+    from .model_sampling import MODEL_SAMPLING_NODES
     from .native import NATIVE_NODES
 
-    NODES += NATIVE_NODES
+    NODES += NATIVE_NODES + MODEL_SAMPLING_NODES
 
 add_json_route(PLAN_ROUTE, plan_request)
 

@@ -15,12 +15,14 @@ from pathlib import Path
 import torch
 
 from ..lumina_core import embedded
-from ..lumina_core.io.checkpoints import CheckpointError, checkpoint_kind, load_nextdit, load_text_encoder
+from ..lumina_core.io.checkpoints import CheckpointError, checkpoint_kind, load_text_encoder, read_nextdit
 from ..lumina_core.models.v2a import load_v2a
 from ..lumina_core.models.vae import VAEWeightsError, load_vae
+from ..lumina_core.sampling import DEFAULT_PRESET, PRESETS
+from ..lumina_core.sampling.presets import RELEASED_DEFAULT_PRESET
 from . import _comfy
 from ._comfy import io
-from .sockets import LoadedModel, LoadedV2A, LoadedVAE, LuminaModel, LuminaV2A, LuminaVAE
+from .sockets import LoadedV2A, LoadedVAE, LuminaV2A, LuminaVAE
 
 log = logging.getLogger("lumina_video")
 
@@ -33,6 +35,8 @@ RELEASED_FILES = ("consolidated.00-of-01.pth", "model_args.pth")
 # Always offered, so a workflow naming it loads everywhere; the file is downloaded on request.
 RELEASED_MODEL = f"{RELEASED_FOLDER}/{RELEASED_FILES[0]}"
 DTYPES = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+MODEL_DTYPES = {**DTYPES, "fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
+"""The video model's weights may also be stored in fp8 (cast per layer to a dtype the device computes in)."""
 CPU = torch.device("cpu")
 
 
@@ -178,10 +182,13 @@ class LuminaVideoModelLoader(io.ComfyNode):
             display_name="Lumina-Video Model Loader",
             category="Lumina-Video/loaders",
             description=(
-                "Loads a Lumina-Video Multi-scale Next-DiT. 'embedded (toy world, CPU)' is the tiny model shipped with "
-                "the pack (64x64 shapes, with its own text encoder; runs on a CPU in seconds). Released weights go in "
-                f"models/lumina_video (or models/diffusion_models): the {RELEASED_REPO} folder, a .pth, or a converted "
-                ".safetensors; they need Gemma-2-2B (Load CLIP, type lumina2) for the prompts."
+                "Loads a Lumina-Video Multi-scale Next-DiT as ComfyUI's native MODEL: the Lumina-Video Sampler runs "
+                "it with a preset, and ComfyUI's own nodes work on it too (KSampler and SamplerCustomAdvanced after "
+                "Lumina-Video Multi-Scale and Guidance, LoRA loaders, model merging, EasyCache, context windows, "
+                "fp8 weights, partial loading on small GPUs). 'embedded (toy world, CPU)' is the tiny model shipped "
+                "with the pack (64x64 shapes, with its own text encoder; runs on a CPU in seconds). Released weights "
+                f"go in models/lumina_video (or models/diffusion_models): the {RELEASED_REPO} folder, a .pth, or a "
+                "converted .safetensors; they need Gemma-2-2B (Load CLIP, type lumina2) for the prompts."
             ),
             inputs=[
                 io.Combo.Input(
@@ -194,7 +201,14 @@ class LuminaVideoModelLoader(io.ComfyNode):
                         "beside a DiT as text_encoder.safetensors (a toy-world training export) is loaded with it."
                     ),
                 ),
-                _dtype_input("video model"),
+                io.Combo.Input(
+                    "dtype",
+                    options=list(MODEL_DTYPES),
+                    default="auto",
+                    tooltip="How the video model's weights are stored. auto: ComfyUI's choice for the device (fp32 on "
+                    "the CPU; bf16 or fp16 on GPUs). The released model is stored in fp32 (7 GB); bf16 halves its "
+                    "memory and fp8 halves it again (computation then runs in bf16/fp16/fp32, layer by layer).",
+                ),
                 io.Boolean.Input(
                     "download",
                     default=False,
@@ -204,25 +218,34 @@ class LuminaVideoModelLoader(io.ComfyNode):
                 ),
             ],
             outputs=[
-                LuminaModel.Output(
-                    display_name="model", tooltip="The video model (and, for the embedded default, its text encoder)."
+                io.Model.Output(
+                    display_name="model",
+                    tooltip="The video model as a native MODEL (the embedded default carries its text encoder, for "
+                    "Lumina-Video Text Encode).",
                 )
             ],
         )
 
     @classmethod
     def execute(cls, model_name: str, dtype: str = "auto", download: bool = False) -> io.NodeOutput:
+        if dtype not in MODEL_DTYPES:
+            raise ValueError(f"dtype {dtype!r} is not one of {list(MODEL_DTYPES)}")
         dit_path, text_path, is_embedded = model_files_for(model_name, download)
         load_device, offload_to = (CPU, CPU) if is_embedded else (_comfy.torch_device(), _comfy.offload_device())
-        torch_dtype = _dtype(dtype, load_device)
         with _plain_errors():
-            dit, _, notes = load_nextdit(dit_path, dtype=torch_dtype, device=offload_to)
+            state_dict, config, notes = read_nextdit(dit_path)
             # the tiny text encoder is a few hundred kB: it stays on the CPU in fp32, whatever the DiT does
             text_encoder = None if text_path is None else load_text_encoder(text_path, dtype=torch.float32, device=CPU)
         for note in notes:
             log.info("%s: %s", model_name, note)
-        patcher = _comfy.managed(dit, load_device, offload_to)
-        return io.NodeOutput(LoadedModel(dit, patcher, model_name, is_embedded, text_encoder, tuple(notes)))
+        from . import _comfy_model  # ComfyUI's model classes: imported when a model is loaded
+
+        shift = PRESETS[DEFAULT_PRESET if is_embedded else RELEASED_DEFAULT_PRESET].time_shift
+        source = _comfy_model.ModelSource(model_name, is_embedded, text_encoder)
+        model = _comfy_model.native_model(
+            config, state_dict, shift, MODEL_DTYPES[dtype], load_device, offload_to, source
+        )
+        return io.NodeOutput(model)
 
 
 # --------------------------------------------------------------------------- VAE

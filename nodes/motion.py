@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from ..lumina_core.sampling import DEFAULT_PRESET, PRESETS, scale_and_cutoff, truncated_scale
 from ._comfy import io
-from .sockets import LuminaMotion, Motion
 
 FROM_PRESET = -1.0
 """motion_guidance at this value leaves motion guidance to the sampler's preset."""
@@ -14,6 +16,15 @@ _DEFAULT = PRESETS[DEFAULT_PRESET]
 DEFAULT_MOTION = float(_DEFAULT.motion)
 DEFAULT_NEG_START, (DEFAULT_SWITCH, DEFAULT_NEG_AFTER) = _DEFAULT.neg_motion
 DEFAULT_MOTION_CFG_UNTIL = scale_and_cutoff(_DEFAULT.motion_cfg)[1]
+
+
+@dataclass(frozen=True)
+class Motion:
+    """The Motion Score node's widgets as the engine's time-aware values of the positive and the negative pass."""
+
+    motion: Any  # float or (v0, (t1, v1), ...)
+    neg_motion: Any
+    motion_cfg: Any = None  # motion guidance; 0 = the reference's sampling, None = the sampler preset's
 
 
 def motion_condition(
@@ -98,10 +109,13 @@ class LuminaVideoMotionScore(io.ComfyNode):
                 "6.0 against 2.0, switching the negative to 6.0 (no gap) once t reaches 0.05, so the gap only shapes "
                 "the first, noisiest steps. -1 means 'no motion condition'. Motion guidance (this pack's addition, not "
                 "the reference's) runs a third pass without the motion score and pushes away from it, so the motion "
-                "input sets the speed even where an unfamiliar caption would pull it. Unconnected, the sampler uses "
-                "its preset's motion settings."
+                "input sets the speed even where an unfamiliar caption would pull it. The scores are set on the "
+                "conditionings that pass through (any native sampler reads them); conditionings that don't pass "
+                "through this node get the sampler preset's motion settings."
             ),
             inputs=[
+                io.Conditioning.Input("positive", tooltip="The prompt's conditioning (Lumina-Video Text Encode)."),
+                io.Conditioning.Input("negative", tooltip="The negative prompt's conditioning."),
                 _score(
                     "motion",
                     DEFAULT_MOTION,
@@ -150,10 +164,18 @@ class LuminaVideoMotionScore(io.ComfyNode):
                 ),
             ],
             outputs=[
-                LuminaMotion.Output(display_name="motion", tooltip="Motion conditions for the Lumina-Video Sampler.")
+                io.Conditioning.Output(display_name="positive", tooltip="The prompt with its motion score."),
+                io.Conditioning.Output(display_name="negative", tooltip="The negative prompt with its motion score."),
             ],
         )
 
     @classmethod
-    def execute(cls, **widgets: float) -> io.NodeOutput:
-        return io.NodeOutput(motion_condition(**widgets))
+    def execute(cls, positive, negative, **widgets: float) -> io.NodeOutput:
+        motion = motion_condition(**widgets)
+        from . import _comfy_model  # ComfyUI's model classes: imported when a node runs
+
+        guidance = {} if motion.motion_cfg is None else {_comfy_model.MOTION_GUIDANCE_KEY: motion.motion_cfg}
+        return io.NodeOutput(
+            _comfy_model.with_values(positive, **{_comfy_model.MOTION_KEY: motion.motion}, **guidance),
+            _comfy_model.with_values(negative, **{_comfy_model.MOTION_KEY: motion.neg_motion}),
+        )

@@ -8,7 +8,6 @@ import torch
 
 from ..lumina_core import embedded, preview
 from ..lumina_core.models.vae import frames_for
-from ..lumina_core.pipeline import sample_latent
 from ..lumina_core.request import (
     MAX_BATCH,
     MAX_FRAMES,
@@ -27,15 +26,16 @@ from ..lumina_core.sampling import (
     SamplingConfig,
     StepCache,
     format_time_aware,
+    make_noise,
     parse_time_aware,
     preset,
     scale_and_cutoff,
+    time_grid,
     truncated_scale,
     value_at,
 )
 from . import _comfy
 from ._comfy import io
-from .sockets import LuminaConditioning, LuminaModel, LuminaMotion
 
 SIZE_MULTIPLE, FRAME_MULTIPLE = side_multiple(), frame_multiple()
 FROM_PRESET = "preset"
@@ -254,15 +254,20 @@ class LuminaVideoSampler(io.ComfyNode):
                 "the patch schedule, the solver); each widget below overrides one value when it is changed from "
                 "'preset' (0 or -1). Multi-scale schedules run the noisy first steps with coarse patches (2x4, 2x2: "
                 "fewer tokens, much faster) and finish with the fine 1x2; no re-noising is needed when the scale "
-                "switches. The node shows the schedule as a strip, and a preview of the latent at every step. The "
-                "model is loaded through ComfyUI's model management before sampling and sent back to the offload "
-                "device afterwards. Cancel stops it within one step."
+                "switches. Motion scores come with the conditioning (Lumina-Video Motion Score); conditionings without "
+                "them get the preset's. It runs ComfyUI's own sampling on the native model with the pieces of "
+                "Lumina-Video Multi-Scale, Guidance and Scheduler, so the same settings through KSampler or "
+                "SamplerCustomAdvanced give the same video. The node shows the schedule as a strip, and a preview of "
+                "the latent at every step. Cancel stops it within one step."
             ),
             inputs=[
-                LuminaModel.Input("model", tooltip="The video model from Lumina-Video Model Loader."),
-                LuminaConditioning.Input(
-                    "conditioning", tooltip="Prompt and negative prompt from Lumina-Video Text Encode."
+                io.Model.Input(
+                    "model", tooltip="The video model from Lumina-Video Model Loader (LoRA, merges allowed)."
                 ),
+                io.Conditioning.Input(
+                    "positive", tooltip="The prompt, from Lumina-Video Text Encode (through Motion Score, to set it)."
+                ),
+                io.Conditioning.Input("negative", tooltip="The negative prompt (the unconditional pass of CFG)."),
                 io.Latent.Input(
                     "latent",
                     tooltip="Sets the video's size and batch (Lumina-Video Empty Latent); its values are not used, "
@@ -345,11 +350,6 @@ class LuminaVideoSampler(io.ComfyNode):
                     tooltip="Override: ODE solver. euler is the reference's (every preset's); midpoint and heun call "
                     "the model twice per step.",
                 ),
-                LuminaMotion.Input(
-                    "motion",
-                    optional=True,
-                    tooltip="Motion conditions from Lumina-Video Motion Score. Unconnected: the preset's.",
-                ),
                 io.Float.Input(
                     "cache",
                     default=0.0,
@@ -386,16 +386,14 @@ class LuminaVideoSampler(io.ComfyNode):
 
     @classmethod
     def execute(
-        cls,
-        model,
-        conditioning,
-        latent: dict,
-        seed: int,
-        preset: str,
-        motion: Optional[object] = None,
-        **overrides,
+        cls, model, positive: list, negative: list, latent: dict, seed: int, preset: str, **overrides
     ) -> io.NodeOutput:
-        """``overrides``: the widgets of ``sampler_config`` (steps, cfg, ..., solver), as ComfyUI passes them."""
+        """``overrides``: the widgets of ``sampler_config`` (steps, cfg, ..., solver) and ``cache``, as ComfyUI passes
+        them."""
+        from . import _comfy_model  # ComfyUI's model classes: imported when a node runs
+
+        source = _comfy_model.require_lumina_video(model)
+        dit = model.model.diffusion_model
         samples = latent["samples"]
         if samples.ndim != 5:
             raise ValueError(
@@ -403,46 +401,60 @@ class LuminaVideoSampler(io.ComfyNode):
                 "use Lumina-Video Empty Latent"
             )
         batch, _, latent_frames, h, w = samples.shape
-        width, height, frames = w * 8, h * 8, frames_for(latent_frames)
-        check_video_size(width, height, frames, batch, model.dit.patch_sizes, model.size_limits, MAX_BATCH)
-        width_of_captions = conditioning.positive.features.shape[-1]
-        if width_of_captions != model.caption_dim:
-            raise ValueError(
-                f"the conditioning has {width_of_captions}-wide caption features but the model {model.name!r} reads "
-                f"{model.caption_dim}-wide ones: encode the prompt with Lumina-Video Text Encode for this model"
-            )
+        check_video_size(w * 8, h * 8, frames_for(latent_frames), batch, dit.patch_sizes, source.size_limits, MAX_BATCH)
+        for name, conditioning in (("positive", positive), ("negative", negative)):
+            check_caption_width(conditioning, name, dit.cap_feat_dim, source.name)
         cache = StepCache(overrides.pop("cache", 0.0))
-        config = sampler_config(preset, motion=motion, **overrides)
-        missing = sorted(config.patch_sizes() - set(model.dit.patch_sizes))
+        config = sampler_config(preset, **overrides)
+        missing = sorted(config.patch_sizes() - set(dit.patch_sizes))
         if missing:
             custom = overrides.get("custom_schedule", "")
             custom_chosen = overrides.get("patch_schedule") == CUSTOM
             label = f"custom_schedule {custom!r}" if custom_chosen else f"the patch schedule of {preset!r}"
             raise ValueError(
-                f"{label} uses {', '.join(map(str, missing))}, which the model {model.name!r} lacks; "
-                f"it has {', '.join(map(str, model.dit.patch_sizes))}"
+                f"{label} uses {', '.join(map(str, missing))}, which the model {source.name!r} lacks; "
+                f"it has {', '.join(map(str, dit.patch_sizes))}"
             )
-        progress = _comfy.Progress(config.steps - 1, node_id=cls.hidden.unique_id if cls.hidden is not None else None)
+        sigmas = 1.0 - time_grid(config.steps, config.time_shift)
+        guided, cfg = reference_sampling(model, config)
+        if cache.active:
+            guided = _comfy_model.with_step_cache(guided, cache, sigmas)
+        total = config.steps - 1
+        progress = _comfy.Progress(total, node_id=cls.hidden.unique_id if cls.hidden is not None else None)
 
-        def on_step(step: int, total: int, patch, x: torch.Tensor) -> None:
-            progress.update(step, total, preview=latent_preview(x, model.embedded))
+        def on_step(step: int, denoised: torch.Tensor, x: torch.Tensor, steps: int) -> None:
+            progress.update(step + 1, total, preview=latent_preview(denoised, source.embedded))
 
         _comfy.throw_if_interrupted()
-        _comfy.load_for_inference(model.patcher)
-        try:
-            out = sample_latent(
-                model,
-                conditioning.positive,
-                conditioning.negative,
-                width,
-                height,
-                frames,
-                seed,
-                config,
-                batch=batch,
-                callback=on_step,
-                cache=cache,
-            )
-        finally:
-            _comfy.offload(model.patcher)
+        noise = make_noise(samples.shape, seed)  # video i depends on seed + i only
+        out = _comfy_model.sample(
+            guided, noise, cfg, _comfy_model.sampler_for(config.solver), sigmas, positive, negative, on_step, seed
+        )
         return io.NodeOutput({"samples": out.to(_comfy.intermediate_device())})
+
+
+def check_caption_width(conditioning: list, input_name: str, wanted: int, model_name: str) -> None:
+    """Refuse a conditioning from another model's text encoder before sampling, naming both widths."""
+    for features, _ in conditioning:
+        if features.shape[-1] != wanted:
+            raise ValueError(
+                f"{input_name} has {features.shape[-1]}-wide caption features but the model {model_name!r} reads "
+                f"{wanted}-wide ones: encode the prompt with Lumina-Video Text Encode for this model"
+            )
+
+
+def reference_sampling(model, config: SamplingConfig):
+    """(the MODEL patched to sample as ``config`` says, ComfyUI's cfg scale): the patch schedule (Lumina-Video
+    Multi-Scale) and the reference's guidance (Lumina-Video Guidance), with the preset's motion scores for
+    conditionings that have none."""
+    from . import _comfy_model
+
+    scale, cutoff = scale_and_cutoff(config.cfg)
+    guidance = _comfy_model.ReferenceGuidance(
+        cutoff=cutoff if scale else 0.0,  # cfg 0 skips the negative pass altogether
+        renorm=config.renorm,
+        motion=config.motion,
+        neg_motion=config.neg_motion,
+        motion_guidance=config.motion_cfg,
+    )
+    return guidance.install(_comfy_model.with_patch_schedule(model, config.patch)), scale + 1.0

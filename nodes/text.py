@@ -5,9 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..lumina_core.models.text import TextCondition, with_system_prompt
-from ..lumina_core.pipeline import encode_prompts
 from ._comfy import io
-from .sockets import Conditioning, LuminaConditioning, LuminaModel
 
 # The reference tokenizes with max_length=256 and truncation (system prompt included).
 MAX_CAPTION_TOKENS = 256
@@ -35,6 +33,14 @@ def encode_with_clip(clip, prompt: str) -> TextCondition:
     return TextCondition(features.float().cpu(), mask.long().cpu())
 
 
+def encode_with_embedded(encoder, prompt: str, input_name: str) -> TextCondition:
+    """The embedded default's tiny encoder on one prompt, refusing words it doesn't know (named with ``input_name``)."""
+    encoder.check_prompt(prompt, input_name)
+    with torch.no_grad():
+        condition = encoder.encode([prompt])
+    return TextCondition(condition.features.float().cpu(), condition.mask.cpu())
+
+
 class LuminaVideoTextEncode(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -43,14 +49,15 @@ class LuminaVideoTextEncode(io.ComfyNode):
             display_name="Lumina-Video Text Encode",
             category="Lumina-Video/conditioning",
             description=(
-                "Encodes the prompt and the negative prompt. With a CLIP connected (Load CLIP, type lumina2, "
-                "Gemma-2-2B) it adds Lumina-Video's system prompt and uses Gemma's second-to-last hidden states with "
-                "their mask, as the released model was trained. Without one it uses the embedded model's tiny encoder, "
-                "which knows only the toy world's words (colours red/green/blue/yellow/white, shapes "
-                "circle/square/triangle, directions left/right/up/down)."
+                "Encodes the prompt and the negative prompt as ComfyUI's CONDITIONING (caption features and their "
+                "mask, as ComfyUI's Lumina 2 carries them), for the Lumina-Video Sampler or any native sampler. "
+                "With a CLIP connected (Load CLIP, type lumina2, Gemma-2-2B) it adds Lumina-Video's system prompt and "
+                "uses Gemma's second-to-last hidden states with their mask, as the released model was trained. "
+                "Without one it uses the embedded model's tiny encoder, which knows only the toy world's words "
+                "(colours red/green/blue/yellow/white, shapes circle/square/triangle, directions left/right/up/down)."
             ),
             inputs=[
-                LuminaModel.Input(
+                io.Model.Input(
                     "model",
                     tooltip="The video model; its caption width must match the text encoder's, "
                     "and the embedded default brings its own encoder.",
@@ -77,38 +84,31 @@ class LuminaVideoTextEncode(io.ComfyNode):
                 ),
             ],
             outputs=[
-                LuminaConditioning.Output(
-                    display_name="conditioning",
-                    tooltip="Caption features of both prompts, for the Lumina-Video Sampler.",
-                )
+                io.Conditioning.Output(display_name="positive", tooltip="The prompt's caption features."),
+                io.Conditioning.Output(display_name="negative", tooltip="The negative prompt's caption features."),
             ],
         )
 
     @classmethod
     def execute(cls, model, positive: str, negative: str = "", clip=None) -> io.NodeOutput:
+        from . import _comfy_model  # ComfyUI's model classes: imported when a node runs
+
+        source = _comfy_model.require_lumina_video(model)
         if clip is not None:
             pos, neg = encode_with_clip(clip, positive), encode_with_clip(clip, negative)
-            encoder = "clip"
-        else:
-            if model.text_encoder is None:
-                raise ValueError(
-                    f"the model {model.name!r} has no built-in text encoder: connect Gemma-2-2B to the clip input "
-                    "(Load CLIP, type lumina2, gemma_2_2b_fp16.safetensors)"
-                )
-            model.text_encoder.check_prompt(positive, "positive prompt")
-            model.text_encoder.check_prompt(negative, "negative prompt")
-            pos, neg = encode_prompts(model, [positive]), encode_prompts(model, [negative])
-            pos, neg = (TextCondition(c.features.float().cpu(), c.mask.cpu()) for c in (pos, neg))
-            encoder = "embedded"
-        dim = pos.features.shape[-1]
-        if dim != model.caption_dim:
-            hint = (
-                " Disconnect the clip input to use the embedded model's own encoder."
-                if model.text_encoder is not None
-                else ""
-            )
+        elif source.text_encoder is None:
             raise ValueError(
-                f"the text encoder gives {dim}-wide caption features but the model {model.name!r} "
-                f"reads {model.caption_dim}-wide ones.{hint}"
+                f"the model {source.name!r} has no built-in text encoder: connect Gemma-2-2B to the clip input "
+                "(Load CLIP, type lumina2, gemma_2_2b_fp16.safetensors)"
             )
-        return io.NodeOutput(Conditioning(pos, neg, positive, negative, encoder))
+        else:
+            pos = encode_with_embedded(source.text_encoder, positive, "positive prompt")
+            neg = encode_with_embedded(source.text_encoder, negative, "negative prompt")
+        dim, wanted = pos.features.shape[-1], model.model.diffusion_model.cap_feat_dim
+        if dim != wanted:
+            hint = " Disconnect the clip input to use the embedded model's own encoder." if source.text_encoder else ""
+            raise ValueError(
+                f"the text encoder gives {dim}-wide caption features but the model {source.name!r} "
+                f"reads {wanted}-wide ones.{hint}"
+            )
+        return io.NodeOutput(_comfy_model.conditioning(pos), _comfy_model.conditioning(neg))

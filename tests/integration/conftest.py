@@ -134,3 +134,22 @@ def comfy_client(comfy_server):
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture(scope="session")
+def comfy_inprocess(embedded_weights):
+    """ComfyUI's modules in this process and the pack imported as ComfyUI imports it (``inprocess.py``): for tests
+    that call the nodes directly. The embedded default is read from ``embedded_weights``."""
+    root = _comfyui_root()
+    if not root:
+        pytest.skip(SKIP_REASON)
+    from .inprocess import load_comfyui_and_pack
+
+    folder, real = embedded_weights
+    patch = pytest.MonkeyPatch()
+    if not real:
+        patch.setenv("LUMINA_VIDEO_EMBEDDED_DIR", str(folder))
+    try:
+        yield load_comfyui_and_pack(root)
+    finally:
+        patch.undo()

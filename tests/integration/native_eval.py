@@ -10,31 +10,10 @@ Guidance and Scheduler, against ``lumina_core.sampling.sample``, on held-out cap
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def load_comfyui_and_pack(comfyui_root: str):
-    """ComfyUI's modules on the CPU, and this repository imported as the package ComfyUI would import."""
-    sys.path.insert(0, comfyui_root)
-    argv, sys.argv = sys.argv, [sys.argv[0], "--cpu"]
-    import comfy.options
-
-    comfy.options.enable_args_parsing()
-    import comfy.model_management  # noqa: F401  (parses the arguments above)
-
-    sys.argv = argv
-    spec = importlib.util.spec_from_file_location(
-        "lumina_video", REPO / "__init__.py", submodule_search_locations=[str(REPO)]
-    )
-    pack = importlib.util.module_from_spec(spec)
-    sys.modules["lumina_video"] = pack
-    spec.loader.exec_module(pack)
-    return pack
+from tests.integration.inprocess import load_comfyui_and_pack
 
 
 def main(argv=None) -> int:
@@ -54,24 +33,23 @@ def main(argv=None) -> int:
     from lumina_video.lumina_core.sampling import make_noise, preset, sample, scale_and_cutoff
     from lumina_video.lumina_core.toyworld.metrics import detect_colour, detect_direction, detect_shape
     from lumina_video.lumina_core.toyworld.world import heldout_clips, parse_caption
-    from lumina_video.nodes import _comfy_model, native
+    from lumina_video.nodes import _comfy_model, loaders, native, text
 
     torch.set_grad_enabled(False)
-    model, text_encoder = native.LuminaVideoNativeModelLoader.execute("embedded (toy world, CPU)").result
+    model = loaders.LuminaVideoModelLoader.execute("embedded (toy world, CPU)").result[0]
     patched = native.LuminaVideoMultiScale.execute(model, args.preset).result[0]
     patched = native.LuminaVideoGuidance.execute(patched, args.preset).result[0]
     sigmas = native.LuminaVideoScheduler.execute(args.preset).result[0]
     config = preset(args.preset)
     cfg = scale_and_cutoff(config.cfg)[0] + 1
     vae = pack.lumina_core.embedded.load(with_audio=False).vae
-    negative = native.LuminaVideoPromptEncode.execute("", text_encoder).result[0]
     reference = _comfy_model.ReferenceModel(model.model.diffusion_model)
 
     right = {"native": [0, 0, 0], "engine": [0, 0, 0]}
     differences, same_reads = [], 0
     clips = heldout_clips(seed=1, n=args.clips)
     for index, clip in enumerate(clips):
-        positive = native.LuminaVideoPromptEncode.execute(clip.caption, text_encoder).result[0]
+        positive, negative = text.LuminaVideoTextEncode.execute(model, clip.caption, "").result
         latent = torch.zeros(1, 16, 4, 8, 8)
         noise = make_noise(latent.shape, index)
         sampled = {

@@ -37,7 +37,7 @@ def peak_rss_bytes() -> int:
 
 def measure(config_name: str, weight_dtype_name: str, input_dtype_name: str) -> dict:
     """One load in this process: ComfyUI's modules and the pack imported first, then the state dict and the model."""
-    from tests.integration.native_eval import load_comfyui_and_pack
+    from tests.integration.inprocess import load_comfyui_and_pack
 
     load_comfyui_and_pack(os.environ["COMFYUI_ROOT"])
     import torch

@@ -1,7 +1,7 @@
 """Lumina-Video Model Sampling in a real ComfyUI, and the fp8 load's memory against bf16.
 
 The node runs in a child process that imports ComfyUI's modules and the pack as ComfyUI would
-(``native_eval.load_comfyui_and_pack``): a real ``comfy`` in the test process would meet the node tier's stand-ins.
+(``inprocess.load_comfyui_and_pack``): a real ``comfy`` in the test process would meet the node tier's stand-ins.
 It sets the shift of ComfyUI's own flow sampling, so the test compares KSampler's path after the node with the
 same path on a model loaded at that shift, and ComfyUI's sigmas with the engine's time grid.
 """
@@ -27,7 +27,7 @@ RELEASED_LOAD_GIB = 12  # the bf16 load's peak is about 8 GiB; leave room for th
 
 def probe(dit_path: str) -> dict:
     """The node's effects, measured in this process (ComfyUI imported here): returns plain values for the test."""
-    from tests.integration.native_eval import load_comfyui_and_pack
+    from tests.integration.inprocess import load_comfyui_and_pack
 
     load_comfyui_and_pack(os.environ["COMFYUI_ROOT"])
     import comfy.sample

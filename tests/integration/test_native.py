@@ -43,18 +43,15 @@ def out(node_id: str, index: int = 0) -> list:
     return [node_id, index]
 
 
-def native_chain(
-    prompt: str, preset_name: str = "embedded-MultiScale", weight_dtype: str = "default", model_name=EMBEDDED_MODEL
-):
+def native_chain(prompt: str, preset_name: str = "embedded-MultiScale", dtype: str = "auto", model_name=EMBEDDED_MODEL):
     """Loader -> prompts -> Multi-Scale -> Guidance; returns (graph, patched model link, positive, negative, latent)."""
     g = Graph()
-    loader = g.add("LuminaVideoNativeModelLoader", model_name=model_name, weight_dtype=weight_dtype, download=False)
-    positive = g.add("LuminaVideoPromptEncode", text=prompt, text_encoder=out(loader, 1))
-    negative = g.add("LuminaVideoPromptEncode", text="", text_encoder=out(loader, 1))
+    loader = g.add("LuminaVideoModelLoader", model_name=model_name, dtype=dtype, download=False)
+    prompts = g.add("LuminaVideoTextEncode", model=out(loader), positive=prompt, negative="")
     multi = g.add("LuminaVideoMultiScale", model=out(loader), preset=preset_name, patch_schedule="preset")
     guided = g.add("LuminaVideoGuidance", model=out(multi), preset=preset_name, cfg_cutoff=-1.0, renorm=-1.0)
     latent = g.add("LuminaVideoEmptyLatent", width=64, height=64, frames=16, batch_size=1)
-    return g, out(guided), out(positive), out(negative), out(latent)
+    return g, out(guided), out(prompts, 0), out(prompts, 1), out(latent)
 
 
 def custom_advanced(g: Graph, model, positive, negative, latent, preset_name: str, seed: int = SEED, sampler="euler"):
@@ -141,7 +138,7 @@ def test_the_shipped_ksampler_workflow_draws_its_prompt(comfy_client, comfy_work
     video = read_video(Path(comfy_workdir.output) / entry["subfolder"] / entry["filename"])
     assert video.frames.shape == (16, 64, 64, 3) and video.fps == 8
     if real:
-        prompt = next(v["inputs"]["text"] for v in graph.values() if v["class_type"] == "LuminaVideoPromptEncode")
+        prompt = next(v["inputs"]["positive"] for v in graph.values() if v["class_type"] == "LuminaVideoTextEncode")
         frames = video.frames.numpy()
         assert (detect_colour(frames), detect_direction(frames)) == prompted(prompt)
 
@@ -177,7 +174,7 @@ def test_fp8_weights_draw_the_prompt(comfy_client, comfy_workdir, engine):
     if not real:
         pytest.skip("the embedded weights are random stand-ins here: nothing to read")
     for prompt in PROMPTS:
-        g, model, positive, negative, latent = native_chain(prompt, weight_dtype="fp8_e4m3fn")
+        g, model, positive, negative, latent = native_chain(prompt, dtype="fp8_e4m3fn")
         sampled = custom_advanced(g, model, positive, negative, latent, "embedded-MultiScale")
         latent_out = run_latent(comfy_client, comfy_workdir, g, out(sampled), "fp8")
         full = engine_latent(models, prompt, "embedded-MultiScale")
@@ -209,8 +206,8 @@ def second_model(comfy_workdir, embedded_weights):
 
 def merged_latent(client, workdir, second: str, ratio: float) -> torch.Tensor:
     g, _, positive, negative, latent = native_chain(PROMPTS[0])
-    base = next(k for k, v in g.nodes.items() if v["class_type"] == "LuminaVideoNativeModelLoader")
-    other = g.add("LuminaVideoNativeModelLoader", model_name=second, weight_dtype="default", download=False)
+    base = next(k for k, v in g.nodes.items() if v["class_type"] == "LuminaVideoModelLoader")
+    other = g.add("LuminaVideoModelLoader", model_name=second, dtype="auto", download=False)
     merge = g.add("ModelMergeSimple", model1=out(other), model2=out(base), ratio=ratio)
     multi = g.add("LuminaVideoMultiScale", model=out(merge), preset="embedded-MultiScale", patch_schedule="preset")
     guided = g.add("LuminaVideoGuidance", model=out(multi), preset="embedded-MultiScale", cfg_cutoff=-1.0, renorm=-1.0)
@@ -254,7 +251,7 @@ def test_lora_loader_model_only_applies_a_lumina_video_lora(comfy_client, comfy_
 
     def with_lora(strength: float) -> torch.Tensor:
         g, _, positive, negative, latent = native_chain(PROMPTS[0])
-        base = next(k for k, v in g.nodes.items() if v["class_type"] == "LuminaVideoNativeModelLoader")
+        base = next(k for k, v in g.nodes.items() if v["class_type"] == "LuminaVideoModelLoader")
         lora = g.add("LoraLoaderModelOnly", model=out(base), lora_name=lora_path.name, strength_model=strength)
         multi = g.add("LuminaVideoMultiScale", model=out(lora), preset="embedded-MultiScale", patch_schedule="preset")
         guided = g.add(
@@ -368,7 +365,7 @@ def test_the_packs_lora_node_checks_the_lora_and_applies_it_like_comfyui(comfy_c
 
     def sampled(loader: str, lora_name: str) -> torch.Tensor:
         g, _, positive, negative, latent = native_chain(PROMPTS[0])
-        base = next(k for k, v in g.nodes.items() if v["class_type"] == "LuminaVideoNativeModelLoader")
+        base = next(k for k, v in g.nodes.items() if v["class_type"] == "LuminaVideoModelLoader")
         if loader == "pack":
             lora = g.add("LuminaVideoLoRA", model=out(base), lora_name=lora_name, strength=1.0)
         else:
