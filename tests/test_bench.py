@@ -9,7 +9,7 @@ import torch
 from tiny_models import TINY
 
 from lumina_core.__main__ import main
-from lumina_core.bench import gpu, memory
+from lumina_core.bench import dit, gpu, memory
 from lumina_core.models.nextdit import RELEASED, PatchSize
 from lumina_core.request import RELEASED_PATCH_SIZES, latent_shape, video_size_problems
 from lumina_core.sampling import PRESETS
@@ -22,6 +22,20 @@ def test_fp8_stores_matrices_in_one_byte_and_the_rest_in_bf16():
     dit = weights["dit"]
     assert dit.params == sum(p.numel() for p in RELEASED.build(device="meta").parameters())
     assert 0.5 <= dit.bytes(fp8=True) / dit.bytes() < 0.51  # nearly every DiT parameter is in a matrix
+
+
+def test_attention_counts_on_the_cpu_as_on_the_gpu():
+    """FlopCounterMode counted SDPA's CPU kernel as 0 FLOPs; with the bench's formula it is 4 x queries x keys x width,
+    what torch counts for the CUDA kernels and the meta device."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    dit.count_cpu_attention()
+    dit.count_cpu_attention()  # idempotent
+    query, key = torch.randn(1, 4, 96, 16), torch.randn(1, 4, 40, 16)
+    for device in ("cpu", "meta"):
+        with FlopCounterMode(display=False) as counter:
+            torch.nn.functional.scaled_dot_product_attention(query.to(device), key.to(device), key.to(device))
+        assert counter.get_total_flops() == 4 * 96 * 40 * 16 * 4, device
 
 
 def test_tokens_follow_the_latent_and_the_patch():
