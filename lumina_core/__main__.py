@@ -6,8 +6,9 @@ import sys
 import time
 from collections import Counter
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -54,6 +55,41 @@ def cmd_convert(args):
     )
 
 
+@dataclass(frozen=True)
+class BenchPart:
+    """One part of ``bench``: its function in ``lumina_core.bench.<module>``, and what its gate checks (the name of
+    the target, and the key of the function's result that says whether it was met), if it has one."""
+
+    module: str
+    function: str
+    gate: Optional[tuple[str, str]] = None
+    takes_quick: bool = True
+
+    def run(self, quick: bool):
+        from importlib import import_module
+
+        run = getattr(import_module(f"{__package__}.bench.{self.module}"), self.function)
+        return run(quick=quick) if self.takes_quick else run()
+
+
+BENCH_PARTS = {
+    "demo": BenchPart("demo", "run_demo_benchmark"),
+    "cache": BenchPart("cache", "run_cache_benchmark"),
+    "compile": BenchPart(
+        "compile", "run_compile_benchmark", ("compiled outputs within 1e-4 of eager", "within_tolerance")
+    ),
+    "parallel": BenchPart("parallel", "run_parallel_benchmark"),
+    "dit": BenchPart("dit", "run_dit_benchmark"),
+    "embedded": BenchPart(
+        "embedded", "run_embedded_benchmark", ("embedded multi-scale / single-scale sampling time", "passed")
+    ),
+    "vae": BenchPart("vae", "run_vae_benchmark"),
+    "memory": BenchPart("memory", "run_memory_estimate", takes_quick=False),
+    "convert": BenchPart("convert", "run_convert_benchmark", ("converter peak memory / output size", "passed")),
+}
+NOT_IN_ALL = ("convert",)  # at the released size it writes ~14 GB to a temporary folder
+
+
 def cmd_bench(args):
     if args.tiny and not args.gpu:
         raise ValueError("--tiny goes with --gpu (the GPU benchmark's code on tiny configs, on the CPU)")
@@ -62,46 +98,13 @@ def cmd_bench(args):
 
         run_gpu_benchmark(tiny=args.tiny)
         return
+    names = [name for name in BENCH_PARTS if name not in NOT_IN_ALL] if args.part == "all" else [args.part]
     missed = []
-    if args.part in ("demo", "all"):
-        from .bench.demo import run_demo_benchmark
-
-        run_demo_benchmark(quick=args.quick)
-    if args.part in ("cache", "all"):
-        from .bench.cache import run_cache_benchmark
-
-        run_cache_benchmark(quick=args.quick)
-    if args.part in ("compile", "all"):
-        from .bench.compile import run_compile_benchmark
-
-        if not run_compile_benchmark(quick=args.quick)["within_tolerance"]:
-            missed.append("compiled outputs within 1e-4 of eager")
-    if args.part in ("parallel", "all"):
-        from .bench.parallel import run_parallel_benchmark
-
-        run_parallel_benchmark(quick=args.quick)
-    if args.part in ("dit", "all"):
-        from .bench.dit import run_dit_benchmark
-
-        run_dit_benchmark(quick=args.quick)
-    if args.part in ("embedded", "all"):
-        from .bench.embedded import run_embedded_benchmark
-
-        if not run_embedded_benchmark(quick=args.quick)["passed"]:
-            missed.append("embedded multi-scale / single-scale sampling time")
-    if args.part in ("vae", "all"):
-        from .bench.vae import run_vae_benchmark
-
-        run_vae_benchmark(quick=args.quick)
-    if args.part in ("memory", "all"):
-        from .bench.memory import run_memory_estimate
-
-        run_memory_estimate()
-    if args.part == "convert":  # not in "all": at the released size it writes ~14 GB to a temporary folder
-        from .bench.convert import run_convert_benchmark
-
-        if not run_convert_benchmark(quick=args.quick)["passed"]:
-            missed.append("converter peak memory / output size")
+    for name in names:
+        part = BENCH_PARTS[name]
+        result = part.run(args.quick)
+        if part.gate is not None and not result[part.gate[1]]:
+            missed.append(part.gate[0])
     if missed and args.gate:
         raise SystemExit(f"bench: target missed: {', '.join(missed)}")
 
@@ -555,7 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--part",
-        choices=("demo", "cache", "compile", "parallel", "dit", "embedded", "vae", "memory", "convert", "all"),
+        choices=(*BENCH_PARTS, "all"),
         default="all",
     )
     bench.add_argument("--quick", action="store_true", help="fewer repeats and steps (for smoke tests)")

@@ -139,3 +139,15 @@ def test_parallel_benchmark_gives_one_process_outputs():
     result = run_parallel_benchmark(quick=True, config=TINY, latent=(2, 16, 2, 16, 24))
     for row in result["rows"]:
         assert row["max_difference"] <= 1e-5 and row["two_processes"] > 0
+
+
+def test_every_bench_part_names_a_function_that_exists():
+    """``bench --part X`` looks its function up by name: a renamed function would fail only when that part is run."""
+    import importlib
+
+    from lumina_core.__main__ import BENCH_PARTS, build_parser
+
+    for name, part in BENCH_PARTS.items():
+        module = importlib.import_module(f"lumina_core.bench.{part.module}")
+        assert callable(getattr(module, part.function)), name
+        assert build_parser().parse_args(["bench", "--part", name]).part == name
