@@ -233,22 +233,14 @@ def window_plan(args, models, frames: int, trained: int):
     length, overlapping by half.
     """
     from .pipeline import longest_window
-    from .request import VAE_TEMPORAL
-    from .sampling import WindowPlan
+    from .sampling.windows import plan_in_video_frames
 
-    limit = longest_window(models)
+    limit = longest_window(models.dit, models.size_limits)
     if args.window is None and args.overlap is None and frames <= limit:
         return None
     window = args.window if args.window is not None else min(trained, limit)
     overlap = args.overlap if args.overlap is not None else window // 16 * 8
-    step = 2 * VAE_TEMPORAL
-    if window % step or not step <= window <= limit:
-        raise ValueError(
-            f"--window {window} must be a multiple of {step} between {step} and {limit} (the model's limit)"
-        )
-    if overlap % step or not 0 <= overlap < window:
-        raise ValueError(f"--overlap {overlap} must be a multiple of {step} from 0 to {window - step} (below --window)")
-    return WindowPlan(window // VAE_TEMPORAL, overlap // VAE_TEMPORAL, args.fuse)
+    return plan_in_video_frames(window, overlap, args.fuse, limit, names=("--window", "--overlap"))
 
 
 @contextmanager

@@ -206,17 +206,18 @@ def read_mask(path: Path, width: int, height: int) -> torch.Tensor:
     return fit_frames(read_frames(path, "--mask"), width, height).mean(dim=-1)
 
 
-def check_mask(keep: torch.Tensor, task: str) -> None:
-    """Refuse a mask that leaves nothing to generate or nothing kept, saying what it would mean."""
+def check_mask(keep: torch.Tensor, task: str, name: str = "--mask") -> None:
+    """Refuse a mask that leaves nothing to generate or nothing kept, saying what it would mean; ``name`` is the
+    option or node input that gave it."""
     if bool((keep >= 1).all()):
         raise ValueError(
-            f"--mask is all black (on the latent grid, 8x8 pixels a cell): {task} would regenerate nothing; "
+            f"{name} is all black (on the latent grid, 8x8 pixels a cell): {task} would regenerate nothing; "
             "paint white where the video should change"
         )
     if bool((keep <= 0).all()):
         raise ValueError(
-            f"--mask is all white: {task} would regenerate everything and keep nothing, which is plain "
-            "text-to-video; paint black what should stay, or drop --mask"
+            f"{name} is all white: {task} would regenerate everything and keep nothing, which is plain "
+            f"text-to-video; paint black what should stay, or drop {name}"
         )
 
 

@@ -80,13 +80,13 @@ def sample_latent(
     return sample(models.dit, noise, positive, negative, config, callback, cache, known, windows)
 
 
-def longest_window(models) -> int:
-    """The most video frames the DiT takes at once: the top of its trained range (the embedded default), else
-    what its RoPE tables reach at its finest temporal patch."""
-    if models.size_limits:
-        return models.size_limits["frames"][1]
-    finest = min(p.temporal for p in models.dit.patch_sizes)
-    return VAE_TEMPORAL * finest * models.dit.rope.axes_lens[0]
+def longest_window(dit, size_limits: Optional[dict] = None) -> int:
+    """The most video frames the DiT takes at once: the top of its trained range (``size_limits``, the embedded
+    default's), else what its RoPE tables reach at its finest temporal patch."""
+    if size_limits:
+        return size_limits["frames"][1]
+    finest = min(p.temporal for p in dit.patch_sizes)
+    return VAE_TEMPORAL * finest * dit.rope.axes_lens[0]
 
 
 def decode_latent(

@@ -1,8 +1,9 @@
 """ComfyUI nodes of the Lumina-Video pack (V3 schema), thin adapters over ``lumina_core``.
 
 One module per stage: ``loaders`` (video model, VAE, V2A), ``text``, ``motion``,
-``sampling`` (empty latent, sampler), ``decode``, ``audio``, ``save``. ``sockets`` holds
-the pack's own types (VAE, V2A); the video model and prompts travel as ComfyUI's MODEL and CONDITIONING.
+``sampling`` (empty latent, sampler), ``decode``, ``audio``, ``save``, ``conditional`` (VAE encode, image-to-video,
+video-to-video, cinemagraph). ``sockets`` holds the pack's own types (VAE, V2A); the video model and prompts
+travel as ComfyUI's MODEL and CONDITIONING.
 ``native`` and ``model_sampling`` hold the nodes for ComfyUI's own samplers and model tools. ``_comfy`` (services)
 and ``_comfy_model`` (the native model's classes) are the only modules that import ComfyUI; the stage modules
 import ``_comfy_model`` when a node runs, so their schemas load without ComfyUI's model code.
@@ -23,6 +24,10 @@ NODE_IDS = (
     "LuminaVideoV2ALoader",
     "LuminaVideoAudioGenerate",
     "LuminaVideoSaveVideo",
+    "LuminaVideoVAEEncode",
+    "LuminaVideoImageToVideo",
+    "LuminaVideoVideoToVideo",
+    "LuminaVideoCinemagraph",
 )
 NATIVE_NODE_IDS = (
     "LuminaVideoMultiScale",
@@ -30,6 +35,7 @@ NATIVE_NODE_IDS = (
     "LuminaVideoScheduler",
     "LuminaVideoLoRA",
     "LuminaVideoModelSampling",
+    "LuminaVideoWindows",
 )
 
 

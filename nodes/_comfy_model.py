@@ -42,6 +42,8 @@ from ..lumina_core.sampling import (
     NO_MOTION,
     StepCache,
     TimeAware,
+    WindowedModel,
+    WindowPlan,
     renorm_per_sample,
     schedule_table,
     value_at,
@@ -50,7 +52,7 @@ from ..lumina_core.sampling import (
 
 TRANSFORMER_KEY = "lumina_video"
 """model_options["transformer_options"][TRANSFORMER_KEY]: {"patch": time-aware patch schedule, "cache": the
-engine's step cache (``sampling.cache.CachedModel``) for one run}."""
+engine's step cache (``sampling.cache.CachedModel``) for one run, "windows": a ``WindowPlan`` over latent frames}."""
 MOTION_KEY = "lumina_motion"
 """A conditioning's motion score (time-aware, the engine's form); absent = no motion condition."""
 MOTION_GUIDANCE_KEY = "lumina_motion_guidance"
@@ -127,9 +129,26 @@ class ComfyNextDiT(MultiScaleNextDiT):
         schedule = options.get("patch")
         patch = self.finest_patch if schedule is None else PatchSize.parse(value_at(schedule, float(t[0])))
         forward = self.reference_forward if options.get("cache") is None else options["cache"]
+        if options.get("windows") is not None:
+            if options.get("cache") is not None:
+                raise ValueError("step caching can't be combined with windows yet: set the Sampler's cache to 0")
+            forward = self.windowed(forward, options["windows"], schedule, transformer_options.get("sample_sigmas"))
         dtype = x.dtype
         velocity = forward(x, t.to(dtype), context, attention_mask, motion.to(dtype), patch)
         return -velocity
+
+    def windowed(self, forward, plan: WindowPlan, schedule: Optional[TimeAware], sigmas) -> WindowedModel:
+        """``forward`` run on the plan's windows of latent frames and fused (the engine's MultiDiffusion), aligned to
+        the largest temporal patch the schedule uses; the windows shift along the run's sigmas, which ComfyUI's
+        sampling puts in the transformer options (without them they stay in place)."""
+        patches = [self.finest_patch] if schedule is None else [PatchSize.parse(p) for p in schedule_values(schedule)]
+        times = [0.0] if sigmas is None else (1.0 - sigmas.double()).tolist()
+        return WindowedModel(forward, plan, times, align=max(p.temporal for p in patches))
+
+
+def schedule_values(schedule: TimeAware) -> list:
+    """Every value a time-aware setting takes: v, or (v0, (t1, v1), ...)."""
+    return [schedule] if not isinstance(schedule, tuple) else [schedule[0], *(value for _, value in schedule[1:])]
 
 
 class PaddedCaption(comfy.conds.CONDRegular):
@@ -301,6 +320,19 @@ def with_patch_schedule(model, schedule: TimeAware):
     return patched
 
 
+def with_windows(model, plan: WindowPlan):
+    """A clone of the MODEL that samples long clips in fused windows of latent frames (``plan``)."""
+    patched = model.clone()
+    options = patched.model_options.setdefault("transformer_options", {})
+    options[TRANSFORMER_KEY] = {**options.get(TRANSFORMER_KEY, {}), "windows": plan}
+    return patched
+
+
+def windows_of(model) -> Optional[WindowPlan]:
+    """The window plan a MODEL carries (Lumina-Video Windows), or None."""
+    return model.model_options.get("transformer_options", {}).get(TRANSFORMER_KEY, {}).get("windows")
+
+
 def with_step_cache(model, cache: StepCache, sigmas: torch.Tensor):
     """A clone of the MODEL that runs the engine's step caching over the time grid of ``sigmas`` (a cache holds one
     run's residuals: make a clone per run)."""
@@ -418,13 +450,28 @@ def sample_midpoint(model, x, sigmas, extra_args=None, callback=None, disable=No
     return x
 
 
-def sample(model, noise, cfg: float, sampler, sigmas, positive: list, negative: list, callback=None, seed: int = 0):
-    """ComfyUI's sampling (SamplerCustomAdvanced's path) from ``noise`` over ``sigmas`` (the first is 1, so the start
-    is the noise itself); ``callback(step, denoised, x, total)`` at each step."""
-    latent = torch.zeros_like(noise)
+def sample(
+    model,
+    noise,
+    cfg: float,
+    sampler,
+    sigmas,
+    positive: list,
+    negative: list,
+    callback=None,
+    seed: int = 0,
+    latent_image: Optional[torch.Tensor] = None,
+    noise_mask: Optional[torch.Tensor] = None,
+):
+    """ComfyUI's sampling (SamplerCustomAdvanced's path) from ``noise`` over ``sigmas``; ``callback(step, denoised, x,
+    total)`` at each step. It starts at sigmas[0] * noise + (1 - sigmas[0]) * ``latent_image`` (zeros when None), the
+    noise itself when sigmas[0] is 1; where ``noise_mask`` (1 generate, 0 keep) is below 1, ComfyUI holds
+    ``latent_image`` by replacement at every step (``comfy.samplers.KSamplerX0Inpaint``)."""
+    latent = torch.zeros_like(noise) if latent_image is None else latent_image
     return comfy.sample.sample_custom(
-        model, noise, cfg, sampler, sigmas, positive, negative, latent, callback=callback, disable_pbar=True, seed=seed
-    )
+        model, noise, cfg, sampler, sigmas, positive, negative, latent, noise_mask=noise_mask, callback=callback,
+        disable_pbar=True, seed=seed,
+    )  # fmt: skip
 
 
 def sampler_for(solver: str):

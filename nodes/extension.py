@@ -9,6 +9,7 @@ from ._comfy import ComfyExtension, add_json_route, register_model_folders
 register_model_folders()  # before any schema lists the folders' files
 
 from .audio import LuminaVideoAudioGenerate  # noqa: E402
+from .conditional import CONDITIONAL_NODES  # noqa: E402
 from .decode import LuminaVideoVAEDecode  # noqa: E402
 from .loaders import LuminaVideoModelLoader, LuminaVideoV2ALoader, LuminaVideoVAELoader  # noqa: E402
 from .motion import LuminaVideoMotionScore  # noqa: E402
@@ -27,6 +28,7 @@ NODES = [
     LuminaVideoV2ALoader,
     LuminaVideoAudioGenerate,
     LuminaVideoSaveVideo,
+    *CONDITIONAL_NODES,
 ]
 
 

@@ -10,10 +10,14 @@ preset's cfg + 1. LoRA applies a LoRA after checking that it fits.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..lumina_core import embedded
 from ..lumina_core.lora import load_lora
-from ..lumina_core.sampling import DEFAULT_PRESET, PRESETS, scale_and_cutoff, time_grid
+from ..lumina_core.pipeline import longest_window
+from ..lumina_core.sampling import DEFAULT_PRESET, FUSES, PRESETS, scale_and_cutoff, time_grid
 from ..lumina_core.sampling import preset as named_preset
+from ..lumina_core.sampling.windows import plan_in_video_frames
 from . import _comfy, _comfy_model
 from ._comfy import io
 from .sampling import FROM_PRESET, PATCH_CHOICES, resolve_patch_schedule
@@ -139,6 +143,63 @@ class LuminaVideoScheduler(io.ComfyNode):
         return io.NodeOutput(1.0 - time_grid(steps, shift))
 
 
+class LuminaVideoWindows(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LuminaVideoWindows",
+            display_name="Lumina-Video Windows",
+            category="Lumina-Video/native",
+            description=(
+                "Long videos by MultiDiffusion in time, as Lumiere makes them: the model runs on overlapping windows "
+                "of frames and, at every step, their predictions are fused into one, so a clip longer than the model "
+                "takes (the embedded default: 32 frames) is denoised as one whole. The windows move a little every "
+                "step so no seam stays in one place. Works with the Lumina-Video Sampler (which then takes clips up "
+                "to any length) and ComfyUI's samplers; not with step caching. ComfyUI's ContextWindowsManual works "
+                "on the model too, with its own windows."
+            ),
+            inputs=[
+                io.Model.Input("model"),
+                io.Int.Input(
+                    "window",
+                    default=16,
+                    min=8,
+                    max=1024,
+                    step=8,
+                    tooltip="Frames the model sees at once, a multiple of 8, at most the model's limit (embedded: "
+                    "32; its trained length, 16, draws best).",
+                ),
+                io.Int.Input(
+                    "overlap",
+                    default=8,
+                    min=0,
+                    max=1016,
+                    step=8,
+                    tooltip="Frames neighbouring windows share, a multiple of 8 below the window: more overlap, "
+                    "smoother joins, more model calls.",
+                ),
+                io.Combo.Input(
+                    "fuse",
+                    options=list(FUSES),
+                    default="pyramid",
+                    tooltip="How each window's frames are weighted where windows overlap: pyramid (more weight in "
+                    "the window's middle), uniform, gaussian.",
+                ),
+                io.Boolean.Input(
+                    "shift", default=True, tooltip="Move the windows by one temporal patch each step (no fixed seams)."
+                ),
+            ],
+            outputs=[io.Model.Output(display_name="model")],
+        )
+
+    @classmethod
+    def execute(cls, model, window: int = 16, overlap: int = 8, fuse: str = "pyramid", shift: bool = True):
+        source = _comfy_model.require_lumina_video(model)
+        limit = longest_window(model.model.diffusion_model, source.size_limits)
+        plan = plan_in_video_frames(window, overlap, fuse, limit)
+        return io.NodeOutput(_comfy_model.with_windows(model, replace(plan, shift=shift)))
+
+
 EMBEDDED_STYLE = "embedded: sway style (toy world)"
 
 
@@ -199,4 +260,5 @@ NATIVE_NODES = [
     LuminaVideoGuidance,
     LuminaVideoScheduler,
     LuminaVideoLoRA,
+    LuminaVideoWindows,
 ]

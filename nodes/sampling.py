@@ -7,6 +7,7 @@ from typing import Optional
 import torch
 
 from ..lumina_core import embedded, preview
+from ..lumina_core.conditioning import Conditioning
 from ..lumina_core.models.vae import frames_for
 from ..lumina_core.request import (
     MAX_BATCH,
@@ -30,7 +31,6 @@ from ..lumina_core.sampling import (
     parse_time_aware,
     preset,
     scale_and_cutoff,
-    time_grid,
     truncated_scale,
     value_at,
 )
@@ -257,7 +257,10 @@ class LuminaVideoSampler(io.ComfyNode):
                 "switches. Motion scores come with the conditioning (Lumina-Video Motion Score); conditionings without "
                 "them get the preset's. It runs ComfyUI's own sampling on the native model with the pieces of "
                 "Lumina-Video Multi-Scale, Guidance and Scheduler, so the same settings through KSampler or "
-                "SamplerCustomAdvanced give the same video. The node shows the schedule as a strip, and a preview of "
+                "SamplerCustomAdvanced give the same video. A latent with a noise_mask (Lumina-Video Image To Video, "
+                "Video To Video, Cinemagraph, SetLatentNoiseMask) keeps its masked-out region, held by replacement "
+                "at every step; denoise below 1 starts later on the time grid from the latent's video "
+                "(video-to-video). The node shows the schedule as a strip, and a preview of "
                 "the latent at every step. Cancel stops it within one step."
             ),
             inputs=[
@@ -270,8 +273,9 @@ class LuminaVideoSampler(io.ComfyNode):
                 io.Conditioning.Input("negative", tooltip="The negative prompt (the unconditional pass of CFG)."),
                 io.Latent.Input(
                     "latent",
-                    tooltip="Sets the video's size and batch (Lumina-Video Empty Latent); its values are not used, "
-                    "sampling starts from seeded noise.",
+                    tooltip="Sets the video's size and batch (Lumina-Video Empty Latent). A latent from the "
+                    "Lumina-Video conditioning nodes also brings what is kept (its noise_mask: 0 keep, 1 generate) "
+                    "and the video that denoise below 1 starts from; otherwise its values are not used.",
                 ),
                 io.Int.Input(
                     "seed",
@@ -363,6 +367,17 @@ class LuminaVideoSampler(io.ComfyNode):
                     "0.2 samples in 0.35 (single-scale) to 0.63 (multi-scale) of the time at about the same accuracy "
                     "(docs/benchmarks.md); not measured on the released weights.",
                 ),
+                io.Float.Input(
+                    "denoise",
+                    default=1.0,
+                    min=0.01,
+                    max=1.0,
+                    step=0.01,
+                    round=0.001,
+                    optional=True,
+                    tooltip="Video-to-video: below 1 sampling starts at t = 1 - denoise from the latent's video "
+                    "noised to that time (the grid's later points follow); 1 draws from noise.",
+                ),
             ],
             outputs=[
                 io.Latent.Output(
@@ -388,8 +403,8 @@ class LuminaVideoSampler(io.ComfyNode):
     def execute(
         cls, model, positive: list, negative: list, latent: dict, seed: int, preset: str, **overrides
     ) -> io.NodeOutput:
-        """``overrides``: the widgets of ``sampler_config`` (steps, cfg, ..., solver) and ``cache``, as ComfyUI passes
-        them."""
+        """``overrides``: the widgets of ``sampler_config`` (steps, cfg, ..., solver), ``cache`` and ``denoise``, as
+        ComfyUI passes them."""
         from . import _comfy_model  # ComfyUI's model classes: imported when a node runs
 
         source = _comfy_model.require_lumina_video(model)
@@ -405,6 +420,7 @@ class LuminaVideoSampler(io.ComfyNode):
         for name, conditioning in (("positive", positive), ("negative", negative)):
             check_caption_width(conditioning, name, dit.cap_feat_dim, source.name)
         cache = StepCache(overrides.pop("cache", 0.0))
+        denoise = overrides.pop("denoise", 1.0)
         config = sampler_config(preset, **overrides)
         missing = sorted(config.patch_sizes() - set(dit.patch_sizes))
         if missing:
@@ -415,11 +431,12 @@ class LuminaVideoSampler(io.ComfyNode):
                 f"{label} uses {', '.join(map(str, missing))}, which the model {source.name!r} lacks; "
                 f"it has {', '.join(map(str, dit.patch_sizes))}"
             )
-        sigmas = 1.0 - time_grid(config.steps, config.time_shift)
+        # the engine's grid, started later for denoise below 1 exactly as the engine's conditioning starts it
+        sigmas = 1.0 - torch.tensor(Conditioning(samples, denoise=denoise).times(config.times()))
         guided, cfg = reference_sampling(model, config)
         if cache.active:
             guided = _comfy_model.with_step_cache(guided, cache, sigmas)
-        total = config.steps - 1
+        total = len(sigmas) - 1
         progress = _comfy.Progress(total, node_id=cls.hidden.unique_id if cls.hidden is not None else None)
 
         def on_step(step: int, denoised: torch.Tensor, x: torch.Tensor, steps: int) -> None:
@@ -428,8 +445,9 @@ class LuminaVideoSampler(io.ComfyNode):
         _comfy.throw_if_interrupted()
         noise = make_noise(samples.shape, seed)  # video i depends on seed + i only
         out = _comfy_model.sample(
-            guided, noise, cfg, _comfy_model.sampler_for(config.solver), sigmas, positive, negative, on_step, seed
-        )
+            guided, noise, cfg, _comfy_model.sampler_for(config.solver), sigmas, positive, negative, on_step, seed,
+            latent_image=samples, noise_mask=latent.get("noise_mask"),
+        )  # fmt: skip
         return io.NodeOutput({"samples": out.to(_comfy.intermediate_device())})
 
 

@@ -247,6 +247,7 @@ Float = _comfy_type("FLOAT", input_class=_FloatInput)
 String = _comfy_type("STRING", input_class=_StringInput)
 Combo = _comfy_type("COMBO", input_class=_ComboInput)
 Image = _comfy_type("IMAGE")
+Mask = _comfy_type("MASK")
 Audio = _comfy_type("AUDIO")
 Latent = _comfy_type("LATENT")
 Video = _comfy_type("VIDEO")
@@ -599,6 +600,7 @@ def install(models_dir: Path, output_dir: Path) -> dict:
         String=String,
         Combo=Combo,
         Image=Image,
+        Mask=Mask,
         Audio=Audio,
         Latent=Latent,
         Video=Video,

@@ -53,6 +53,10 @@ def test_node_ids_are_the_registered_ones(env):
         "LuminaVideoV2ALoader",
         "LuminaVideoAudioGenerate",
         "LuminaVideoSaveVideo",
+        "LuminaVideoVAEEncode",
+        "LuminaVideoImageToVideo",
+        "LuminaVideoVideoToVideo",
+        "LuminaVideoCinemagraph",
     ],
 )
 def test_schema_is_well_formed(env, node_id):
@@ -142,8 +146,9 @@ def test_shipped_workflows_name_a_preset_and_override_nothing(env, path):
     patches = [node["inputs"] for node in graph.values() if node["class_type"] in NATIVE_PRESET_NODES]
     assert samplers or len(patches) == 2, f"{path.name} has no sampler and no native preset patches"
     for inputs in samplers:
-        widgets = {k: v for k, v in inputs.items() if not isinstance(v, list) and k not in ("seed", "cache")}
+        widgets = {k: v for k, v in inputs.items() if not isinstance(v, list) and k not in ("seed", "cache", "denoise")}
         assert inputs["cache"] == 0.0, "step caching is off in the shipped workflows"
+        assert inputs["denoise"] == 1.0, "the shipped text-to-video workflows draw from noise"
         name = widgets.pop("preset")
         assert sampling.sampler_config(name, **widgets) == presets[name]
     for node in graph.values():
@@ -343,3 +348,24 @@ def test_latent_preview_is_stable_and_sized(env):
     assert first.size == (4 * 64, 64)
     difference = (torch.from_numpy(np.array(first)).float() - torch.from_numpy(np.array(again)).float()).abs().mean()
     assert difference < 2, "colours must not flip between nearly equal latents"
+
+
+def test_conditioning_nodes_carry_the_engines_conditioning_in_a_latent(env, loaded):
+    """The conditioning nodes, called as ComfyUI calls them, give the engine's builders' latent and 1 - keep as the
+    LATENT's noise_mask (sampled in the integration tier, tests/integration/test_conditional_nodes.py)."""
+    conditioning = env.package.lumina_core.conditioning
+    vae, latent = loaded["vae"], loaded["latent"]
+    video = torch.rand(16, 64, 64, 3)
+    mask = torch.zeros(1, 64, 64)
+    mask[..., 32:] = 1
+    image = env.run("LuminaVideoImageToVideo", vae=vae, latent=latent, image=video[:1], frame_index=4, strength=1.0)
+    known = conditioning.from_images(vae.vae, [(video[0], 4)], 16)
+    assert torch.equal(image[0]["samples"], known.latent) and torch.equal(image[0]["noise_mask"], 1 - known.keep)
+    inpaint = env.run("LuminaVideoVideoToVideo", vae=vae, latent=latent, video=video, keep_frames=0, mask=mask)[0]
+    known = conditioning.from_video(vae.vae, video, 16, mask)
+    assert torch.equal(inpaint["samples"], known.latent) and torch.equal(inpaint["noise_mask"], 1 - known.keep)
+    still = env.run("LuminaVideoCinemagraph", vae=vae, latent=latent, image=video[:1], mask=mask)[0]
+    known = conditioning.cinemagraph(vae.vae, video[0], mask[0], 16)
+    assert torch.equal(still["samples"], known.latent) and torch.equal(still["noise_mask"], 1 - known.keep)
+    encoded = env.run("LuminaVideoVAEEncode", vae=vae, images=video)[0]
+    assert torch.equal(encoded["samples"], conditioning.encode(vae.vae, video)) and "noise_mask" not in encoded

@@ -162,8 +162,9 @@ def test_the_frame_limit_applies_to_each_window():
 
 
 class Models:
-    """What ``window_plan`` reads of the loaded models: the embedded default's size limits."""
+    """What ``window_plan`` reads of the loaded models: the embedded default's size limits (its DiT is not read)."""
 
+    dit = None
     size_limits = dict(width=(64, 64), height=(64, 64), frames=(8, 32))
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from ..models.nextdit import PatchSize
+from ..request import VAE_TEMPORAL
 
 FUSES = ("uniform", "pyramid", "gaussian")
 
@@ -58,6 +59,25 @@ class WindowPlan:
             )
         if frames % align:
             raise ValueError(f"{frames} latent frames are not a multiple of the temporal patch {align}")
+
+
+def plan_in_video_frames(
+    window: int, overlap: int, fuse: str, limit: int, names: tuple[str, str] = ("window", "overlap")
+) -> WindowPlan:
+    """A plan given in video frames, as users count them, checked against ``limit`` (the most frames the model
+    takes at once): window and overlap are whole pairs of latent frames (multiples of 8, so every window fits the
+    coarsest temporal patch), the window within the limit, the overlap below the window. ``names``: what the two
+    values are called where the user typed them, for the errors."""
+    step = 2 * VAE_TEMPORAL
+    if window % step or not step <= window <= limit:
+        raise ValueError(
+            f"{names[0]} {window} must be a multiple of {step} between {step} and {limit} (the model's limit)"
+        )
+    if overlap % step or not 0 <= overlap < window:
+        raise ValueError(
+            f"{names[1]} {overlap} must be a multiple of {step} from 0 to {window - step} (below {names[0]})"
+        )
+    return WindowPlan(window // VAE_TEMPORAL, overlap // VAE_TEMPORAL, fuse)
 
 
 def fuse_weights(length: int, fuse: str) -> torch.Tensor:

@@ -65,17 +65,20 @@ def progress():
     comfy.model_management.interrupt_current_processing(False)
 
 
-def native_chain(nodes, preset_name: str, seed: int, positive, negative) -> torch.Tensor:
-    """Multi-Scale -> Guidance -> SamplerCustomAdvanced's path with the Scheduler's sigmas and euler."""
+def native_chain(
+    nodes, preset_name: str, seed: int, positive, negative, model=None, shape=(1, 16, 4, 8, 8)
+) -> torch.Tensor:
+    """Multi-Scale -> Guidance -> SamplerCustomAdvanced's path with the Scheduler's sigmas and euler, on ``model``
+    (the loaded embedded default when None) from the engine's noise for a latent of ``shape``."""
     import comfy.sample
     import comfy.samplers
     from lumina_video.lumina_core.sampling import make_noise, preset, scale_and_cutoff
 
-    model = nodes.run("LuminaVideoMultiScale", model=nodes.model, preset=preset_name)[0]
+    model = nodes.run("LuminaVideoMultiScale", model=model or nodes.model, preset=preset_name)[0]
     model = nodes.run("LuminaVideoGuidance", model=model, preset=preset_name)[0]
     sigmas = nodes.run("LuminaVideoScheduler", preset=preset_name)[0]
     cfg = scale_and_cutoff(preset(preset_name).cfg)[0] + 1
-    noise = make_noise((1, 16, 4, 8, 8), seed)
+    noise = make_noise(shape, seed)
     return comfy.sample.sample_custom(
         model, noise, cfg, comfy.samplers.sampler_object("euler"), sigmas, positive, negative,
         torch.zeros_like(noise), disable_pbar=True, seed=seed,
