@@ -14,6 +14,7 @@ from ..lumina_core.request import (
     MAX_FRAMES,
     MAX_SEED,
     MAX_SIDE,
+    VAE_TEMPORAL,
     check_video_size,
     frame_multiple,
     latent_shape,
@@ -416,7 +417,11 @@ class LuminaVideoSampler(io.ComfyNode):
                 "use Lumina-Video Empty Latent"
             )
         batch, _, latent_frames, h, w = samples.shape
-        check_video_size(w * 8, h * 8, frames_for(latent_frames), batch, dit.patch_sizes, source.size_limits, MAX_BATCH)
+        frames, windows = frames_for(latent_frames), _comfy_model.windows_of(model)
+        window = VAE_TEMPORAL * windows.length if windows is not None and not windows.covers(latent_frames) else None
+        check_video_size(
+            w * 8, h * 8, frames, batch, dit.patch_sizes, source.size_limits, MAX_BATCH, window=window
+        )  # with Lumina-Video Windows each window must fit the model, not the clip
         for name, conditioning in (("positive", positive), ("negative", negative)):
             check_caption_width(conditioning, name, dit.cap_feat_dim, source.name)
         cache = StepCache(overrides.pop("cache", 0.0))
@@ -435,6 +440,8 @@ class LuminaVideoSampler(io.ComfyNode):
         sigmas = 1.0 - torch.tensor(Conditioning(samples, denoise=denoise).times(config.times()))
         guided, cfg = reference_sampling(model, config)
         if cache.active:
+            if windows is not None:
+                raise ValueError("cache (step caching) can't be combined with Lumina-Video Windows yet: set it to 0")
             guided = _comfy_model.with_step_cache(guided, cache, sigmas)
         total = len(sigmas) - 1
         progress = _comfy.Progress(total, node_id=cls.hidden.unique_id if cls.hidden is not None else None)

@@ -50,3 +50,17 @@ def test_windows_refuse_what_the_model_cant_take(nodes):
         nodes.run("LuminaVideoWindows", model=nodes.model, window=16, overlap=16)
     with pytest.raises(ValueError, match="not a Lumina-Video model"):
         nodes.run("LuminaVideoWindows", model="a model", window=16, overlap=8)
+
+
+def test_the_sampler_takes_a_clip_as_long_as_its_windows_allow(nodes):
+    """Without Windows the Sampler refuses 64 frames for the embedded default (it takes 32); with them it samples
+    them, exactly as the native chain does with the same patch."""
+    long = nodes.run("LuminaVideoEmptyLatent", width=64, height=64, frames=64, batch_size=1)[0]
+    with pytest.raises(ValueError, match="frames 64 is outside what the embedded default was trained for"):
+        nodes.sample(latent=long)
+    windowed = nodes.run("LuminaVideoWindows", model=nodes.model, window=16, overlap=8, fuse="pyramid", shift=True)[0]
+    node = nodes.sample(model=windowed, latent=long, seed=4, steps=0)
+    chain = native_chain(nodes, "embedded-MultiScale", 4, nodes.positive, nodes.negative, windowed, (1, 16, 16, 8, 8))
+    assert torch.equal(node, chain)
+    with pytest.raises(ValueError, match="step caching.*can't be combined with Lumina-Video Windows"):
+        nodes.sample(model=windowed, latent=long, cache=0.2)
