@@ -164,6 +164,25 @@ def test_temporal_chunks_and_frame_slices_do_not_change_the_result(micro, monkey
     assert (alone - by_pairs[:, :, 8:16]).abs().max() > 1e-2
 
 
+def test_lookahead_decoder_moves_within_the_first_latent_frame(micro):
+    """The shipped decoder draws the 4 frames of latent frame 0 alike; with decoder_lookahead (same weights) they
+    differ, chunked decoding (the next latent frame taken from the next chunk) equals decoding at once, and the
+    default config decodes as before."""
+    from dataclasses import replace
+
+    latent = noise(1, 16, 6, 2, 3)
+    ahead = CogVideoXVAE(replace(micro.config, decoder_lookahead=True)).eval()
+    ahead.load_state_dict(micro.state_dict())
+    with torch.no_grad():
+        plain = micro.decode_model_latent(latent, latent_frames_per_chunk=6)
+        by_pairs = ahead.decode_model_latent(latent, latent_frames_per_chunk=2)
+        at_once = ahead.decode_model_latent(latent, latent_frames_per_chunk=6)
+    assert (plain[:, :, 1:4] - plain[:, :, :1]).abs().max() < 1e-6, "the causal decoder's first frames are alike"
+    assert (by_pairs[:, :, 1:4] - by_pairs[:, :, :1]).abs().max() > 1e-3
+    assert torch.allclose(by_pairs, at_once, atol=1e-5)
+    assert CogVideoXVAEConfig.from_diffusers_config(ahead.config.to_dict()).decoder_lookahead
+
+
 def test_tiled_decode_is_close_to_untiled():
     torch.manual_seed(0)
     vae = CogVideoXVAE(CogVideoXVAEConfig.tiny()).eval()  # the embedded default's architecture, random weights

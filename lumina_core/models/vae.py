@@ -122,6 +122,10 @@ class CogVideoXVAEConfig:
     temporal_compression_ratio: int = 4
     scaling_factor: float = 1.15258426
     shift_factor: float = 0.0
+    decoder_lookahead: bool = False
+    """This pack's option, off for every CogVideoX VAE: the decoder's latent-conditioned norms move their modulation
+    from each latent frame towards the next one across the frames it decodes to (one latent frame of look-ahead), so
+    those frames can differ; the causal decoder otherwise draws the frames of the first latent frame alike."""
 
     def __post_init__(self):
         object.__setattr__(self, "block_out_channels", tuple(int(c) for c in self.block_out_channels))
@@ -288,6 +292,18 @@ class CausalConv3d(nn.Module):
         return in_frame_slices(output_frames, x.shape[2], frame_bytes=x[:, :, :1].numel() * x.element_size())
 
 
+def towards_next(p: torch.Tensor, frames: int) -> torch.Tensor:
+    """p [B, C, t + 1, h, w] (t latent frames and the next one) -> [B, C, frames, h, w]: each latent frame's value
+    moved linearly towards the next one's over the ``frames // t`` frames it decodes to (the first of them its own
+    value). Both modulations are 1x1x1 convolutions, so this equals interpolating the latent itself."""
+    now, following = p[:, :, :-1], p[:, :, 1:]
+    t = now.shape[2]
+    steps = frames // t
+    weights = torch.arange(steps, device=p.device, dtype=p.dtype) / steps  # [steps]
+    moved = now[:, :, :, None] + weights[:, None, None] * (following - now)[:, :, :, None]  # [B, C, t, steps, h, w]
+    return moved.flatten(2, 3)
+
+
 class SpatialNorm3D(nn.Module):
     """GroupNorm modulated by the latent: ``norm(f) * conv_y(z) + conv_b(z)``, z upsampled (nearest) to f.
 
@@ -296,17 +312,23 @@ class SpatialNorm3D(nn.Module):
     upsampled latent, without materialising it.
     """
 
-    def __init__(self, channels: int, latent_channels: int, groups: int, dtype=None, device=None):
+    def __init__(
+        self, channels: int, latent_channels: int, groups: int, lookahead: bool = False, dtype=None, device=None
+    ):
         super().__init__()
         factory = dict(dtype=dtype, device=device)
+        self.lookahead = lookahead
         self.norm_layer = nn.GroupNorm(groups, channels, eps=1e-6, **factory)
         self.conv_y = CausalConv3d(latent_channels, channels, 1, **factory)
         self.conv_b = CausalConv3d(latent_channels, channels, 1, **factory)
 
     def forward(self, f: torch.Tensor, z: torch.Tensor, cache: dict, segments: int) -> torch.Tensor:
-        """f [B, C, T, H, W], z [B, L, t, h, w] with T, H, W integer multiples of t, h, w -> [B, C, T, H, W]."""
-        scale, shift = self.conv_y(z, cache), self.conv_b(z, cache)  # [B, C, t, h, w]
+        """f [B, C, T, H, W], z [B, L, t, h, w] with T, H, W integer multiples of t, h, w -> [B, C, T, H, W].
+        With ``lookahead``, z holds one more frame, the next latent frame, and t counts the others."""
+        scale, shift = self.conv_y(z, cache), self.conv_b(z, cache)  # [B, C, t (+1), h, w]
         out = group_norm(f, self.norm_layer, segments)
+        if self.lookahead:
+            scale, shift = (towards_next(p, out.shape[2]) for p in (scale, shift))
         b, c, t, h, w = scale.shape
         T, H, W = out.shape[2:]
         blocks = out.view(b, c, t, T // t, h, H // h, w, W // w)
@@ -321,7 +343,15 @@ class ResnetBlock3D(nn.Module):
     """Two (norm, SiLU, causal conv) stages and a residual; spatial norms in the decoder."""
 
     def __init__(
-        self, in_channels, out_channels, groups, eps, latent_channels: Optional[int] = None, dtype=None, device=None
+        self,
+        in_channels,
+        out_channels,
+        groups,
+        eps,
+        latent_channels: Optional[int] = None,
+        lookahead: bool = False,
+        dtype=None,
+        device=None,
     ):
         super().__init__()
         factory = dict(dtype=dtype, device=device)
@@ -329,8 +359,8 @@ class ResnetBlock3D(nn.Module):
             self.norm1 = nn.GroupNorm(groups, in_channels, eps=eps, **factory)
             self.norm2 = nn.GroupNorm(groups, out_channels, eps=eps, **factory)
         else:
-            self.norm1 = SpatialNorm3D(in_channels, latent_channels, groups, **factory)
-            self.norm2 = SpatialNorm3D(out_channels, latent_channels, groups, **factory)
+            self.norm1 = SpatialNorm3D(in_channels, latent_channels, groups, lookahead, **factory)
+            self.norm2 = SpatialNorm3D(out_channels, latent_channels, groups, lookahead, **factory)
         self.conv1 = CausalConv3d(in_channels, out_channels, 3, **factory)
         self.conv2 = CausalConv3d(out_channels, out_channels, 3, **factory)
         if in_channels != out_channels:
@@ -420,10 +450,12 @@ class DownBlock3D(nn.Module):
 
 
 class MidBlock3D(nn.Module):
-    def __init__(self, channels, groups, eps, latent_channels: Optional[int] = None, dtype=None, device=None):
+    def __init__(
+        self, channels, groups, eps, latent_channels: Optional[int] = None, lookahead=False, dtype=None, device=None
+    ):
         super().__init__()
         self.resnets = nn.ModuleList(
-            ResnetBlock3D(channels, channels, groups, eps, latent_channels, dtype=dtype, device=device)
+            ResnetBlock3D(channels, channels, groups, eps, latent_channels, lookahead, dtype=dtype, device=device)
             for _ in range(2)
         )
 
@@ -444,6 +476,7 @@ class UpBlock3D(nn.Module):
         latent_channels,
         upsample: bool,
         compress_time: bool,
+        lookahead: bool = False,
         dtype=None,
         device=None,
     ):
@@ -451,7 +484,13 @@ class UpBlock3D(nn.Module):
         factory = dict(dtype=dtype, device=device)
         self.resnets = nn.ModuleList(
             ResnetBlock3D(
-                in_channels if i == 0 else out_channels, out_channels, groups, eps, latent_channels, **factory
+                in_channels if i == 0 else out_channels,
+                out_channels,
+                groups,
+                eps,
+                latent_channels,
+                lookahead,
+                **factory,
             )
             for i in range(layers)
         )
@@ -508,8 +547,9 @@ class Decoder3D(nn.Module):
         factory = dict(dtype=dtype, device=device)
         channels = tuple(reversed(config.block_out_channels))
         groups, eps, latent = config.norm_num_groups, config.norm_eps, config.latent_channels
+        self.lookahead = config.decoder_lookahead
         self.conv_in = CausalConv3d(latent, channels[0], 3, **factory)
-        self.mid_block = MidBlock3D(channels[0], groups, eps, latent, **factory)
+        self.mid_block = MidBlock3D(channels[0], groups, eps, latent, self.lookahead, **factory)
         self.up_blocks = nn.ModuleList(
             UpBlock3D(
                 channels[max(i - 1, 0)],
@@ -520,15 +560,21 @@ class Decoder3D(nn.Module):
                 latent,
                 upsample=i < len(channels) - 1,
                 compress_time=i < _temporal_levels(config),
+                lookahead=self.lookahead,
                 **factory,
             )
             for i in range(len(channels))
         )
-        self.norm_out = SpatialNorm3D(channels[-1], latent, groups, **factory)
+        self.norm_out = SpatialNorm3D(channels[-1], latent, groups, self.lookahead, **factory)
         self.conv_out = CausalConv3d(channels[-1], config.out_channels, 3, **factory)
 
-    def forward(self, z: torch.Tensor, cache: dict, segments: int) -> torch.Tensor:
+    def forward(
+        self, z: torch.Tensor, cache: dict, segments: int, z_next: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """``z_next``: the latent frame after the chunk z (None at the end), read by look-ahead norms only."""
         x = self.conv_in(z, cache)
+        if self.lookahead:  # the norms see the next latent frame too (the last one holds at the end)
+            z = torch.cat([z, z[:, :, -1:] if z_next is None else z_next], dim=2)
         x = self.mid_block(x, cache, segments, z)
         for block in self.up_blocks:
             x = block(x, cache, segments, z)
@@ -663,8 +709,11 @@ class CogVideoXVAE(nn.Module):
         """Yield (first frame index, frames [B, 3, f, 8h, 8w]) chunk by chunk, the causal cache carried between them."""
         cache: dict = {}
         first = 0
-        for chunk in latent.split(latent_frames_per_chunk, dim=2):
-            frames = self.decoder(chunk, cache, segments=max(chunk.shape[2] // LATENT_FRAMES_PER_PAIR, 1))
+        chunks = latent.split(latent_frames_per_chunk, dim=2)
+        for index, chunk in enumerate(chunks):
+            following = chunks[index + 1][:, :, :1] if index + 1 < len(chunks) else None
+            segments = max(chunk.shape[2] // LATENT_FRAMES_PER_PAIR, 1)
+            frames = self.decoder(chunk, cache, segments=segments, z_next=following)
             yield first, frames
             first += frames.shape[2]
 

@@ -409,6 +409,14 @@ def one_step_predictions(models, clips, latents: torch.Tensor, generator) -> tor
     return xt + (1 - t_) * velocity
 
 
+def with_decoder_lookahead(vae: CogVideoXVAE) -> CogVideoXVAE:
+    """The same VAE, weights and all, with the decoder's one latent frame of look-ahead switched on (the encoder and
+    its latents are unchanged; the decoder then learns to use the next latent frame)."""
+    ahead = CogVideoXVAE(replace(vae.config, decoder_lookahead=True)).to(next(vae.parameters()).device)
+    ahead.load_state_dict(vae.state_dict())
+    return ahead
+
+
 def train_decoder(args):
     """Fine-tune the exported VAE's decoder, encoder frozen, on whole clips: on a share ``--decoder-dit-share``
     of steps it decodes the exported DiT's one-step predictions of the clip's latent instead of the latent.
@@ -421,6 +429,8 @@ def train_decoder(args):
     """
     torch.manual_seed(args.seed)
     models = embedded.load(device=args.device, where=args.export, with_audio=False)
+    if args.decoder_lookahead and not models.vae.config.decoder_lookahead:
+        models.vae = with_decoder_lookahead(models.vae)
     vae = models.vae.train().requires_grad_(False)
     vae.decoder.requires_grad_(True)
     lr = args.lr or 3e-4
@@ -536,6 +546,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="decoder stage: weight of an L1 loss on frame-to-frame differences (default 0: none)",
+    )
+    parser.add_argument(
+        "--decoder-lookahead",
+        action="store_true",
+        help="decoder stage: switch on the decoder's look-ahead of one latent frame (CogVideoXVAEConfig."
+        "decoder_lookahead) before training, so the frames of one latent frame can differ",
     )
     parser.add_argument(
         "--temporal-early-weight",
