@@ -74,7 +74,7 @@ def test_colour_follows_the_prompt(accuracies, preset):
 
 @pytest.mark.xfail(
     reason=NOT_YET.format(
-        "shape 0.54 single-scale, 0.57 multi-scale here (0.55 / 0.56 in evaluate), of 0.90: squares and triangles come "
+        "shape 0.54 single-scale, 0.57 multi-scale here (0.54 / 0.56 in evaluate), of 0.90: squares and triangles come "
         "out with rounded corners and read as circles, more often at the faster top speed that motion guidance gives"
     ),
     strict=False,
@@ -134,8 +134,8 @@ def test_ground_truth_starts_moving_and_runs_steadily(timing):
 
 @pytest.mark.xfail(
     reason=NOT_YET_IN_TIME.format(
-        "through the VAE alone 0.00 of the clips start with at most one still frame here (0.00 in evaluate), "
-        "of 0.95: every clip comes back with 4, the VAE decoding latent frame 0 into four equal frames"
+        "through the VAE alone 0.51 of the clips start with at most one still frame in evaluate, of 0.95 (0.00 "
+        "before the decoder's look-ahead of 2026-12-07): real clips come back with 1 to 3"
     ),
     strict=True,
 )
@@ -143,21 +143,14 @@ def test_the_vae_keeps_the_start_moving(timing):
     assert starts_moving(timing["vae"]), timing["vae"]
 
 
-@pytest.mark.xfail(
-    reason=NOT_YET_IN_TIME.format(
-        "through the VAE alone the median clip's stutter is 3.10 here (3.13 in evaluate), of at most 2.0: "
-        "mostly the jump that catches up after the four still frames"
-    ),
-    strict=True,
-)
 def test_the_vae_keeps_the_motion_steady(timing):
     assert runs_steadily(timing["vae"]), timing["vae"]
 
 
 @pytest.mark.xfail(
     reason=NOT_YET_IN_TIME.format(
-        "0.00 of the videos start with at most one still frame here under both presets (0.00 in evaluate), "
-        "of 0.95: every one starts with 4, as the VAE decodes them"
+        "0.96 single-scale and 0.90 multi-scale of the videos start with at most one still frame in evaluate, of "
+        "0.95 on this test's clips too (0.00 before the decoder's look-ahead of 2026-12-07)"
     ),
     strict=True,
 )
@@ -168,8 +161,8 @@ def test_videos_start_moving(timing, preset):
 
 @pytest.mark.xfail(
     reason=NOT_YET_IN_TIME.format(
-        "the median video's stutter is 5.21 single-scale, 5.23 multi-scale here (5.41 / 5.08 in evaluate), "
-        "of at most 2.0: the largest moves come at the 4-frame group borders"
+        "the median video's stutter is 3.06 single-scale, 3.03 multi-scale in evaluate (5.41 / 5.08 before the "
+        "decoder's look-ahead of 2026-12-07), of at most 2.0: the largest moves still come at group borders"
     ),
     strict=True,
 )
