@@ -31,6 +31,18 @@ from .request import VAE_SPATIAL, VAE_TEMPORAL
 MECHANISMS = ("replace", "timestep")
 
 
+def check_denoise(denoise: float) -> None:
+    if not 0 < denoise <= 1:
+        raise ValueError(f"denoise {denoise} must lie in (0, 1]: 1 redraws everything, near 0 keeps the input")
+
+
+def denoised_times(times: list[float], denoise: float) -> list[float]:
+    """The time grid from 1 - denoise on: that time, then the grid's later points (the whole grid at denoise 1)."""
+    check_denoise(denoise)
+    start = 1.0 - denoise
+    return [start] + [t for t in times if t > start] if start > times[0] else times
+
+
 @dataclass(frozen=True)
 class Conditioning:
     """What is known of a video latent, and how sampling holds to it (see the module docstring)."""
@@ -43,8 +55,7 @@ class Conditioning:
     seed: int = 0  # of the fresh noise that resampling adds
 
     def __post_init__(self):
-        if not 0 < self.denoise <= 1:
-            raise ValueError(f"denoise {self.denoise} must lie in (0, 1]: 1 redraws everything, near 0 keeps the input")
+        check_denoise(self.denoise)
         if not 0 <= self.strength <= 1:
             raise ValueError(f"strength {self.strength} must lie in [0, 1] (1 holds the known region exactly)")
 
@@ -61,9 +72,7 @@ class Conditioning:
             )
 
     def times(self, times: list[float]) -> list[float]:
-        """The time grid from 1 - denoise on: the grid's later points after it (all of them at denoise 1)."""
-        start = 1.0 - self.denoise
-        return [start] + [t for t in times if t > start] if start > times[0] else times
+        return denoised_times(times, self.denoise)
 
     def start(self, noise: torch.Tensor, t: float) -> torch.Tensor:
         """The state at the first time: noise at t = 0, else the known latent noised to t (video-to-video)."""

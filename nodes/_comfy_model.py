@@ -239,22 +239,6 @@ def native_model(
     return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
 
 
-class ReferenceModel:
-    """A native model's Next-DiT seen through the engine's call (the reference's time and velocity), so that
-    ``lumina_core.sampling.sample`` runs on the very module ComfyUI loaded, patched (LoRA, merges) and cast."""
-
-    def __init__(self, dit: ComfyNextDiT):
-        self.dit = dit
-
-    def __call__(self, x, t, cap_feats, cap_mask, motion_score, patch):
-        return self.dit.reference_forward(x, t, cap_feats, cap_mask, motion_score, patch)
-
-    def __getattr__(self, name):
-        if name == "dit":  # not set yet (copy, pickle): don't recurse
-            raise AttributeError(name)
-        return getattr(self.dit, name)
-
-
 def is_lumina_video(model) -> bool:
     """Whether a MODEL (ModelPatcher) holds a Lumina-Video Next-DiT."""
     return isinstance(getattr(getattr(model, "model", None), "diffusion_model", None), ComfyNextDiT)
@@ -289,24 +273,6 @@ def conditioning(condition: TextCondition, **extra) -> list:
 def with_values(conditioning_in: list, **values) -> list:
     """A copy of a CONDITIONING with ``values`` set on every entry (as ComfyUI's node_helpers does)."""
     return [[features, {**options, **values}] for features, options in conditioning_in]
-
-
-def text_condition(conditioning_in: list, input_name: str) -> TextCondition:
-    """The one prompt of a CONDITIONING as the engine's TextCondition; several entries (combined prompts) are refused
-    with what to use instead."""
-    if not conditioning_in:
-        raise ValueError(f"{input_name} is an empty conditioning")
-    if len(conditioning_in) > 1:
-        raise ValueError(
-            f"{input_name} holds {len(conditioning_in)} prompts (combined or concatenated conditionings); the "
-            "Lumina-Video Sampler takes one per input. Sample combined conditionings with KSampler or "
-            "SamplerCustomAdvanced after Lumina-Video Multi-Scale and Lumina-Video Guidance"
-        )
-    features, options = conditioning_in[0]
-    mask = options.get("attention_mask")
-    if mask is None:
-        mask = torch.ones(features.shape[:2], dtype=torch.long)
-    return TextCondition(features.float().cpu(), mask.long().cpu())
 
 
 # --------------------------------------------------------------------------- model patches

@@ -32,7 +32,7 @@ from ..lumina_core.models.vae import FrameCountError, frames_for, latent_frames_
 from ..lumina_core.request import MAX_FRAMES, VAE_SPATIAL, VAE_TEMPORAL
 from . import _comfy
 from ._comfy import io
-from .sockets import LuminaVAE
+from .sockets import LuminaVAE, video_samples
 
 CATEGORY = "Lumina-Video/conditioning"
 VAE_TOOLTIP = "The VAE from Lumina-Video VAE Loader (the one the model was trained with)."
@@ -60,13 +60,7 @@ def as_latent(conditioning: Conditioning) -> dict:
 
 def video_of(latent: dict) -> tuple[int, int, int]:
     """A video LATENT -> (frames, height, width) in pixels; anything else is refused."""
-    samples = latent["samples"]
-    if samples.ndim != 5:
-        raise ValueError(
-            f"latent {tuple(samples.shape)} is not a video latent [batch, 16, frames/4, height/8, width/8]; "
-            "use Lumina-Video Empty Latent"
-        )
-    _, _, latent_frames, h, w = samples.shape
+    _, _, latent_frames, h, w = video_samples(latent).shape
     return frames_for(latent_frames), h * VAE_SPATIAL, w * VAE_SPATIAL
 
 

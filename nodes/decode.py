@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from ..lumina_core.models.vae import frames_for
 from ..lumina_core.pipeline import decode_latent
 from . import _comfy
 from ._comfy import io
-from .sockets import LuminaVAE
+from .sockets import LuminaVAE, video_samples
 
 
 class LuminaVideoVAEDecode(io.ComfyNode):
@@ -64,12 +63,7 @@ class LuminaVideoVAEDecode(io.ComfyNode):
     def execute(
         cls, vae, latent: dict, tiled: bool = True, tile_size: int = 256, tile_overlap: int = 64
     ) -> io.NodeOutput:
-        samples = latent["samples"]
-        if samples.ndim != 5:
-            raise ValueError(
-                f"latent {tuple(samples.shape)} is not a video latent [batch, 16, frames/4, height/8, width/8]"
-            )
-        frames_for(samples.shape[2])  # a clear message for odd latent frame counts
+        samples = video_samples(latent)
         tile, overlap = tile_size // 8, tile_overlap // 8
         if tiled and not 0 <= overlap < tile:
             raise ValueError(f"tile_overlap {tile_overlap} px must be smaller than tile_size {tile_size} px")

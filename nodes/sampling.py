@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 
 from ..lumina_core import embedded, preview
-from ..lumina_core.conditioning import Conditioning
+from ..lumina_core.conditioning import denoised_times
 from ..lumina_core.models.vae import frames_for
 from ..lumina_core.request import (
     MAX_BATCH,
@@ -37,6 +37,7 @@ from ..lumina_core.sampling import (
 )
 from . import _comfy
 from ._comfy import io
+from .sockets import video_samples
 
 SIZE_MULTIPLE, FRAME_MULTIPLE = side_multiple(), frame_multiple()
 FROM_PRESET = "preset"
@@ -410,12 +411,7 @@ class LuminaVideoSampler(io.ComfyNode):
 
         source = _comfy_model.require_lumina_video(model)
         dit = model.model.diffusion_model
-        samples = latent["samples"]
-        if samples.ndim != 5:
-            raise ValueError(
-                f"latent {tuple(samples.shape)} is not a video latent [batch, 16, frames/4, height/8, width/8]; "
-                "use Lumina-Video Empty Latent"
-            )
+        samples = video_samples(latent)
         batch, _, latent_frames, h, w = samples.shape
         frames, windows = frames_for(latent_frames), _comfy_model.windows_of(model)
         window = VAE_TEMPORAL * windows.length if windows is not None and not windows.covers(latent_frames) else None
@@ -437,7 +433,7 @@ class LuminaVideoSampler(io.ComfyNode):
                 f"it has {', '.join(map(str, dit.patch_sizes))}"
             )
         # the engine's grid, started later for denoise below 1 exactly as the engine's conditioning starts it
-        sigmas = 1.0 - torch.tensor(Conditioning(samples, denoise=denoise).times(config.times()))
+        sigmas = 1.0 - torch.tensor(denoised_times(config.times(), denoise))
         guided, cfg = reference_sampling(model, config)
         if cache.active:
             if windows is not None:

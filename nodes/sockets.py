@@ -11,7 +11,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..lumina_core.models.vae import frames_for
 from ._comfy import io
+
+
+def video_samples(latent: dict):
+    """A video LATENT's samples [B, 16, K, h, w]; anything else (an image latent, an odd latent frame count) is refused
+    with what to use instead."""
+    samples = latent["samples"]
+    if samples.ndim != 5:
+        raise ValueError(
+            f"latent {tuple(samples.shape)} is not a video latent [batch, 16, frames/4, height/8, width/8]; "
+            "use Lumina-Video Empty Latent"
+        )
+    frames_for(samples.shape[2])  # a clear message for odd latent frame counts
+    return samples
+
 
 LuminaVAE = io.Custom("LUMINAVIDEO_VAE")
 LuminaV2A = io.Custom("LUMINAVIDEO_V2A")

@@ -28,3 +28,31 @@ def load_comfyui_and_pack(comfyui_root: str):
     sys.modules[PACKAGE] = pack
     spec.loader.exec_module(pack)
     return pack
+
+
+class EngineView:
+    """A native model's Next-DiT seen through the engine's call (the reference's time and velocity), so that
+    ``lumina_core.sampling.sample`` runs on the very module ComfyUI loaded, patched and cast: the tests' reference."""
+
+    def __init__(self, dit):
+        self.dit = dit
+
+    def __call__(self, x, t, cap_feats, cap_mask, motion_score, patch):
+        return self.dit.reference_forward(x, t, cap_feats, cap_mask, motion_score, patch)
+
+    def __getattr__(self, name):
+        if name == "dit":  # not set yet (copy, pickle): don't recurse
+            raise AttributeError(name)
+        return getattr(self.dit, name)
+
+
+def text_condition(conditioning: list):
+    """A one-prompt CONDITIONING as the engine's TextCondition (features [1, L, D] and mask on the CPU)."""
+    import torch
+    from lumina_video.lumina_core.models.text import TextCondition
+
+    ((features, options),) = conditioning
+    mask = options.get("attention_mask")
+    if mask is None:
+        mask = torch.ones(features.shape[:2], dtype=torch.long)
+    return TextCondition(features.float().cpu(), mask.long().cpu())

@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 
-from tests.integration.inprocess import load_comfyui_and_pack
+from tests.integration.inprocess import EngineView, load_comfyui_and_pack, text_condition
 
 
 def main(argv=None) -> int:
@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     from lumina_video.lumina_core.sampling import make_noise, preset, sample, scale_and_cutoff
     from lumina_video.lumina_core.toyworld.metrics import detect_colour, detect_direction, detect_shape
     from lumina_video.lumina_core.toyworld.world import heldout_clips, parse_caption
-    from lumina_video.nodes import _comfy_model, loaders, native, text
+    from lumina_video.nodes import loaders, native, text
 
     torch.set_grad_enabled(False)
     model = loaders.LuminaVideoModelLoader.execute("embedded (toy world, CPU)").result[0]
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     config = preset(args.preset)
     cfg = scale_and_cutoff(config.cfg)[0] + 1
     vae = pack.lumina_core.embedded.load(with_audio=False).vae
-    reference = _comfy_model.ReferenceModel(model.model.diffusion_model)
+    reference = EngineView(model.model.diffusion_model)
 
     right = {"native": [0, 0, 0], "engine": [0, 0, 0]}
     differences, same_reads = [], 0
@@ -58,8 +58,8 @@ def main(argv=None) -> int:
                 disable_pbar=True, seed=index,
             ),
             "engine": sample(
-                reference, noise, _comfy_model.text_condition(positive, "positive"),
-                _comfy_model.text_condition(negative, "negative"), config,
+                reference, noise, text_condition(positive),
+                text_condition(negative), config,
             ),
         }  # fmt: skip
         differences.append((sampled["native"] - sampled["engine"]).abs().max().item())

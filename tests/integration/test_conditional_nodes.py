@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from .inprocess import EngineView, text_condition
 from .test_nodes_in_comfyui import Nodes
 
 PRESET = "embedded-MultiScale"
@@ -55,14 +56,13 @@ def sampled(nodes, latent: dict, text: str, **changes) -> torch.Tensor:
 def engine(nodes, known, text: str) -> torch.Tensor:
     """The engine's sampler (the command line's) on the same module, seed and preset, held to ``known``."""
     from lumina_video.lumina_core.sampling import make_noise, preset, sample
-    from lumina_video.nodes import _comfy_model
 
     positive, negative = prompts(nodes, text)
     return sample(
-        _comfy_model.ReferenceModel(nodes.model.model.diffusion_model),
+        EngineView(nodes.model.model.diffusion_model),
         make_noise((1, 16, 4, 8, 8), SEED),
-        _comfy_model.text_condition(positive, "positive"),
-        _comfy_model.text_condition(negative, "negative"),
+        text_condition(positive),
+        text_condition(negative),
         preset(PRESET),
         known=known,
     )

@@ -13,6 +13,8 @@ from collections import Counter
 import pytest
 import torch
 
+from .inprocess import EngineView, text_condition
+
 EMBEDDED = "embedded (toy world, CPU)"
 PROMPT = "a red circle moving right"
 FAST_STEPS = 6
@@ -113,9 +115,8 @@ def test_the_sampler_node_samples_what_the_native_chain_samples(nodes, preset_na
     on those pieces, so it is 0). Against the engine's own sampler (the command line) it is within 3e-5, the
     samplers' arithmetic (docs/native.md)."""
     from lumina_video.lumina_core.sampling import make_noise, preset, sample
-    from lumina_video.nodes import _comfy_model
 
-    reference = _comfy_model.ReferenceModel(nodes.model.model.diffusion_model)
+    reference = EngineView(nodes.model.model.diffusion_model)
     for prompt, seed in (("a blue square moving up", 3), ("a green triangle moving left", 8)):
         positive, negative = nodes.run("LuminaVideoTextEncode", model=nodes.model, positive=prompt)
         node = nodes.sample(positive=positive, negative=negative, preset=preset_name, seed=seed, steps=0)
@@ -124,8 +125,8 @@ def test_the_sampler_node_samples_what_the_native_chain_samples(nodes, preset_na
         engine = sample(
             reference,
             make_noise(node.shape, seed),
-            _comfy_model.text_condition(positive, "positive"),
-            _comfy_model.text_condition(negative, "negative"),
+            text_condition(positive),
+            text_condition(negative),
             preset(preset_name),
         )
         assert (node - engine).abs().max().item() < 3e-5, f"{preset_name}, {prompt!r}: against the engine"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from .inprocess import EngineView, text_condition
 from .test_nodes_in_comfyui import Nodes, native_chain
 
 PROMPT = "a blue circle moving right"
@@ -24,17 +25,16 @@ def test_a_long_clip_in_windows_is_the_engines(nodes):
     from lumina_video.lumina_core.pipeline import decode_latent
     from lumina_video.lumina_core.sampling import WindowPlan, make_noise, preset, sample
     from lumina_video.lumina_core.toyworld.metrics import detect_colour
-    from lumina_video.nodes import _comfy_model
 
     windowed = nodes.run("LuminaVideoWindows", model=nodes.model, window=16, overlap=8, fuse="pyramid", shift=True)[0]
     positive, negative = nodes.run("LuminaVideoTextEncode", model=windowed, positive=PROMPT)
     shape = (1, 16, 16, 8, 8)
     chain = native_chain(nodes, "embedded-MultiScale", 4, positive, negative, model=windowed, shape=shape)
     engine = sample(
-        _comfy_model.ReferenceModel(nodes.model.model.diffusion_model),
+        EngineView(nodes.model.model.diffusion_model),
         make_noise(shape, 4),
-        _comfy_model.text_condition(positive, "positive"),
-        _comfy_model.text_condition(negative, "negative"),
+        text_condition(positive),
+        text_condition(negative),
         preset("embedded-MultiScale"),
         windows=WindowPlan(4, 2, "pyramid"),
     )
