@@ -1,10 +1,15 @@
-"""Conditional generation by replacement: known latents held in place while the model samples the rest.
+"""Conditional generation: known latents held in place while the model samples the rest.
 
 A ``Conditioning`` is a model-space latent, a mask on the latent grid saying where it is known (1 known, 0
-generated, soft values in between), a strength and a denoise amount. At every step of the flow the known region
-of the state is set to the known latent brought to the step's time with the run's own noise,
-x_t = t * known + (1 - t) * noise (t = 0 noise, 1 data), so that it ends as the known latent exactly and the model
-draws the rest in harmony with it. Nothing is trained for this, so it works with released weights too.
+generated, soft values in between), a strength, a denoise amount and a mechanism:
+
+- ``replace``: at every step of the flow the known region of the state is set to the known latent brought to the
+  step's time with the run's own noise, x_t = t * known + (1 - t) * noise (t = 0 noise, 1 data), so that it ends
+  as the known latent exactly and the model draws the rest in harmony with it. Nothing is trained for this, so
+  it works with released weights too.
+- ``timestep`` (LTX-Video's): every latent cell has its own time (``Conditioning.cell_times``), known cells clean
+  at t = 1, and the model is told so per token; it needs a model fine-tuned with such conditioning.
+
 Video-to-video starts the flow at t = 1 - denoise from the input's latent noised to that time.
 
 Pixels map onto the latent grid by the VAE's rule (``request.VAE_SPATIAL``, ``request.VAE_TEMPORAL``): 8x8 pixels
@@ -53,9 +58,14 @@ class Conditioning:
     denoise: float = 1.0  # in (0, 1]: sampling starts at t = 1 - denoise from ``latent`` noised to that time
     resample: int = 0  # RePaint's resampling: each step is redone this many times from the state noised back
     seed: int = 0  # of the fresh noise that resampling adds
+    mechanism: str = "replace"  # or "timestep": known cells get their own time (``cell_times``), for trained models
 
     def __post_init__(self):
         check_denoise(self.denoise)
+        if self.mechanism not in MECHANISMS:
+            raise ValueError(f"conditioning mechanism {self.mechanism!r} is not one of {', '.join(MECHANISMS)}")
+        if self.mechanism == "timestep" and self.resample:
+            raise ValueError("resampling goes with the replace mechanism; per-token timesteps hold known cells clean")
         if not 0 <= self.strength <= 1:
             raise ValueError(f"strength {self.strength} must lie in [0, 1] (1 holds the known region exactly)")
 
@@ -75,8 +85,19 @@ class Conditioning:
         return denoised_times(times, self.denoise)
 
     def start(self, noise: torch.Tensor, t: float) -> torch.Tensor:
-        """The state at the first time: noise at t = 0, else the known latent noised to t (video-to-video)."""
+        """The state at the first time: noise at t = 0, else the known latent noised to t (video-to-video).
+        Per-token timesteps start each cell at its own time (``cell_times``)."""
+        if self.mechanism == "timestep" and self.keep is not None:
+            times = self.cell_times(t)[:, None]
+            return times * self.latent + (1 - times) * noise
         return noise if t == 0 else t * self.latent + (1 - t) * noise
+
+    def cell_times(self, t: float) -> torch.Tensor:
+        """Per-token timesteps (LTX-Video's conditioning): each latent cell's time when the sampler is at t,
+        max(t, keep * strength) [B or 1, K, h, w]. A cell kept at strength 1 stays clean (t = 1) all along; at
+        strength s it waits at time s, noised that far, until the sampler passes s and denoises it with the rest."""
+        weight = self.keep[:, 0] * self.strength
+        return weight.clamp(min=t)
 
     def apply(self, x: torch.Tensor, t: float, noise: torch.Tensor) -> torch.Tensor:
         """``x`` with its known region set to the known latent at time t (exactly, where keep * strength is 1)."""
@@ -99,10 +120,12 @@ class Conditioning:
         first = items[0]
 
         def settings(c):
-            return c.strength, c.denoise, c.resample, c.seed, c.keep is None
+            return c.strength, c.denoise, c.resample, c.seed, c.mechanism, c.keep is None
 
         if any(settings(c) != settings(first) for c in items):
-            raise ValueError("conditionings stacked into one batch need one strength, denoise, resampling and mask use")
+            raise ValueError(
+                "conditionings stacked into one batch need one strength, denoise, resampling, mechanism and mask use"
+            )
         keep = None if first.keep is None else torch.cat([c.keep for c in items])
         return replace(first, latent=torch.cat([c.latent for c in items]), keep=keep)
 

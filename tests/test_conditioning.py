@@ -146,6 +146,36 @@ def test_resampling_redoes_each_step_from_the_state_noised_back_and_still_ends_o
     assert earlier.std().item() == pytest.approx(1 - 0.3, rel=0.01)  # the path's noise level at t = 0.3
 
 
+def test_per_token_timesteps_hold_known_cells_clean_and_tell_the_model_their_times():
+    seen = []
+
+    def recording_velocity(x, t, cell_times=None):
+        seen.append((t, cell_times))
+        return fake_velocity(x, t)
+
+    keep = torch.zeros(1, 1, 4, 8, 8)
+    keep[:, :, 0] = 1
+    keep[:, :, 3] = 0.5  # strength 0.5 there: waits at t = 0.5, then is denoised with the rest
+    latent, noise = torch.randn(2, 16, 4, 8, 8), make_noise((2, 16, 4, 8, 8), seed=2)
+    known = Conditioning(latent, keep, mechanism="timestep")
+    times = time_grid(8, 3.0).tolist()
+    states = []
+    x = integrate(recording_velocity, noise, times, "midpoint", lambda *a: states.append(a[-1]), known=known)
+    assert all(torch.equal(state[:, :, 0], latent[:, :, 0]) for state in states)  # never moved off the known latent
+    assert all(bool((cells[:, 0] == 1).all()) for _, cells in seen)
+    waiting = [state[:, :, 3] for t, state in zip(times[1:], states) if t <= 0.5]
+    assert waiting and all(torch.equal(w, 0.5 * latent[:, :, 3] + 0.5 * noise[:, :, 3]) for w in waiting)
+    assert all(torch.equal(cells[:, 1:3], torch.full_like(cells[:, 1:3], t)) for t, cells in seen)
+    assert not torch.allclose(x[:, :, 3], waiting[0])  # moved once the sampler passed its strength
+
+
+def test_mechanisms_are_named_and_resampling_goes_with_replacement():
+    with pytest.raises(ValueError, match="'inject' is not one of replace, timestep"):
+        Conditioning(torch.zeros(1, 16, 2, 4, 4), mechanism="inject")
+    with pytest.raises(ValueError, match="resampling goes with the replace mechanism"):
+        Conditioning(torch.zeros(1, 16, 2, 4, 4), torch.ones(1, 1, 2, 4, 4), resample=1, mechanism="timestep")
+
+
 def test_soft_masks_and_strength_blend_towards_the_noised_known_latent():
     x, noise, latent = torch.zeros(1, 16, 2, 4, 4), torch.ones(1, 16, 2, 4, 4), torch.full((1, 16, 2, 4, 4), 3.0)
     known = Conditioning(latent, torch.full((1, 1, 2, 4, 4), 0.5), strength=0.5)

@@ -138,6 +138,39 @@ def test_negative_motion_means_no_condition(tiny_model):
     assert zero_emb.abs().sum() > 0  # so "no condition" is not the same as motion 0
 
 
+@pytest.mark.parametrize("scale", SCALES)
+def test_a_time_per_cell_equal_everywhere_is_the_scalar_time(tiny_model, scale):
+    x = torch.randn(2, 16, 4, 8, 8)
+    cap, mask = caption()
+    motion, patch = torch.full((2,), 6.0), PatchSize(*scale)
+    with torch.no_grad():
+        scalar = tiny_model(x, torch.full((2,), 0.3), cap, mask, motion, patch)
+        per_cell = tiny_model(x, torch.full((2, 4, 8, 8), 0.3), cap, mask, motion, patch)
+    assert_same(per_cell, scalar)
+
+
+def test_a_token_takes_the_mean_time_of_its_cells_and_the_times_matter(tiny_model):
+    x = torch.randn(1, 16, 4, 8, 8)
+    cap, mask = caption(batch=1)
+    motion, patch = torch.full((1,), 6.0), PatchSize(2, 2)
+    split, mean = torch.full((1, 4, 8, 8), 0.25), torch.full((1, 4, 8, 8), 0.25)
+    split[:, 0] = 1.0  # latent frame 0 clean, frame 1 at 0.25: their tokens (temporal patch 2) sit at 0.625
+    mean[:, :2] = 0.625
+    with torch.no_grad():
+        by_cells = tiny_model(x, split, cap, mask, motion, patch)
+        by_tokens = tiny_model(x, mean, cap, mask, motion, patch)
+        scalar = tiny_model(x, torch.full((1,), 0.25), cap, mask, motion, patch)
+    assert_same(by_cells, by_tokens)
+    assert not torch.allclose(by_cells, scalar, atol=1e-3)
+
+
+def test_per_cell_times_of_another_grid_are_refused(tiny_model):
+    x = torch.randn(1, 16, 4, 8, 8)
+    cap, mask = caption(batch=1)
+    with pytest.raises(ValueError, match=r"per-cell times \(1, 4, 4, 8\) don't match"):
+        tiny_model(x, torch.zeros(1, 4, 4, 8), cap, mask, torch.full((1,), 6.0), PatchSize(1, 2))
+
+
 def test_velocity_shape_for_a_single_image_with_temporal_patch(tiny_model):
     x = torch.randn(1, 16, 1, 8, 8)
     cap, mask = caption(batch=1)

@@ -142,8 +142,8 @@ class NextDiTBlock(nn.Module):
         )
 
     def forward(self, x, rope, y, y_mask, c):
-        """x [B, L, dim], c [B, min(dim, 1024)] -> [B, L, dim]."""
-        scale_msa, gate_msa, scale_mlp, gate_mlp = self.adaLN_modulation(c)[:, None].chunk(4, dim=-1)
+        """x [B, L, dim], c [B, min(dim, 1024)] or per token [B, L, min(dim, 1024)] -> [B, L, dim]."""
+        scale_msa, gate_msa, scale_mlp, gate_mlp = per_token(self.adaLN_modulation(c)).chunk(4, dim=-1)
         h = self.attention(self.attention_norm1(x) * (1 + scale_msa), rope, self.attention_y_norm(y), y_mask)
         x = x + gate_msa.tanh() * self.attention_norm2(h)
         h = self.feed_forward(self.ffn_norm1(x) * (1 + scale_mlp))
@@ -162,7 +162,7 @@ class FinalLayer(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), operations.Linear(min(dim, 1024), dim, bias=True, **factory))
 
     def forward(self, x, c):
-        scale = 1 + self.adaLN_modulation(c)[:, None]
+        scale = 1 + per_token(self.adaLN_modulation(c))
         return self.linear(self.norm_final(x) * scale)
 
 
@@ -343,8 +343,8 @@ class MultiScaleNextDiT(nn.Module):
             )
 
     def forward(self, x, t, cap_feats, cap_mask, motion_score, patch: PatchSize):
-        """x [B, C, F, H, W], t [B], cap_feats [B, Ly, cap_dim], cap_mask [B, Ly], motion_score [B]
-        -> velocity [B, C, F, H, W]."""
+        """x [B, C, F, H, W], t [B] or a time per latent cell [B, F, H, W], cap_feats [B, Ly, cap_dim],
+        cap_mask [B, Ly], motion_score [B] -> velocity [B, C, F, H, W]."""
         inputs = self.embed(x, t, cap_feats, cap_mask, motion_score, patch)
         return self.final(inputs, self.run_blocks(inputs))
 
@@ -356,21 +356,41 @@ class MultiScaleNextDiT(nn.Module):
         rope = self.rope(grid, x.device)
         h = self.all_x_embedder[patch.checkpoint_key](tokens)
 
-        c = self.t_embedder(t * self.t_scale, dtype=h.dtype)
+        c = self.embed_time(t, x.shape, patch, h.dtype)
         motion = motion_score * self.motion_scale
         no_motion = motion < 0
-        motion_emb = self.motion_embedder(motion.masked_fill(no_motion, 0), dtype=h.dtype)
-        c = c + self.cap_embedder(masked_mean(cap_feats, cap_mask)) + motion_emb.masked_fill(no_motion[:, None], 0)
+        motion_emb = self.motion_embedder(motion.masked_fill(no_motion, 0), dtype=h.dtype).masked_fill(
+            no_motion[:, None], 0
+        )
+        caption = self.cap_embedder(masked_mean(cap_feats, cap_mask))
+        if c.ndim == 3:  # per token: the clip's conditioning reaches every token
+            caption, motion_emb = caption[:, None], motion_emb[:, None]
+        c = c + caption + motion_emb
         return DiTInputs(h, c, rope, cap_feats, cap_mask.bool(), grid, patch, x.shape[2])
+
+    def embed_time(self, t: torch.Tensor, shape, patch: PatchSize, dtype) -> torch.Tensor:
+        """t [B] -> [B, cond]; a time per latent cell [B, F, H, W] -> a time embedding per token [B, L, cond].
+
+        Per-token times are LTX-Video's way of conditioning: known tokens marked clean (t = 1) while the rest
+        is denoised. A token's time is the mean over the cells its patch covers.
+        """
+        if t.ndim == 1:
+            return self.t_embedder(t * self.t_scale, dtype=dtype)
+        batch, _, *grid = shape
+        if t.shape != (batch, *grid):
+            raise ValueError(f"per-cell times {tuple(t.shape)} don't match the latent's [B, F, H, W] {(batch, *grid)}")
+        cells = self.patchify(t[:, None], patch)[0].mean(-1)  # [B, L]
+        return self.t_embedder(cells.flatten() * self.t_scale, dtype=dtype).unflatten(0, cells.shape)
 
     def run_blocks(self, inputs: "DiTInputs") -> torch.Tensor:
         """The transformer blocks on the embedded tokens -> tokens [B, L, dim]."""
-        h, rope = inputs.h, inputs.rope
+        h, rope, c = inputs.h, inputs.rope, inputs.c
         with parallel.token_shards(h.shape[1]) as shards:  # None unless sequence parallel is set up
             if shards is not None:
                 h, rope = shards.shard(h), tuple(shards.shard(part, dim=0) for part in rope)
+                c = shards.shard(c) if c.ndim == 3 else c
             for layer in self.layers:
-                h = layer(h, rope, inputs.y, inputs.y_mask, inputs.c)
+                h = layer(h, rope, inputs.y, inputs.y_mask, c)
             return h if shards is None else shards.gather(h)
 
     def final(self, inputs: "DiTInputs", h: torch.Tensor) -> torch.Tensor:
@@ -383,13 +403,24 @@ class DiTInputs(NamedTuple):
     """What the blocks and the final layer need from ``MultiScaleNextDiT.embed``."""
 
     h: torch.Tensor  # tokens [B, L, dim]
-    c: torch.Tensor  # adaLN conditioning [B, min(dim, 1024)]
+    c: torch.Tensor  # adaLN conditioning [B, min(dim, 1024)], or per token [B, L, min(dim, 1024)]
     rope: tuple
     y: torch.Tensor  # caption features [B, Ly, cap_dim]
     y_mask: torch.Tensor  # [B, Ly] bool
     grid: tuple[int, int, int]
     patch: PatchSize
     frames: int
+
+
+def per_token(modulation: torch.Tensor) -> torch.Tensor:
+    """An adaLN modulation [B, D] (one time per sample) -> [B, 1, D]; per token [B, L, D] stays as it is."""
+    return modulation if modulation.ndim == 3 else modulation[:, None]
+
+
+def call_time(t: torch.Tensor) -> float:
+    """The sampler's time of a model call: t [B]'s first, or the least of per-cell times [B, F, H, W] (known cells
+    run ahead of the schedule, at t = 1)."""
+    return float(t.flatten()[0] if t.ndim == 1 else t.min())
 
 
 def masked_mean(feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -18,13 +18,13 @@ from typing import Callable, Optional
 
 import torch
 
-from ..models.nextdit import DiTInputs, PatchSize
+from ..models.nextdit import DiTInputs, PatchSize, call_time, per_token
 
 
 def first_block_input(model, inputs: DiTInputs) -> torch.Tensor:
     """The first block's modulated attention input, norm(h) * (1 + scale): TeaCache's signal."""
     block = model.layers[0]
-    scale = block.adaLN_modulation(inputs.c)[:, None].chunk(4, dim=-1)[0]
+    scale = per_token(block.adaLN_modulation(inputs.c)).chunk(4, dim=-1)[0]
     return block.attention_norm1(inputs.h) * (1 + scale)
 
 
@@ -76,7 +76,7 @@ class CachedModel:
         return getattr(self.model, name)
 
     def __call__(self, x, t, cap_feats, cap_mask, motion_score, patch: PatchSize) -> torch.Tensor:
-        now = float(t.flatten()[0])
+        now = call_time(t)
         if now < self.last_t and self.full + self.skipped:
             self.reset()
         self.last_t = now

@@ -14,12 +14,20 @@ NO_MOTION = -1.0
 
 
 def guided_velocity(
-    model, x, t: float, positive: TextCondition, negative: Optional[TextCondition], config: SamplingConfig
+    model,
+    x,
+    t: float,
+    positive: TextCondition,
+    negative: Optional[TextCondition],
+    config: SamplingConfig,
+    cell_times: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, PatchSize]:
     """One guided model evaluation at time t -> (velocity [B, C, F, H, W] float32, the patch size used).
 
     Up to three passes share one batch: the positive one; the negative one while the CFG scale in
     force is non-zero; the positive caption without its motion score while motion guidance is.
+    ``cell_times`` [B or 1, F, H, W] gives every latent cell its own time (per-token timesteps); the
+    schedules still follow t.
     """
     batch = x.shape[0]
     patch = PatchSize.parse(value_at(config.patch, t))
@@ -38,9 +46,13 @@ def guided_velocity(
         conds.append(positive)
     cond = concat_conditions(conds)
     n = len(conds) * batch
+    if cell_times is None:
+        times = torch.full((n,), t, device=x.device, dtype=model_dtype)
+    else:
+        times = cell_times.to(x.device, model_dtype).expand(batch, *cell_times.shape[1:]).repeat(len(conds), 1, 1, 1)
     out = model(
         x.to(model_dtype).repeat(len(conds), 1, 1, 1, 1),
-        torch.full((n,), t, device=x.device, dtype=model_dtype),
+        times,
         cond.features.to(device=x.device, dtype=model_dtype),
         cond.mask.to(x.device),
         torch.tensor(motion, device=x.device, dtype=model_dtype),

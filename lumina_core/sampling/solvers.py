@@ -43,6 +43,8 @@ def integrate(
             v = 0.5 * (v + v_end)
         return x + dt * v, info
 
+    if known is not None and known.mechanism == "timestep" and known.keep is not None:
+        return integrate_cell_times(velocity, noise, times, solver, callback, known)
     x = noise.float()
     if known is not None:
         noise = x
@@ -55,6 +57,31 @@ def integrate(
             x = known.apply(x, t1, noise)
             for _ in range(known.resample if t1 < 1 else 0):
                 x = known.apply(step(known.renoise(x, t1, t0, generator), t0, t1)[0], t1, noise)
+        if callback is not None:
+            callback(index + 1, total, info, x)
+    return x
+
+
+def integrate_cell_times(velocity, noise: torch.Tensor, times: list[float], solver: str, callback, known):
+    """``integrate`` with per-token timesteps: each latent cell moves from its time at t0 to its time at t1
+    (``known.cell_times``), the model told every cell's time, so cells kept at strength 1 never move."""
+
+    def step(x, t0, t1):
+        cells0, cells1 = known.cell_times(t0), known.cell_times(t1)  # [B or 1, K, h, w]
+        v, info = velocity(x, t0, cells0)
+        if solver == "midpoint":
+            middle = t0 + 0.5 * (t1 - t0)
+            cells_mid = known.cell_times(middle)
+            v, _ = velocity(x + (cells_mid - cells0)[:, None] * v, middle, cells_mid)
+        elif solver == "heun":
+            v_end, _ = velocity(x + (cells1 - cells0)[:, None] * v, t1, cells1)
+            v = 0.5 * (v + v_end)
+        return x + (cells1 - cells0)[:, None] * v, info
+
+    x = known.start(noise.float(), times[0])
+    total = len(times) - 1
+    for index, (t0, t1) in enumerate(zip(times[:-1], times[1:])):
+        x, info = step(x, t0, t1)
         if callback is not None:
             callback(index + 1, total, info, x)
     return x
@@ -76,7 +103,8 @@ def sample(
     ``callback(step, total, patch_size, x)`` runs after every step. ``cache`` (step caching, see
     ``sampling/cache.py``) skips the transformer blocks on steps whose input barely changed. ``known``
     (``conditioning.Conditioning``: image-to-video, keyframes, extension, video-to-video, inpainting) holds
-    its known region by replacement and may start later on the time grid; None is plain text-to-video.
+    its known region by replacement or per-token timesteps and may start later on the time grid; None is plain
+    text-to-video.
     ``windows`` (``windows.py``) samples a clip longer than the model takes in fused overlapping windows of latent
     frames; a plan whose window covers the clip, or None, is the plain path.
     """
@@ -101,8 +129,8 @@ def sample(
     if windowed:
         model = WindowedModel(model, windows, times, align)
 
-    def velocity(x, t):
-        return guided_velocity(model, x, t, positive, negative, config)
+    def velocity(x, t, cell_times=None):
+        return guided_velocity(model, x, t, positive, negative, config, cell_times)
 
     return integrate(velocity, noise, times, config.solver, callback, known)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models.nextdit import PatchSize
+from ..models.nextdit import PatchSize, call_time
 from ..request import VAE_TEMPORAL
 
 FUSES = ("uniform", "pyramid", "gaussian")
@@ -124,7 +124,7 @@ class WindowedModel:
 
     def step_at(self, t: torch.Tensor) -> int:
         grid = torch.tensor(self.times, dtype=t.dtype).tolist()  # t arrives in the model's dtype
-        return max(bisect_right(grid, float(t.flatten()[0])) - 1, 0)
+        return max(bisect_right(grid, call_time(t)) - 1, 0)
 
     def __call__(self, x, t, cap_feats, cap_mask, motion_score, patch: PatchSize) -> torch.Tensor:
         frames = x.shape[2]  # x: [N, C, F, H, W]
@@ -135,7 +135,8 @@ class WindowedModel:
         total = weight_sum = None
         for start, stop in spans:
             self.calls += 1
-            v = self.model(x[:, :, start:stop], t, cap_feats, cap_mask, motion_score, patch).float()
+            window_t = t if t.ndim == 1 else t[:, start:stop]  # per-cell times [N, F, H, W] follow the window
+            v = self.model(x[:, :, start:stop], window_t, cap_feats, cap_mask, motion_score, patch).float()
             weights = fuse_weights(stop - start, self.plan.fuse).to(x.device)
             if total is None:
                 total = x.new_zeros(v.shape[:2] + x.shape[2:], dtype=torch.float32)  # [N, C, F, H, W]

@@ -3,6 +3,7 @@
     python -m lumina_core.toyworld.train vae --steps 1800 --batch 2 --vae-crop 64 --foreground-weight 5
     python -m lumina_core.toyworld.train dit --steps 2400 --clips 3000
     python -m lumina_core.toyworld.train dit --from-export --steps 12500 --runs runs/ft   # fine-tune the export
+    python -m lumina_core.toyworld.train dit --from-export --conditioning-share 0.5 ...  # per-token timesteps
     python -m lumina_core.toyworld.train decoder --steps 2400 --batch 2   # then the VAE decoder on its predictions
     python -m lumina_core.toyworld.train_v2a --steps 2000    # the video-to-audio model (its own module)
     python -m lumina_core.toyworld.train all                 # the whole set in order, resumable (RECIPE)
@@ -286,6 +287,44 @@ def shifted_times(n: int, shift: float, generator) -> torch.Tensor:
     return t / (t + shift - shift * t)
 
 
+KEEP_LAYOUTS = ("first frame", "last frame", "first and last", "leading frames", "random frames", "box")
+"""What a conditioned training sample keeps of its latent: image-to-video, its end, keyframes, extension, random
+keyframes, and a spatial box over all frames (inpainting and cinemagraphs: the outside kept)."""
+
+
+def random_keep(batch: int, grid: tuple[int, int, int], share: float, generator) -> torch.Tensor:
+    """Per-cell conditioning weights [B, K, h, w] for training with per-token timesteps: for ``share`` of the
+    samples a ``KEEP_LAYOUTS`` layout drawn uniformly, at strength 1 (three in four) or uniform in [0.3, 1); the
+    rest keep nothing (plain text-to-video). Box edges fall on even cells, the finer patches' grid."""
+    frames, height, width = grid
+    keep = torch.zeros(batch, frames, height, width)
+    for item in range(batch):
+        if torch.rand(1, generator=generator) >= share:
+            continue
+        layout = KEEP_LAYOUTS[int(torch.randint(len(KEEP_LAYOUTS), (1,), generator=generator))]
+        if layout == "first frame":
+            keep[item, 0] = 1
+        elif layout == "last frame":
+            keep[item, -1] = 1
+        elif layout == "first and last":
+            keep[item, [0, -1]] = 1
+        elif layout == "leading frames":
+            keep[item, : int(torch.randint(1, frames, (1,), generator=generator))] = 1
+        elif layout == "random frames":
+            chosen = torch.rand(frames, generator=generator) < 0.5
+            chosen[int(torch.randint(frames, (1,), generator=generator))] = False  # something left to generate
+            keep[item, chosen] = 1
+        else:
+            top, left = (2 * int(torch.randint(n // 2, (1,), generator=generator)) for n in (height, width))
+            bottom = top + 2 * int(torch.randint(1, (height - top) // 2 + 1, (1,), generator=generator))
+            right = left + 2 * int(torch.randint(1, (width - left) // 2 + 1, (1,), generator=generator))
+            keep[item] = 1
+            keep[item, :, top:bottom, left:right] = 0  # the box is generated, the rest kept
+        if torch.rand(1, generator=generator) < 0.25:
+            keep[item] *= 0.3 + 0.7 * torch.rand(1, generator=generator)
+    return keep
+
+
 class EMA:
     """Exponential moving average of a module's parameters (the exported weights)."""
 
@@ -357,7 +396,11 @@ def train_dit(args):
         x1 = latents[index].to(args.device)
         x0 = torch.randn(x1.shape, generator=generator).to(args.device)
         t = shifted_times(args.batch, TRAIN_TIME_SHIFT[patch], generator).to(args.device)
-        xt = t.view(-1, 1, 1, 1, 1) * x1 + (1 - t.view(-1, 1, 1, 1, 1)) * x0
+        if args.conditioning_share:  # per-token timesteps: kept cells ahead of t, clean where kept at strength 1
+            keep = random_keep(args.batch, tuple(x1.shape[2:]), args.conditioning_share, generator).to(args.device)
+            t = keep.maximum(t.view(-1, 1, 1, 1))  # [B, K, h, w]
+            generated = (t < 1)[:, None].float().expand_as(x1)  # the loss leaves out what is given clean
+        xt = t.view(*t.shape[:1], 1, *t.shape[1:]) * x1 + (1 - t.view(*t.shape[:1], 1, *t.shape[1:])) * x0
         prompts = ["" if torch.rand(1, generator=generator) < CAPTION_DROPOUT else captions[i] for i in index.tolist()]
         if args.word_dropout:
             prompts = [drop_words(prompt, args.word_dropout, generator) for prompt in prompts]
@@ -366,7 +409,10 @@ def train_dit(args):
         )
         cond = text.encode(prompts)
         v = model(xt, t, cond.features, cond.mask, scores, patch)
-        loss = F.mse_loss(v, x1 - x0)
+        if args.conditioning_share:
+            loss = ((v - (x1 - x0)) ** 2 * generated).sum() / generated.sum()
+        else:
+            loss = F.mse_loss(v, x1 - x0)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -516,6 +562,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="DiT stage: leave each caption word out with this probability (partial captions; default 0)",
     )
     parser.add_argument(
+        "--conditioning-share",
+        type=float,
+        default=0.0,
+        help="DiT stage: share of samples given a random conditioning (first/last/leading/random frames or a box "
+        "kept) with per-token timesteps, kept cells clean and out of the loss; 0 (default) trains text-to-video only",
+    )
+    parser.add_argument(
         "--from-export",
         action="store_true",
         help="DiT stage: fine-tune the DiT and text encoder in --export "
@@ -594,6 +647,8 @@ def check_args(parser: argparse.ArgumentParser, args):
             f"argument --word-dropout: {args.word_dropout} is not a probability in [0, 1); "
             "0.2 is what the README's runs used"
         )
+    if not 0 <= args.conditioning_share <= 1:
+        parser.error(f"argument --conditioning-share: {args.conditioning_share} is not a share in [0, 1]")
     if not 0 <= args.decoder_dit_share <= 1:
         parser.error(f"argument --decoder-dit-share: {args.decoder_dit_share} is not a share in [0, 1]")
     if args.temporal_weight < 0 or args.temporal_early_weight < 0:
