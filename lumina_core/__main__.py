@@ -207,12 +207,20 @@ def keyframe_option(text: str):
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def conditioning_for(args, vae, width: int, height: int, frames: int):
-    """The --image/--keyframe/--video/--mask/--denoise task as a ``conditioning.Conditioning``, or None."""
+def conditioning_for(args, models, width: int, height: int, frames: int):
+    """The --image/--keyframe/--video/--mask/--denoise task as a ``conditioning.Conditioning``, or None; held the
+    --conditioning way, by default the way the DiT was trained for."""
     from .conditioning import from_files
 
+    mechanism = args.conditioning or models.conditioning
+    if mechanism == "timestep" and models.conditioning != "timestep":
+        raise ValueError(
+            "--conditioning timestep: these DiT weights were not fine-tuned with per-token timesteps (their file has "
+            "no lumina_video_conditioning metadata), so known frames marked clean would confuse them; use "
+            "--conditioning replace, which works with any weights"
+        )
     return from_files(
-        vae,
+        models.vae,
         width,
         height,
         frames,
@@ -222,7 +230,7 @@ def conditioning_for(args, vae, width: int, height: int, frames: int):
         video=args.video,
         mask=args.mask,
         denoise=args.denoise,
-        mechanism=args.conditioning,
+        mechanism=mechanism,
     )
 
 
@@ -287,7 +295,7 @@ def cmd_generate(args):
         models.text_encoder.check_prompt(args.prompt, "--prompt")
         models.text_encoder.check_prompt(args.negative_prompt, "--negative-prompt")
     with on_device(models.vae, device, args.offload):
-        known = conditioning_for(args, models.vae, width, height, frames)
+        known = conditioning_for(args, models, width, height, frames)
     if lead:
         print(f"preset {preset_name}, {width}x{height}, {frames} frames at {fps:g} fps, seed {args.seed}, {device}")
         if args.time_shift == AUTO:
@@ -521,9 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
     given.add_argument(
         "--conditioning",
         choices=("replace", "timestep"),
-        default="replace",
-        help="how the given parts are held: replace (default, training-free); timestep needs a per-token-timestep "
-        "fine-tune, not yet available",
+        help="how the given parts are held: replace (training-free, any weights) or timestep (per-token timesteps, "
+        "LTX-Video's; for a DiT fine-tuned for them); default: what the DiT was trained for",
     )
     generate.add_argument("--device", help="where the models run (default: cuda when available, else cpu)")
     generate.add_argument(

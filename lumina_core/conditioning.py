@@ -266,15 +266,17 @@ def from_files(
     denoise: Optional[float] = None,
     mechanism: str = "replace",
 ) -> Optional[Conditioning]:
-    """The command line's conditioning options -> the task's Conditioning (None without any); every misuse is
-    refused naming the option and the fix. Inputs of another size are scaled and centre-cropped to width x height."""
+    """The command line's conditioning options -> the task's Conditioning (None without any), held the
+    ``mechanism`` way; every misuse is refused naming the option and the fix. Inputs of another size are scaled
+    and centre-cropped to width x height."""
     if mechanism not in MECHANISMS:
         raise ValueError(f"--conditioning {mechanism!r} is not one of {', '.join(MECHANISMS)}")
-    if mechanism == "timestep":
-        raise ValueError(
-            "--conditioning timestep needs the per-token-timestep fine-tune of the DiT, which is not yet available; "
-            "use --conditioning replace (the default), which works with any weights"
-        )
+    conditioning = task_from_files(vae, width, height, frames, image, image_frame, keyframes, video, mask, denoise)
+    return None if conditioning is None else replace(conditioning, mechanism=mechanism)
+
+
+def task_from_files(vae, width, height, frames, image, image_frame, keyframes, video, mask, denoise):
+    """``from_files`` without the mechanism: the task's Conditioning, or None."""
     if image_frame is not None and image is None:
         raise ValueError("--image-frame goes with --image: it says which video frame the image is")
     if denoise is not None and video is None:

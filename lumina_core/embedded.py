@@ -12,7 +12,7 @@ from typing import Optional
 
 import torch
 
-from .io.checkpoints import load_nextdit, load_text_encoder
+from .io.checkpoints import load_nextdit, load_text_encoder, trained_conditioning
 from .models.v2a import load_v2a
 from .models.vae import load_vae
 from .pipeline import LuminaVideoModels
@@ -97,4 +97,5 @@ def load(device="cpu", dtype=torch.float32, where: Optional[Path] = None, with_a
         vae=load_vae(file("vae", where), dtype=dtype, device=device).eval(),
         v2a=load_v2a(v2a_path, dtype=dtype, device=device) if with_audio and v2a_path.is_file() else None,
         size_limits=SIZES,
+        conditioning=trained_conditioning(file("dit", where)),
     )

@@ -29,6 +29,7 @@ class LuminaVideoModels:
     vae: CogVideoXVAE
     v2a: Optional[V2AGenerator] = None
     size_limits: Optional[dict] = None
+    conditioning: str = "replace"  # the mechanism the DiT was trained for (io.checkpoints.trained_conditioning)
 
 
 def compile_blocks(dit: MultiScaleNextDiT) -> MultiScaleNextDiT:

@@ -266,7 +266,7 @@ def build(models, files, **options):
         (dict(video="video", mask="white"), "--mask is all white: inpainting would regenerate everything"),
         (dict(image="image", mask="black"), "the cinemagraph would regenerate nothing"),
         (dict(image="image", mask="white"), "the cinemagraph would regenerate everything"),
-        (dict(image="image", mechanism="timestep"), "needs the per-token-timestep fine-tune .* not yet available"),
+        (dict(image="image", mechanism="inject"), "--conditioning 'inject' is not one of replace, timestep"),
         (dict(mask="mask"), "--mask goes with --video \\(inpainting\\) or --image \\(cinemagraph\\)"),
         (dict(image="image", denoise=0.5), "--denoise goes with --video"),
         (dict(image_frame=3), "--image-frame goes with --image"),
@@ -280,6 +280,8 @@ def test_bad_conditioning_input_is_refused_naming_it(models, files, options, mes
 
 def test_each_task_builds_its_latent_grid(models, files):
     assert build(models, files) is None
+    assert build(models, files, image="image").mechanism == "replace"
+    assert build(models, files, image="image", mechanism="timestep").mechanism == "timestep"
     extension = build(models, files, video="start")
     assert torch.equal(extension.keep[0, 0, :, 0, 0], torch.tensor([1.0, 1.0, 0.0, 0.0]))
     inpainting = build(models, files, video="video", mask="mask")
@@ -304,7 +306,7 @@ def test_generate_image_to_video_on_the_embedded_default(tmp_path, files, clip, 
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--image", "IMAGE", "--conditioning", "timestep"], "needs the per-token-timestep fine-tune"),
+        (["--image", "IMAGE", "--conditioning", "timestep"], "were not fine-tuned with per-token timesteps"),
         (["--video", "VIDEO", "--denoise", "0"], "--denoise 0.0 must lie in (0, 1]"),
     ],
 )

@@ -193,6 +193,44 @@ def test_dit_from_export_fine_tunes_the_exported_weights(tmp_path):
     assert torch.load(tmp_path / "runs" / "dit" / "checkpoint.pt", weights_only=True)["step"] == 1
 
 
+def test_random_keep_draws_each_layout_leaves_something_to_generate_and_keeps_the_rest_plain():
+    keep = train.random_keep(2000, (4, 8, 8), 0.5, torch.Generator().manual_seed(0))
+    conditioned = keep.flatten(1).amax(1) > 0
+    assert 0.45 < conditioned.float().mean() < 0.55
+    assert bool((keep.flatten(1).amin(1) < 1).all())  # never everything given
+    hard = keep[conditioned].flatten(1).amax(1) == 1
+    assert 0.7 < hard.float().mean() < 0.8  # three in four at strength 1, the rest soft
+    frames_only = keep[conditioned & (keep.amax(dim=(2, 3)) == keep.amin(dim=(2, 3))).all(1)]
+    first_only = (frames_only[:, 0, 0, 0] > 0) & (frames_only[:, 1:, 0, 0] == 0).all(1)
+    assert first_only.any()  # image-to-video among the layouts
+    box = keep[conditioned & (keep.amax(dim=(2, 3)) != keep.amin(dim=(2, 3))).any(1)]
+    assert len(box) and bool((box[:, :1] == box).all())  # a box holds over every frame
+
+
+def test_conditioning_share_trains_per_cell_times_and_marks_the_export(tmp_path, monkeypatch):
+    from lumina_core.io.checkpoints import trained_conditioning
+
+    write_random_embedded(tmp_path / "export")
+    times = []
+    forward = MultiScaleNextDiT.forward
+
+    def recording_forward(self, x, t, cap_feats, cap_mask, motion_score, patch):
+        times.append(t)
+        return forward(self, x, t, cap_feats, cap_mask, motion_score, patch)
+
+    monkeypatch.setattr(MultiScaleNextDiT, "forward", recording_forward)
+    assert trained_conditioning(tmp_path / "export" / "dit.safetensors") == "replace"
+    run(tmp_path, "dit", "--from-export", "--clips", "4", "--batch", "4", "--steps", "2", "--conditioning-share", "1")
+    assert all(t.ndim == 4 and bool((t == 1).any()) and bool((t < 1).any()) for t in times)
+    assert trained_conditioning(tmp_path / "export" / "dit.safetensors") == "timestep"
+
+
+def test_conditioning_share_must_be_a_share(capsys):
+    with pytest.raises(SystemExit):
+        train.main(["dit", "--steps", "1", "--conditioning-share", "1.5"])
+    assert "--conditioning-share: 1.5 is not a share in [0, 1]" in capsys.readouterr().err
+
+
 def test_dit_width_and_depth_size_a_model_trained_from_scratch(tmp_path):
     from lumina_core.io.checkpoints import load_nextdit
 

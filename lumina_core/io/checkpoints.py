@@ -30,6 +30,8 @@ from .safetensors_writer import DTYPE_NAMES, TensorSpec, write_safetensors
 
 CONFIG_METADATA_KEY = "lumina_video_config"
 TEXT_CONFIG_METADATA_KEY = "lumina_text_encoder_config"
+CONDITIONING_METADATA_KEY = "lumina_video_conditioning"
+"""safetensors metadata of a DiT fine-tuned with per-token timesteps: "timestep" (``conditioning.MECHANISMS``)."""
 WRAPPER_PREFIXES = ("_orig_mod.", "_checkpoint_wrapped_module.", "_fsdp_wrapped_module.")
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 GEMMA2_KEY = "layers.0.post_feedforward_layernorm.weight"  # what tells Gemma-2 from other decoders, as ComfyUI does
@@ -364,6 +366,16 @@ def read_nextdit(path) -> tuple[dict[str, torch.Tensor], NextDiTConfig, list[str
     if set(expected) != set(state_dict) or any(state_dict[k].shape != s for k, s in expected.items()):
         raise CheckpointError(f"{weights}: " + describe_mismatch(state_dict, expected))
     return state_dict, config, notes
+
+
+def trained_conditioning(path) -> str:
+    """The conditioning mechanism a DiT file was trained for: its ``CONDITIONING_METADATA_KEY``, else "replace",
+    which needs no training (the released weights)."""
+    weights = find_weights(Path(path))
+    if weights.suffix != ".safetensors":
+        return "replace"
+    with open_safetensors(weights) as handle:
+        return (handle.metadata() or {}).get(CONDITIONING_METADATA_KEY, "replace")
 
 
 def load_nextdit(

@@ -1,6 +1,7 @@
-"""Conditional generation by replacement, measured on the toy world's held-out clips.
+"""Conditional generation, measured on the toy world's held-out clips.
 
-    python -m lumina_core.toyworld.conditional --clips 100
+    python -m lumina_core.toyworld.conditional --clips 100                           # replacement
+    python -m lumina_core.toyworld.conditional --clips 100 --conditioning timestep   # per-token timesteps
 
 The embedded default (trained on 16-frame 64x64 clips) under the embedded-MultiScale preset, each task built from
 held-out clips with ``lumina_core.conditioning``:
@@ -24,12 +25,13 @@ Every PSNR is in dB on frames in [0, 1], a clip's figure averaged over clips.
 
 import argparse
 import json
+from dataclasses import replace
 
 import numpy as np
 import torch
 
 from .. import embedded
-from ..conditioning import Conditioning, cinemagraph, encode, from_images, from_video
+from ..conditioning import MECHANISMS, Conditioning, cinemagraph, encode, from_images, from_video
 from ..pipeline import decode_latent, encode_prompts, sample_latent
 from ..request import VAE_SPATIAL
 from ..sampling.presets import PRESETS
@@ -99,15 +101,19 @@ def frames_of(clip) -> torch.Tensor:
 class Runner:
     """Generates batches of conditioned videos with the embedded default under ``PRESET``, seed + index per clip."""
 
-    def __init__(self, models, seed: int, batch: int):
-        self.models, self.seed, self.batch = models, seed, batch
+    def __init__(self, models, seed: int, batch: int, mechanism: str = "replace"):
+        self.models, self.seed, self.batch, self.mechanism = models, seed, batch, mechanism
         self.uncond = encode_prompts(models, [""])
 
     def latents(self, captions, conditionings=None) -> torch.Tensor:
         """Model-space latents [N, 16, 4, 8, 8], one per caption, each held to its conditioning (if any)."""
         world, out = DEFAULT_CONFIG, []
         for start in range(0, len(captions), self.batch):
-            known = None if conditionings is None else Conditioning.stack(conditionings[start : start + self.batch])
+            if conditionings is None:
+                known = None
+            else:
+                stacked = Conditioning.stack(conditionings[start : start + self.batch])
+                known = replace(stacked, mechanism=self.mechanism)
             cond = encode_prompts(self.models, captions[start : start + self.batch])
             size = (world.width, world.height, world.num_frames, self.seed + start, PRESETS[PRESET])
             out.append(sample_latent(self.models, cond, self.uncond, *size, batch=len(cond.features), known=known))
@@ -284,12 +290,12 @@ def cinemagraphs(run: Runner, clips) -> dict:
     }
 
 
-def evaluate(n_clips: int = 100, seed: int = 0, batch: int = 25) -> dict:
+def evaluate(n_clips: int = 100, seed: int = 0, batch: int = 25, mechanism: str = "replace") -> dict:
     """Every task's figures on ``n_clips`` held-out clips, by name."""
     models = embedded.load(with_audio=False)
     clips = heldout_clips(seed, n_clips)
     rng = np.random.default_rng(seed)
-    run = Runner(models, seed, batch)
+    run = Runner(models, seed, batch, mechanism)
     figures = {}
     with torch.no_grad():
         figures.update(image_to_video(run, clips, rng))
@@ -311,8 +317,8 @@ def checks(figures: dict) -> dict:
     return out
 
 
-def print_report(figures: dict, n_clips: int):
-    print(f"conditional generation by replacement, embedded default, {PRESET}, {n_clips} held-out clips")
+def print_report(figures: dict, n_clips: int, mechanism: str = "replace"):
+    print(f"conditional generation ({mechanism}), embedded default, {PRESET}, {n_clips} held-out clips")
     verdicts = checks(figures)
     width = max(map(len, figures))
     print(f"{'figure':<{width}} {'measured':>9} {'target':>7}")
@@ -335,10 +341,17 @@ def main(argv=None) -> int:
     parser.add_argument("--clips", type=int, default=100, help="held-out clips per task (100 for docs/conditional.md)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=25)
+    parser.add_argument(
+        "--conditioning",
+        choices=MECHANISMS,
+        default="replace",
+        help="replace (training-free) or timestep (per-token timesteps; needs DiT weights fine-tuned for them, e.g. "
+        "in LUMINA_VIDEO_EMBEDDED_DIR)",
+    )
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
-    figures = evaluate(args.clips, args.seed, args.batch)
-    print_report(figures, args.clips)
+    figures = evaluate(args.clips, args.seed, args.batch, args.conditioning)
+    print_report(figures, args.clips, args.conditioning)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(dict(figures=figures, checks=checks(figures)), handle, indent=2)

@@ -36,7 +36,14 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from .. import embedded
-from ..io.checkpoints import CONFIG_METADATA_KEY, TEXT_CONFIG_METADATA_KEY, load_nextdit, load_text_encoder
+from ..io.checkpoints import (
+    CONDITIONING_METADATA_KEY,
+    CONFIG_METADATA_KEY,
+    TEXT_CONFIG_METADATA_KEY,
+    load_nextdit,
+    load_text_encoder,
+    trained_conditioning,
+)
 from ..models.nextdit import NextDiTConfig, PatchSize
 from ..models.text import TinyTextEncoder, TinyTextEncoderConfig
 from ..models.vae import CogVideoXVAE, CogVideoXVAEConfig, load_vae, psnr, save_vae
@@ -361,7 +368,10 @@ def train_dit(args):
     latents, captions, motion = data["latents"], data["captions"], data["motion"]
     print(f"{len(captions)} clips, latent {tuple(latents.shape[1:])}, latent std {latents.std():.3f}")
 
+    conditioning = "timestep" if args.conditioning_share else "replace"
     if args.from_export:
+        if trained_conditioning(args.export / "dit.safetensors") == "timestep":
+            conditioning = "timestep"  # a fine-tune of a fine-tune keeps what it was trained for
         model, dit_config, _ = load_nextdit(args.export / "dit.safetensors", device=args.device)
         text = load_text_encoder(args.export / "text_encoder.safetensors", device=args.device)
         model, text = model.train().requires_grad_(True), text.train().requires_grad_(True)
@@ -400,7 +410,8 @@ def train_dit(args):
             keep = random_keep(args.batch, tuple(x1.shape[2:]), args.conditioning_share, generator).to(args.device)
             t = keep.maximum(t.view(-1, 1, 1, 1))  # [B, K, h, w]
             generated = (t < 1)[:, None].float().expand_as(x1)  # the loss leaves out what is given clean
-        xt = t.view(*t.shape[:1], 1, *t.shape[1:]) * x1 + (1 - t.view(*t.shape[:1], 1, *t.shape[1:])) * x0
+        at = t.view(-1, 1, 1, 1, 1) if t.ndim == 1 else t[:, None]  # broadcast over [B, C, K, h, w]
+        xt = at * x1 + (1 - at) * x0
         prompts = ["" if torch.rand(1, generator=generator) < CAPTION_DROPOUT else captions[i] for i in index.tolist()]
         if args.word_dropout:
             prompts = [drop_words(prompt, args.word_dropout, generator) for prompt in prompts]
@@ -423,15 +434,21 @@ def train_dit(args):
         if (step + 1) % args.save_every == 0 or step + 1 == args.steps:
             checkpoint.save(modules, optimizer, step + 1)
             torch.save({n: e.shadow for n, e in emas.items()}, ema_path)
-    export_dit(emas, args.export, dit_config, text.config)
+    export_dit(emas, args.export, dit_config, text.config, conditioning)
 
 
-def export_dit(emas: dict, folder: Path, dit_config: NextDiTConfig, text_config: TinyTextEncoderConfig):
+def export_dit(
+    emas: dict, folder: Path, dit_config: NextDiTConfig, text_config: TinyTextEncoderConfig, conditioning: str
+):
+    """The EMA weights as safetensors; a DiT trained with per-token timesteps says so in its metadata."""
     folder.mkdir(parents=True, exist_ok=True)
+    metadata = {CONFIG_METADATA_KEY: dit_config.to_json(), "format": "pt"}
+    if conditioning == "timestep":
+        metadata[CONDITIONING_METADATA_KEY] = conditioning
     save_file(
         {k: v.contiguous() for k, v in emas["dit"].shadow.items()},
         str(folder / "dit.safetensors"),
-        metadata={CONFIG_METADATA_KEY: dit_config.to_json(), "format": "pt"},
+        metadata=metadata,
     )
     save_file(
         {k: v.contiguous() for k, v in emas["text"].shadow.items()},
