@@ -14,7 +14,10 @@ Conventions are converted here, once:
   ``attention_mask``); the motion score (``lumina_motion``, time-aware) is set on a conditioning by the
   Motion Score node and read per step from the table form of ``sampling.schedule_table``;
 - the patch size: the finest the model has, unless a Multi-Scale patch puts a schedule into the model's
-  transformer options (``TRANSFORMER_KEY``); it is read per call from sigma.
+  transformer options (``TRANSFORMER_KEY``); it is read per call from sigma;
+- a LATENT's ``noise_mask`` (1 generate, 0 keep): ComfyUI's inpainting replacement, or, for weights trained
+  with per-token timesteps (``ModelSource.conditioning``), LTXV's way: kept cells clean, their sigma scaled by
+  the mask, a time per latent cell for the DiT.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import torch
 from tqdm.auto import trange
 
 from ..lumina_core import embedded
-from ..lumina_core.models.nextdit import MultiScaleNextDiT, NextDiTConfig, PatchSize
+from ..lumina_core.models.nextdit import MultiScaleNextDiT, NextDiTConfig, PatchSize, call_time
 from ..lumina_core.models.text import TextCondition
 from ..lumina_core.sampling import (
     NO_MOTION,
@@ -86,8 +89,9 @@ class LuminaVideoModelConfig(comfy.supported_models_base.BASE):
 class ComfyNextDiT(MultiScaleNextDiT):
     """The Next-DiT called the way ComfyUI calls a diffusion model.
 
-    ``forward(x [B, C, F, H, W], sigma [B], context [B, L, D], attention_mask [B, L], lumina_motion [B, 2*slots])``
-    -> noise - data [B, C, F, H, W]. ``reference_forward`` is the engine's call (t = 1 - sigma, data - noise).
+    ``forward(x [B, C, F, H, W], sigma [B] or per latent cell [B, F, H, W], context [B, L, D], attention_mask
+    [B, L], lumina_motion [B, 2*slots])`` -> noise - data [B, C, F, H, W]. ``reference_forward`` is the engine's
+    call (t = 1 - sigma, data - noise).
     """
 
     def __init__(self, dtype=None, device=None, operations=None, **config):
@@ -121,13 +125,14 @@ class ComfyNextDiT(MultiScaleNextDiT):
         batch = x.shape[0]
         if attention_mask is None:
             attention_mask = torch.ones(context.shape[:2], dtype=torch.long, device=x.device)
+        sample_t = t if t.ndim == 1 else t.flatten(1).amin(1)  # per-cell times: the sampler's is the least
         if lumina_motion is None:
             motion = torch.full((batch,), NO_MOTION, dtype=torch.float64, device=x.device)
         else:
-            motion = value_from_table(lumina_motion, t)
+            motion = value_from_table(lumina_motion, sample_t)
         options = transformer_options.get(TRANSFORMER_KEY, {})
         schedule = options.get("patch")
-        patch = self.finest_patch if schedule is None else PatchSize.parse(value_at(schedule, float(t[0])))
+        patch = self.finest_patch if schedule is None else PatchSize.parse(value_at(schedule, call_time(t)))
         forward = self.reference_forward if options.get("cache") is None else options["cache"]
         if options.get("windows") is not None:
             if options.get("cache") is not None:
@@ -176,6 +181,7 @@ class ModelSource:
     name: str
     embedded: bool = False
     text_encoder: Optional[Any] = None  # lumina_core.models.text.TinyTextEncoder
+    conditioning: str = "replace"  # what the DiT was trained for (io.checkpoints.trained_conditioning)
 
     @property
     def size_limits(self) -> Optional[dict]:
@@ -209,7 +215,26 @@ class LuminaVideoNative(comfy.model_base.BaseModel):
         motion = kwargs.get(MOTION_KEY)
         if motion is not None:
             out[MOTION_KEY] = comfy.conds.CONDRegular(schedule_table(motion)[None])
+        denoise_mask = kwargs.get("denoise_mask")
+        if denoise_mask is not None and self.per_token_timesteps:
+            out["denoise_mask"] = comfy.conds.CONDRegular(denoise_mask[:, :1])  # [B, 1, K, h, w]
         return out
+
+    @property
+    def per_token_timesteps(self) -> bool:
+        return self.lumina_source.conditioning == "timestep"
+
+    def process_timestep(self, timestep, x=None, denoise_mask=None, **kwargs):
+        """sigma [B] -> per latent cell [B, K, h, w], scaled by the noise mask (kept cells at 0: clean)."""
+        if denoise_mask is None:
+            return timestep
+        return denoise_mask[:, 0] * timestep.view(-1, 1, 1, 1)
+
+    def scale_latent_inpaint(self, sigma, noise, latent_image, **kwargs):
+        """Kept cells enter the model clean under per-token timesteps, noised to sigma under replacement."""
+        if self.per_token_timesteps:
+            return latent_image
+        return super().scale_latent_inpaint(sigma, noise, latent_image, **kwargs)
 
 
 def native_model(

@@ -15,7 +15,13 @@ from pathlib import Path
 import torch
 
 from ..lumina_core import embedded
-from ..lumina_core.io.checkpoints import CheckpointError, checkpoint_kind, load_text_encoder, read_nextdit
+from ..lumina_core.io.checkpoints import (
+    CheckpointError,
+    checkpoint_kind,
+    load_text_encoder,
+    read_nextdit,
+    trained_conditioning,
+)
 from ..lumina_core.models.v2a import load_v2a
 from ..lumina_core.models.vae import VAEWeightsError, load_vae
 from ..lumina_core.sampling import DEFAULT_PRESET, PRESETS
@@ -241,7 +247,7 @@ class LuminaVideoModelLoader(io.ComfyNode):
         from . import _comfy_model  # ComfyUI's model classes: imported when a model is loaded
 
         shift = PRESETS[DEFAULT_PRESET if is_embedded else RELEASED_DEFAULT_PRESET].time_shift
-        source = _comfy_model.ModelSource(model_name, is_embedded, text_encoder)
+        source = _comfy_model.ModelSource(model_name, is_embedded, text_encoder, trained_conditioning(dit_path))
         model = _comfy_model.native_model(
             config, state_dict, shift, MODEL_DTYPES[dtype], load_device, offload_to, source
         )

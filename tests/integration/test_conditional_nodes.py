@@ -112,6 +112,47 @@ def test_image_to_video(nodes, vae, clip):
     assert figures["colour"] == clip.colour
 
 
+@pytest.fixture
+def per_token_timesteps(nodes):
+    """The loaded model taken as trained with per-token timesteps (as a DiT file with that metadata loads)."""
+    from dataclasses import replace
+
+    native = nodes.model.model
+    source = native.lumina_source
+    native.lumina_source = replace(source, conditioning="timestep")
+    yield
+    native.lumina_source = source
+
+
+@pytest.mark.parametrize("task", ["image-to-video", "inpainting"])
+def test_per_token_timesteps_are_the_engines(nodes, vae, clip, per_token_timesteps, task):
+    from dataclasses import replace
+
+    from lumina_video.lumina_core.conditioning import from_images, from_video
+
+    frames = frames_of(clip)
+    if task == "image-to-video":
+        latent = nodes.run("LuminaVideoImageToVideo", vae=vae, latent=nodes.latent, image=frames[:1], frame_index=0,
+                           strength=1.0)[0]  # fmt: skip
+        known = from_images(vae.vae, [(frames[0], 0)], 16)
+    else:
+        regenerate = torch.zeros(1, 64, 64)
+        regenerate[..., 32:] = 1
+        latent = nodes.run("LuminaVideoVideoToVideo", vae=vae, latent=nodes.latent, video=frames, keep_frames=0,
+                           mask=regenerate)[0]  # fmt: skip
+        known = from_video(vae.vae, frames, 16, regenerate)
+    node = sampled(nodes, latent, clip.caption)
+    reference = engine(nodes, replace(known, mechanism="timestep"), clip.caption)
+    replaced = engine(nodes, known, clip.caption)
+    held = known.keep.expand_as(node).bool()
+    figures = dict(engine=difference(node, reference), kept=difference(node[held], known.latent[held]),
+                   replacement=difference(node, replaced))  # fmt: skip
+    report(f"{task}, per-token timesteps", **figures)
+    assert figures["engine"] < ENGINE_BOUND
+    assert figures["kept"] < 1e-6  # kept cells enter clean and come out as the known latent (float32 rounding)
+    assert figures["replacement"] > 100 * ENGINE_BOUND  # the model was told something else
+
+
 def test_keyframes_chain_into_the_engines_conditioning(nodes, vae, clip):
     from lumina_video.lumina_core.conditioning import from_images
 
