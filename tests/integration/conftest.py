@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -100,6 +101,8 @@ def comfy_workdir(tmp_path_factory, embedded_weights):
     _link(embedded / "vae.safetensors", wd.model_dir("vae") / "toy_vae.safetensors")
     for folder, name in RELEASED_PLACEHOLDERS.items():
         (wd.model_dir(folder) / name).write_bytes(b"")
+    for example in (REPO_ROOT / "workflows" / "inputs").iterdir():  # the conditional workflows' Load Image/Video
+        shutil.copy(example, wd.input / example.name)
     return wd
 
 

@@ -18,6 +18,11 @@ Command line (the workflows in ``workflows/`` are made from ``workflows/api/`` w
     python -m tests.integration.workflow_tools ui OBJECT_INFO.json workflows/api/X.json workflows/X.json [--note TEXT]
     python -m tests.integration.workflow_tools check OBJECT_INFO.json workflows/api/*.json
     python -m tests.integration.workflow_tools thumbnail OUTPUT.mp4 workflows/X.jpg
+    python -m tests.integration.workflow_tools inputs workflows/inputs
+
+``inputs`` writes the conditional workflows' example inputs (copy them into ComfyUI's ``input`` folder): a held-out
+toy-world clip (a red circle travelling right) as a video, its first and last frames, a mask of the frame's right
+half and one of the band the circle travels along.
 """
 
 from __future__ import annotations
@@ -328,6 +333,39 @@ def thumbnail(frames, out: Path, count: int = 4, tile: int = 192) -> Path:
     return out
 
 
+EXAMPLE_CLIP = 9
+"""Held-out clip 9 of seed 0: "a red circle travels right", the conditional workflows' example."""
+
+
+def example_inputs(folder: Path) -> list[Path]:
+    """The conditional workflows' example inputs (see the module docstring), written into ``folder``."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from lumina_core.io.media import write_video
+    from lumina_core.toyworld.conditional import lane
+    from lumina_core.toyworld.world import DEFAULT_CONFIG, heldout_clips
+
+    clip = heldout_clips(0, EXAMPLE_CLIP + 1)[EXAMPLE_CLIP]
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def png(name: str, pixels) -> Path:
+        picture = (np.clip(np.asarray(pixels, dtype=np.float32), 0, 1) * 255).round().astype(np.uint8)
+        Image.fromarray(picture).save(folder / name)
+        return folder / name
+
+    right_half = np.zeros((DEFAULT_CONFIG.height, DEFAULT_CONFIG.width), dtype=np.float32)
+    right_half[:, DEFAULT_CONFIG.width // 2 :] = 1
+    return [
+        write_video(folder / "lumina_video_red_circle.mp4", clip.frames, DEFAULT_CONFIG.fps),
+        png("lumina_video_red_circle.png", clip.frames[0]),
+        png("lumina_video_red_circle_last.png", clip.frames[-1]),
+        png("lumina_video_right_half.png", right_half),
+        png("lumina_video_lane.png", lane(clip).numpy()),
+    ]
+
+
 SCALE_COLOURS = {"2x4": (59, 111, 182), "2x2": (47, 158, 143), "1x2": (208, 138, 44)}  # as web/lumina_video.js
 
 
@@ -377,6 +415,8 @@ def main(argv=None) -> int:
     thumb = sub.add_parser("thumbnail", help="a .jpg strip of frames of a video (e.g. a workflow's output)")
     thumb.add_argument("video", type=Path)
     thumb.add_argument("out", type=Path)
+    inputs = sub.add_parser("inputs", help="write the conditional workflows' example inputs into a folder")
+    inputs.add_argument("folder", type=Path)
     check = sub.add_parser("check", help="validate API-format graphs against /object_info")
     check.add_argument("object_info", type=Path)
     check.add_argument("graphs", type=Path, nargs="+")
@@ -385,6 +425,10 @@ def main(argv=None) -> int:
         from lumina_core.io.media import read_video
 
         thumbnail(read_video(args.video).frames.numpy(), args.out)
+        return 0
+    if args.command == "inputs":
+        for path in example_inputs(args.folder):
+            print(path)
         return 0
     object_info = json.loads(args.object_info.read_text())
     if args.command == "ui":
