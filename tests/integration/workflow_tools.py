@@ -340,7 +340,6 @@ EXAMPLE_CLIP = 9
 def example_inputs(folder: Path) -> list[Path]:
     """The conditional workflows' example inputs (see the module docstring), written into ``folder``."""
     import numpy as np
-    import torch
     from PIL import Image
 
     from lumina_core.io.media import write_video
