@@ -10,7 +10,16 @@ from lumina_core.__main__ import window_plan
 from lumina_core.conditioning import Conditioning
 from lumina_core.models.text import TextCondition
 from lumina_core.request import video_size_problems
-from lumina_core.sampling import PRESETS, StepCache, WindowedModel, WindowPlan, fuse_weights, sample, window_spans
+from lumina_core.sampling import (
+    PRESETS,
+    StepCache,
+    WindowedModel,
+    WindowPlan,
+    fuse_weights,
+    sample,
+    tile_spans,
+    window_spans,
+)
 
 
 def cond(seed=0):
@@ -93,6 +102,54 @@ def test_a_frame_local_model_is_fused_exactly(fuse):
     fused = windowed(x, *args)
     assert torch.allclose(fused, model(x, *args), atol=1e-6)
     assert model.windows[:-1] == [4] * 5  # 5 windows of 4 frames, then the reference call on all 12
+
+
+@pytest.mark.parametrize("fuse", ["uniform", "pyramid", "gaussian"])
+def test_a_cell_local_model_is_fused_exactly_over_tiles_and_windows(fuse):
+    model = FrameLocal()
+    plan = WindowPlan(4, 2, fuse, tile=(8, 8), tile_overlap=4)
+    windowed = WindowedModel(model, plan, times=[0.0, 0.5, 1.0], align=2, spatial_align=4)
+    x = torch.randn(2, 16, 8, 16, 12)
+    args = (torch.full((2,), 0.25), None, None, torch.tensor([1.0, 2.0]), (2, 4))
+    fused = windowed(x, *args)
+    assert torch.allclose(fused, model(x, *args), atol=1e-6)
+    assert len(model.windows) - 1 == 3 * 3 * 2  # 3 frame windows x 3 tiles down x 2 across
+
+
+def test_tiles_cover_the_frame_in_whole_patches_and_shift_each_step():
+    plan = WindowPlan(4, 2, tile=(8, 8), tile_overlap=4)
+    for step in range(3):
+        for size in (8, 12, 16, 24):
+            tiles = tile_spans(size, plan, 0, step, align=4)
+            covered = torch.zeros(size, dtype=torch.bool)
+            for start, stop in tiles:
+                assert stop - start == min(8, size) and start % 4 == 0
+                covered[start:stop] = True
+            assert covered.all()
+    apart = WindowPlan(4, 2, tile=(8, 8))  # stride 8: two offsets of one spatial patch (4)
+    assert tile_spans(16, apart, 1, 0, 4) == [(0, 8), (8, 16)]
+    assert tile_spans(16, apart, 1, 1, 4) == [(0, 8), (4, 12), (8, 16)]  # the border moved from 8 to 4 and 12
+    assert tile_spans(16, WindowPlan(4, 2), 0) == [(0, 16)]  # no tiles: whole frames
+
+
+def test_tile_plans_are_refused_naming_the_values(tiny_model):
+    with pytest.raises(ValueError, match="tile overlap 8 latent pixels must be between 0 and 7"):
+        WindowPlan(4, 2, tile=(8, 8), tile_overlap=8)
+    with pytest.raises(ValueError, match="tile 6x6 and tile overlap 2 latent pixels must be multiples of the spatial"):
+        sample(
+            tiny_model,
+            torch.zeros(1, 16, 2, 12, 12),
+            cond(),
+            None,
+            config(),
+            windows=WindowPlan(4, 2, tile=(6, 6), tile_overlap=2),
+        )
+
+
+def test_a_tile_covering_the_frame_is_the_plain_path(tiny_model):
+    plain = sample(tiny_model, noise(4), cond(), cond(1), config())
+    covering = sample(tiny_model, noise(4), cond(), cond(1), config(), windows=WindowPlan(4, 2, tile=(8, 8)))
+    assert torch.equal(plain, covering)
 
 
 def test_each_step_places_the_windows_by_its_time():

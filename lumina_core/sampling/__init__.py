@@ -23,7 +23,7 @@ from .schedules import (
 )
 from .solvers import check_latent_size, integrate, make_noise, sample
 from .time_shift import AUTO, auto_time_shift, parse_time_shift, resolve_time_shift, token_count
-from .windows import FUSES, WindowedModel, WindowPlan, fuse_weights, window_spans
+from .windows import FUSES, WindowedModel, WindowPlan, fuse_weights, tile_spans, window_spans
 
 __all__ = [
     "AUTO",
@@ -59,5 +59,6 @@ __all__ = [
     "truncated_scale",
     "value_at",
     "value_from_table",
+    "tile_spans",
     "window_spans",
 ]

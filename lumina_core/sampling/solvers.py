@@ -108,14 +108,18 @@ def sample(
     ``windows`` (``windows.py``) samples a clip longer than the model takes in fused overlapping windows of latent
     frames; a plan whose window covers the clip, or None, is the plain path.
     """
-    windowed = windows is not None and not windows.covers(noise.shape[2])
+    frames, height, width = noise.shape[2:]
+    windowed = windows is not None and not windows.covers(frames, height, width)
     align = max(p.temporal for p in config.patch_sizes())
+    spatial_align = max(p.spatial for p in config.patch_sizes())
     checked = noise.shape
     if windowed:
-        windows.check(noise.shape[2], align)
+        windows.check(frames, align)
+        windows.check_tiles(height, width, spatial_align)
         if cache is not None and cache.active:
             raise ValueError("step caching can't be combined with windows yet: set the cache threshold to 0")
-        checked = (*noise.shape[:2], windows.length, *noise.shape[3:])  # each window must fit the model
+        tile = windows.tile or (height, width)
+        checked = (*noise.shape[:2], min(frames, windows.length), min(height, tile[0]), min(width, tile[1]))
     check_latent_size(model, checked, config)
     times = config.times()
     if known is not None:
@@ -127,7 +131,7 @@ def sample(
     if cache is not None and cache.active:
         model = cache.wrap(model, times)
     if windowed:
-        model = WindowedModel(model, windows, times, align)
+        model = WindowedModel(model, windows, times, align, spatial_align)
 
     def velocity(x, t, cell_times=None):
         return guided_velocity(model, x, t, positive, negative, config, cell_times)

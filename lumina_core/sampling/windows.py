@@ -1,5 +1,6 @@
-"""Long videos by MultiDiffusion in time: the model runs on overlapping windows of latent frames and, at every
-model call, the windows' velocities are fused into one, weighted per frame, so the clip is denoised as one whole.
+"""Long videos and large frames by MultiDiffusion: the model runs on overlapping windows of latent frames (and, with
+tiles, of latent height and width) and, at every model call, the windows' velocities are fused into one, weighted
+per cell, so the clip is denoised as one whole.
 
 A ``WindowPlan`` says how long a window is, how much neighbours overlap, how their predictions are weighted
 (uniform, pyramid, gaussian) and whether the windows shift from step to step, so that no window border stays at
@@ -11,6 +12,7 @@ schedule. Each window sees its own frames at RoPE positions from 0, as the model
 
 from bisect import bisect_right
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -30,8 +32,18 @@ class WindowPlan:
     overlap: int
     fuse: str = "pyramid"
     shift: bool = True
+    tile: Optional[tuple[int, int]] = None  # latent (height, width) of spatial tiles; None: whole frames
+    tile_overlap: int = 0  # latent pixels neighbouring tiles share
 
     def __post_init__(self):
+        if self.tile is not None:
+            if len(self.tile) != 2 or min(self.tile) < 1:
+                raise ValueError(f"tile {self.tile} must be a latent (height, width) of at least 1 each")
+            if not 0 <= self.tile_overlap < min(self.tile):
+                raise ValueError(
+                    f"tile overlap {self.tile_overlap} latent pixels must be between 0 and {min(self.tile) - 1} "
+                    f"(smaller than the tile, {self.tile[0]}x{self.tile[1]})"
+                )
         if self.length < 1:
             raise ValueError(f"window length {self.length} latent frames must be at least 1")
         if not 0 <= self.overlap < self.length:
@@ -46,9 +58,21 @@ class WindowPlan:
     def stride(self) -> int:
         return self.length - self.overlap
 
-    def covers(self, frames: int) -> bool:
-        """Whether one window takes all ``frames``: the plain path, sampled without windows."""
-        return frames <= self.length
+    def covers(self, frames: int, height: int = 0, width: int = 0) -> bool:
+        """Whether one window takes all ``frames`` (and one tile the latent's height x width): the plain path,
+        sampled without windows."""
+        fits = self.tile is None or (height <= self.tile[0] and width <= self.tile[1])
+        return frames <= self.length and fits
+
+    def check_tiles(self, height: int, width: int, align: int = 1):
+        """Refuse tiles that can't cover height x width latent pixels in whole spatial patches (``align``)."""
+        if self.tile is None:
+            return
+        if any(n % align for n in (*self.tile, self.tile_overlap)):
+            raise ValueError(
+                f"tile {self.tile[0]}x{self.tile[1]} and tile overlap {self.tile_overlap} latent pixels must be "
+                f"multiples of the spatial patch {align} (in pixels: multiples of {8 * align})"
+            )
 
     def check(self, frames: int, align: int = 1):
         """Refuse a plan that can't tile ``frames`` latent frames in windows of whole temporal patches (``align``)."""
@@ -93,6 +117,26 @@ def fuse_weights(length: int, fuse: str) -> torch.Tensor:
     raise ValueError(f"fuse {fuse!r} is not one of {', '.join(FUSES)}")
 
 
+def spans(total: int, length: int, overlap: int, offset: int) -> list[tuple[int, int]]:
+    """(start, stop) of windows of ``length`` over ``total`` cells, one every length - overlap from ``offset``; a
+    window that would run past an end is moved inside, so every window is ``length`` long and every cell covered."""
+    if total <= length:
+        return [(0, total)]
+    stride = length - overlap
+    starts = range(offset - stride if offset else 0, total - overlap, stride)
+    return sorted({(s, s + length) for s in (min(max(s, 0), total - length) for s in starts)})
+
+
+def tile_spans(size: int, plan: WindowPlan, axis: int, step: int = 0, align: int = 1) -> list[tuple[int, int]]:
+    """(start, stop) of the spatial tiles along latent ``axis`` (0 height, 1 width) at sampling step ``step``; with
+    ``shift`` they move ``align`` cells a step, as the frame windows do."""
+    if plan.tile is None:
+        return [(0, size)]
+    stride = plan.tile[axis] - plan.tile_overlap
+    offset = (step * align) % stride if plan.shift else 0
+    return spans(size, plan.tile[axis], plan.tile_overlap, offset)
+
+
 def window_spans(frames: int, plan: WindowPlan, step: int = 0, align: int = 1) -> list[tuple[int, int]]:
     """(start, stop) of each window over ``frames`` latent frames at sampling step ``step``, in order.
 
@@ -101,20 +145,22 @@ def window_spans(frames: int, plan: WindowPlan, step: int = 0, align: int = 1) -
     whole clip) and every frame is covered.
     """
     plan.check(frames, align)
-    if plan.covers(frames):
+    if frames <= plan.length:
         return [(0, frames)]
     offset = (step * align) % plan.stride if plan.shift else 0
-    starts = range(offset - plan.stride if offset else 0, frames - plan.overlap, plan.stride)
-    return sorted({(s, s + plan.length) for s in (min(max(s, 0), frames - plan.length) for s in starts)})
+    return spans(frames, plan.length, plan.overlap, offset)
 
 
 class WindowedModel:
     """Calls like the DiT (and passes other attribute reads on to it): runs it on each window of x and fuses the
     velocities, per frame, with the plan's weights. The step, which places the windows, is found from t on the
-    run's time grid ``times``, so every call of one step (solver stages, guidance passes) sees the same windows."""
+    run's time grid ``times``, so every call of one step (solver stages, guidance passes) sees the same windows.
+    ``align`` and ``spatial_align``: the schedule's largest temporal and spatial patch, which windows and tiles keep
+    whole."""
 
-    def __init__(self, model, plan: WindowPlan, times: list[float], align: int = 1):
+    def __init__(self, model, plan: WindowPlan, times: list[float], align: int = 1, spatial_align: int = 1):
         self.model, self.plan, self.times, self.align = model, plan, list(times), align
+        self.spatial_align = spatial_align
         self.calls = 0
 
     def __getattr__(self, name):
@@ -127,20 +173,31 @@ class WindowedModel:
         return max(bisect_right(grid, call_time(t)) - 1, 0)
 
     def __call__(self, x, t, cap_feats, cap_mask, motion_score, patch: PatchSize) -> torch.Tensor:
-        frames = x.shape[2]  # x: [N, C, F, H, W]
-        spans = window_spans(frames, self.plan, self.step_at(t), self.align)
-        if len(spans) == 1:
+        frames, height, width = x.shape[2:]  # x: [N, C, F, H, W]
+        step = self.step_at(t)
+        windows = [
+            (f, h, w)
+            for f in window_spans(frames, self.plan, step, self.align)
+            for h in tile_spans(height, self.plan, 0, step, self.spatial_align)
+            for w in tile_spans(width, self.plan, 1, step, self.spatial_align)
+        ]
+        if len(windows) == 1:
             self.calls += 1
             return self.model(x, t, cap_feats, cap_mask, motion_score, patch)
         total = weight_sum = None
-        for start, stop in spans:
+        for (f0, f1), (h0, h1), (w0, w1) in windows:
             self.calls += 1
-            window_t = t if t.ndim == 1 else t[:, start:stop]  # per-cell times [N, F, H, W] follow the window
-            v = self.model(x[:, :, start:stop], window_t, cap_feats, cap_mask, motion_score, patch).float()
-            weights = fuse_weights(stop - start, self.plan.fuse).to(x.device)
+            cells = (slice(f0, f1), slice(h0, h1), slice(w0, w1))
+            window_t = t if t.ndim == 1 else t[(slice(None), *cells)]  # per-cell times [N, F, H, W] follow it
+            v = self.model(x[(slice(None), slice(None), *cells)], window_t, cap_feats, cap_mask, motion_score, patch)
+            weights = (
+                fuse_weights(f1 - f0, self.plan.fuse)[:, None, None]
+                * fuse_weights(h1 - h0, self.plan.fuse)[None, :, None]
+                * fuse_weights(w1 - w0, self.plan.fuse)[None, None, :]
+            ).to(x.device)  # [F', H', W']
             if total is None:
                 total = x.new_zeros(v.shape[:2] + x.shape[2:], dtype=torch.float32)  # [N, C, F, H, W]
-                weight_sum = torch.zeros(frames, device=x.device)
-            total[:, :, start:stop] += v * weights[:, None, None]
-            weight_sum[start:stop] += weights
-        return (total / weight_sum[:, None, None]).to(x.dtype)  # every frame is covered: weight_sum > 0
+                weight_sum = torch.zeros(x.shape[2:], device=x.device)
+            total[(slice(None), slice(None), *cells)] += v.float() * weights
+            weight_sum[cells] += weights
+        return (total / weight_sum).to(x.dtype)  # every cell is covered: weight_sum > 0
