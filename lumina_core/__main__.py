@@ -251,6 +251,45 @@ def window_plan(args, models, frames: int, trained: int):
     return plan_in_video_frames(window, overlap, args.fuse, limit, names=("--window", "--overlap"))
 
 
+def tile_plan(args, models, width: int, height: int):
+    """The --tile/--tile-overlap spatial tiles as (latent (height, width), latent overlap), or None for whole frames.
+
+    Tiles come on by themselves for frames larger than the model takes (the embedded default's 64x64): tiles of that
+    size, overlapping by half.
+    """
+    from .request import VAE_SPATIAL
+
+    limits = models.size_limits
+    if args.tile is None:
+        if not limits or (width <= limits["width"][1] and height <= limits["height"][1]):
+            return None
+        tile = (min(height, limits["height"][1]), min(width, limits["width"][1]))
+    else:
+        tile = tuple(args.tile)
+    overlap = args.tile_overlap if args.tile_overlap is not None else min(tile) // 2 // VAE_SPATIAL * VAE_SPATIAL
+    if any(n % VAE_SPATIAL or n < VAE_SPATIAL for n in tile):
+        raise ValueError(f"--tile {tile[0]} {tile[1]} must be two multiples of {VAE_SPATIAL} pixels (height width)")
+    if overlap % VAE_SPATIAL or not 0 <= overlap < min(tile):
+        raise ValueError(
+            f"--tile-overlap {overlap} must be a multiple of {VAE_SPATIAL} from 0 to {min(tile) - VAE_SPATIAL} "
+            "(below the tile)"
+        )
+    return tuple(n // VAE_SPATIAL for n in tile), overlap // VAE_SPATIAL
+
+
+def with_tiles(windows, tiles, frames: int):
+    """The frame-window plan (or one window over the clip) with the spatial tiles of ``tile_plan`` added."""
+    from dataclasses import replace
+
+    from .request import latent_frames_for
+    from .sampling import WindowPlan
+
+    if tiles is None:
+        return windows
+    plan = windows or WindowPlan(latent_frames_for(frames), 0)
+    return replace(plan, tile=tiles[0], tile_overlap=tiles[1])
+
+
 @contextmanager
 def on_device(module, device: torch.device, offload: bool):
     """Run a stage with ``module`` on ``device``; with offload, it waits on the CPU before and after."""
@@ -270,8 +309,8 @@ def cmd_generate(args):
 
     from . import parallel
     from .io.media import write_video
-    from .pipeline import compile_blocks, decode_latent, encode_prompts, generate_audio, sample_latent
-    from .request import check_video_size, latent_shape
+    from .pipeline import compile_blocks, decode_latent, encode_prompts, generate_audio, refine, sample_latent
+    from .request import VAE_SPATIAL, check_video_size, latent_shape
     from .sampling import AUTO, StepCache, window_spans
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -289,8 +328,19 @@ def cmd_generate(args):
     width, height, frames, fps = (args.width or width, args.height or height, args.frames or frames, args.fps or fps)
     windows = window_plan(args, models, frames, trained_frames)
     window = 4 * windows.length if windows is not None and frames > 4 * windows.length else None
-    check_video_size(width, height, frames, 1, models.dit.patch_sizes, models.size_limits, window=window)
-    config = sampling_config(args, preset_name, latent_shape(width, height, window or frames), models.dit.patch_sizes)
+    tiles = tile_plan(args, models, width, height)
+    windows = with_tiles(windows, tiles, frames)
+    tile = None if tiles is None else tuple(VAE_SPATIAL * n for n in tiles[0])
+    check_video_size(width, height, frames, 1, models.dit.patch_sizes, models.size_limits, window=window, tile=tile)
+    if args.upscale < 1:
+        raise ValueError(f"--upscale {args.upscale} must be a whole factor of at least 1 (2 doubles width and height)")
+    if not 0 < args.refine_start < 1:
+        raise ValueError(f"--refine-start {args.refine_start} must lie in (0, 1): 0 is noise, 1 the video itself")
+    check_video_size(
+        args.upscale * width, args.upscale * height, frames, 1, models.dit.patch_sizes, None, window=window
+    )
+    shape = latent_shape(*(tile[::-1] if tile else (width, height)), window or frames)
+    config = sampling_config(args, preset_name, shape, models.dit.patch_sizes)
     if hasattr(models.text_encoder, "check_prompt"):  # the embedded default's encoder knows only its world's words
         models.text_encoder.check_prompt(args.prompt, "--prompt")
         models.text_encoder.check_prompt(args.negative_prompt, "--negative-prompt")
@@ -306,6 +356,11 @@ def cmd_generate(args):
             moves = f"shifted {align} a step" if windows.shift and windows.stride > align else "not shifted"
             print(f"windows: {window} frames overlapping by {4 * windows.overlap}, {windows.fuse} fuse; latent frames "
                   f"{spans} at the first step, {moves}")  # fmt: skip
+        if tile is not None:
+            print(f"tiles: {tile[1]}x{tile[0]} overlapping by {VAE_SPATIAL * windows.tile_overlap} px, fused")
+        if args.upscale > 1:
+            print(f"upscale: {args.upscale}x to {args.upscale * width}x{args.upscale * height} by a refine pass from "
+                  f"t = {args.refine_start:g} in tiles of {width}x{height} overlapping by half")  # fmt: skip
     stages = {}
     started = time.perf_counter()
     with on_device(models.text_encoder, device, args.offload):
@@ -341,6 +396,14 @@ def cmd_generate(args):
     if not lead:
         return
     stages["sampling"], started = time.perf_counter() - started, time.perf_counter()
+    if args.upscale > 1:
+        with on_device(models.vae, device, args.offload), on_device(models.dit, device, args.offload):
+            small = decode_latent(models.vae, latent.to(device, dtype))
+            refine_tiles = ((height // VAE_SPATIAL, width // VAE_SPATIAL), min(height, width) // 2 // VAE_SPATIAL)
+            plan = with_tiles(windows, refine_tiles, frames)
+            latent = refine(models, small, cond, uncond, config, args.upscale, args.refine_start, args.seed, plan)
+        width, height = args.upscale * width, args.upscale * height
+        stages["refine"], started = time.perf_counter() - started, time.perf_counter()
     with on_device(models.vae, device, args.offload):
         video = decode_latent(models.vae, latent.to(device, dtype))[0].cpu()
     stages["decode"], started = time.perf_counter() - started, time.perf_counter()
@@ -392,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.set_defaults(run=cmd_convert)
 
     from . import embedded
-    from .sampling import DEFAULT_PRESET, FUSES, PRESETS, SOLVERS, format_time_aware
+    from .sampling import DEFAULT_PRESET, FUSES, PRESETS, REFINE_START, SOLVERS, format_time_aware
     from .sampling.time_shift import time_shift_option
     from .toyworld.world import DEFAULT_CONFIG as TOY_WORLD
 
@@ -466,6 +529,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     windows.add_argument("--overlap", type=int, help="video frames shared by neighbouring windows (default: half)")
     windows.add_argument("--fuse", choices=FUSES, default="pyramid", help="how overlapping windows are weighed")
+    windows.add_argument(
+        "--tile",
+        type=int,
+        nargs=2,
+        metavar=("HEIGHT", "WIDTH"),
+        help="sample frames in spatial tiles of this many pixels, fused the same way (on by itself beyond the "
+        "model's size: the embedded default's 64x64)",
+    )
+    windows.add_argument("--tile-overlap", type=int, help="pixels shared by neighbouring tiles (default: half)")
+    windows.add_argument(
+        "--upscale",
+        type=int,
+        default=1,
+        help="2 (or more): draw the video at --width x --height, then redraw it that many times larger by a refine "
+        "pass in tiles (Lumiere's super-resolution stage; docs/long-videos.md)",
+    )
+    windows.add_argument(
+        "--refine-start",
+        type=float,
+        default=REFINE_START,
+        help=f"the refine pass's start time, 0 (noise) to 1 (the video) (default {REFINE_START}, the best measured)",
+    )
     generate.add_argument("--audio-steps", type=int, default=25, help="video-to-audio sampling steps")
     generate.add_argument("--no-audio", action="store_true", help="skip video-to-audio")
     generate.add_argument(

@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
+import torch.nn.functional as F
 
-from .conditioning import Conditioning
+from .conditioning import Conditioning, encode
 from .models.nextdit import MultiScaleNextDiT
 from .models.text import TextCondition, TinyTextEncoder
 from .models.v2a import V2AGenerator
 from .models.vae import CogVideoXVAE
-from .request import VAE_TEMPORAL, check_video_size, latent_shape
+from .request import VAE_SPATIAL, VAE_TEMPORAL, check_video_size, latent_shape
 from .sampling import SamplingConfig, StepCache, WindowPlan, make_noise, sample
 
 
@@ -75,10 +76,43 @@ def sample_latent(
     (``sampling/windows.py``), where the model's frame limit applies to each window."""
     window = VAE_TEMPORAL * windows.length if windows is not None else None
     window = window if window is not None and frames > window else None  # one window covering the clip: plain
-    check_video_size(width, height, frames, batch, models.dit.patch_sizes, models.size_limits, window=window)
+    tile = None if windows is None or windows.tile is None else tuple(VAE_SPATIAL * n for n in windows.tile)
+    limits = dict(window=window, tile=tile)
+    check_video_size(width, height, frames, batch, models.dit.patch_sizes, models.size_limits, **limits)
     device = next(models.dit.parameters()).device
     noise = make_noise(latent_shape(width, height, frames, batch, models.dit.in_channels), seed, device)
     return sample(models.dit, noise, positive, negative, config, callback, cache, known, windows)
+
+
+def refine(
+    models,
+    frames: torch.Tensor,
+    positive: TextCondition,
+    negative: Optional[TextCondition],
+    config: SamplingConfig,
+    scale: int,
+    start: float,
+    seed: int,
+    windows: WindowPlan,
+    callback: Optional[Callable] = None,
+) -> torch.Tensor:
+    """Lumiere's super-resolution stage as a refine pass: frames [B, F, H, W, 3] in [0, 1] scaled ``scale`` times
+    (bicubic), encoded at the new size and redrawn from t = ``start`` (0 noise, 1 data) in the plan's spatial tiles
+    (and frame windows) fused by MultiDiffusion, so the layout stays the video's and each tile is drawn at the size
+    the model knows. -> model-space latent [B, 16, F/4, scale*H/8, scale*W/8]."""
+    if scale < 1:
+        raise ValueError(f"upscale {scale} must be a whole factor of at least 1")
+    batch, count, height, width, _ = frames.shape
+    size = (scale * height, scale * width)
+    flat = frames.permute(0, 1, 4, 2, 3).flatten(0, 1).float()  # [B*F, 3, H, W]
+    bigger = F.interpolate(flat, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
+    bigger = bigger.unflatten(0, (batch, count)).permute(0, 1, 3, 4, 2)  # [B, F, sH, sW, 3]
+    with torch.no_grad():
+        latent = torch.cat([encode(models.vae, video) for video in bigger])
+    known = Conditioning(latent, denoise=1.0 - start)
+    return sample_latent(
+        models, positive, negative, size[1], size[0], count, seed, config, batch, callback, None, known, windows
+    )
 
 
 def longest_window(dit, size_limits: Optional[dict] = None) -> int:

@@ -42,13 +42,15 @@ def video_size_problems(
     limits: Optional[dict] = None,
     max_batch: Optional[int] = None,
     window: Optional[int] = None,
+    tile: Optional[tuple[int, int]] = None,
 ) -> list[str]:
     """Every way a video of this size can't be made, as sentences naming the value and a fix; empty when it can.
 
     ``limits`` maps width/height/frames to the (low, high) range a model was trained for (the embedded default's).
     ``max_batch`` bounds the batch where an interface does (the nodes' widget allows MAX_BATCH); the engine doesn't.
     ``window``: the video frames of one window where a long video is sampled in windows (``sampling/windows.py``);
-    the frame limit then applies to it, not to the whole clip.
+    the frame limit then applies to it, not to the whole clip. ``tile``: the pixel (height, width) of one spatial
+    tile where frames are sampled in tiles; the width and height limits then apply to it.
     """
     patch_sizes = tuple(PatchSize(*p) for p in patch_sizes)
     side, frame_step = side_multiple(patch_sizes), frame_multiple(patch_sizes)
@@ -73,6 +75,9 @@ def video_size_problems(
     checked = (("width", width, "width"), ("height", height, "height"), ("frames", frames, "frames"))
     if window is not None:
         checked = checked[:2] + (("frames", window, "window frames"),)
+    if tile is not None:
+        checked = (("width", min(width, tile[1]), "tile width"), ("height", min(height, tile[0]), "tile height"))
+        checked += (("frames", frames if window is None else window, "frames" if window is None else "window frames"),)
     for name, value, label in checked:
         if limits:
             low, high = limits[name]

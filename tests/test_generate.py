@@ -35,7 +35,12 @@ def test_generate_writes_a_video_with_sound(tmp_path, capsys):
     [
         (["--width", "100"], "width 100 must be a multiple of 32"),
         (["--frames", "12"], "try 8 or 16"),
-        (["--width", "128"], "outside what the embedded default was trained for"),
+        (["--width", "128", "--tile", "64", "128"], "tile width 128 is outside what the embedded default was trained"),
+        (["--width", "128", "--tile", "60", "60"], "--tile 60 60 must be two multiples of 8 pixels"),
+        (["--width", "128", "--tile-overlap", "64"], "--tile-overlap 64 must be a multiple of 8 from 0 to 56"),
+        (["--width", "128", "--tile", "64", "64", "--tile-overlap", "8"], "multiples of the spatial patch 4"),
+        (["--upscale", "0"], "--upscale 0 must be a whole factor of at least 1"),
+        (["--upscale", "2", "--refine-start", "1"], "--refine-start 1.0 must lie in (0, 1)"),
         (["--cfg", "(4, 0.6)"], "cfg must be"),
         (
             ["--motion-cfg", "(10, (2, 0))"],
@@ -68,3 +73,17 @@ def test_generate_refuses_words_the_embedded_model_does_not_know(tmp_path, capsy
     assert message in err and "circle square triangle" in err and "released weights" in err
     assert not out.exists()
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "args, printed",
+    [
+        (["--width", "128", "--height", "128"], "tiles: 64x64 overlapping by 32 px, fused"),
+        (["--upscale", "2"], "upscale: 2x to 128x128 by a refine pass from t = 0.9 in tiles of 64x64"),
+    ],
+)
+def test_frames_larger_than_the_model_takes_come_in_fused_tiles(tmp_path, capsys, args, printed):
+    out = tmp_path / "large.mp4"
+    assert main(["generate", "--prompt", "a red circle moving left", "--no-audio", "--out", str(out), *args]) == 0
+    assert read_video(out).frames.shape == (16, 128, 128, 3)
+    assert printed in capsys.readouterr().out

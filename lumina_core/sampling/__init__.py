@@ -23,12 +23,13 @@ from .schedules import (
 )
 from .solvers import check_latent_size, integrate, make_noise, sample
 from .time_shift import AUTO, auto_time_shift, parse_time_shift, resolve_time_shift, token_count
-from .windows import FUSES, WindowedModel, WindowPlan, fuse_weights, tile_spans, window_spans
+from .windows import FUSES, REFINE_START, WindowedModel, WindowPlan, fuse_weights, tile_spans, window_spans
 
 __all__ = [
     "AUTO",
     "DEFAULT_PRESET",
     "FUSES",
+    "REFINE_START",
     "CachedModel",
     "NO_MOTION",
     "PRESETS",

@@ -20,6 +20,9 @@ from ..models.nextdit import PatchSize, call_time
 from ..request import VAE_TEMPORAL
 
 FUSES = ("uniform", "pyramid", "gaussian")
+REFINE_START = 0.9
+"""The refine pass's default start time (``pipeline.refine``): the best of 0.6-0.9 on the toy world
+(``toyworld.upscale``, docs/long-videos.md)."""
 
 
 @dataclass(frozen=True)
