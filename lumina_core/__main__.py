@@ -251,13 +251,13 @@ def window_plan(args, models, frames: int, trained: int):
     return plan_in_video_frames(window, overlap, args.fuse, limit, names=("--window", "--overlap"))
 
 
-def tile_plan(args, models, width: int, height: int):
-    """The --tile/--tile-overlap spatial tiles as (latent (height, width), latent overlap), or None for whole frames.
+def tile_plan(args, models, width: int, height: int) -> Optional[dict]:
+    """The --tile/--tile-overlap spatial tiles as ``WindowPlan`` fields (latent), or None for whole frames.
 
     Tiles come on by themselves for frames larger than the model takes (the embedded default's 64x64): tiles of that
     size, overlapping by half.
     """
-    from .request import VAE_SPATIAL
+    from .sampling.windows import tiles_in_pixels
 
     limits = models.size_limits
     if args.tile is None:
@@ -266,18 +266,11 @@ def tile_plan(args, models, width: int, height: int):
         tile = (min(height, limits["height"][1]), min(width, limits["width"][1]))
     else:
         tile = tuple(args.tile)
-    overlap = args.tile_overlap if args.tile_overlap is not None else min(tile) // 2 // VAE_SPATIAL * VAE_SPATIAL
-    if any(n % VAE_SPATIAL or n < VAE_SPATIAL for n in tile):
-        raise ValueError(f"--tile {tile[0]} {tile[1]} must be two multiples of {VAE_SPATIAL} pixels (height width)")
-    if overlap % VAE_SPATIAL or not 0 <= overlap < min(tile):
-        raise ValueError(
-            f"--tile-overlap {overlap} must be a multiple of {VAE_SPATIAL} from 0 to {min(tile) - VAE_SPATIAL} "
-            "(below the tile)"
-        )
-    return tuple(n // VAE_SPATIAL for n in tile), overlap // VAE_SPATIAL
+    overlap = args.tile_overlap if args.tile_overlap is not None else min(tile) // 16 * 8
+    return tiles_in_pixels(*tile, overlap, limits, names=("--tile", "--tile-overlap"))
 
 
-def with_tiles(windows, tiles, frames: int):
+def with_tiles(windows, tiles: Optional[dict], frames: int):
     """The frame-window plan (or one window over the clip) with the spatial tiles of ``tile_plan`` added."""
     from dataclasses import replace
 
@@ -286,8 +279,7 @@ def with_tiles(windows, tiles, frames: int):
 
     if tiles is None:
         return windows
-    plan = windows or WindowPlan(latent_frames_for(frames), 0)
-    return replace(plan, tile=tiles[0], tile_overlap=tiles[1])
+    return replace(windows or WindowPlan(latent_frames_for(frames), 0), **tiles)
 
 
 @contextmanager
@@ -312,6 +304,7 @@ def cmd_generate(args):
     from .pipeline import compile_blocks, decode_latent, encode_prompts, generate_audio, refine, sample_latent
     from .request import VAE_SPATIAL, check_video_size, latent_shape
     from .sampling import AUTO, StepCache, window_spans
+    from .sampling.windows import tiles_in_pixels
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     parallel.init_from_env(device)  # under torchrun: every rank samples, its share of the DiT's tokens; rank 0 writes
@@ -330,7 +323,7 @@ def cmd_generate(args):
     window = 4 * windows.length if windows is not None and frames > 4 * windows.length else None
     tiles = tile_plan(args, models, width, height)
     windows = with_tiles(windows, tiles, frames)
-    tile = None if tiles is None else tuple(VAE_SPATIAL * n for n in tiles[0])
+    tile = None if tiles is None else tuple(VAE_SPATIAL * n for n in tiles["tile"])
     check_video_size(width, height, frames, 1, models.dit.patch_sizes, models.size_limits, window=window, tile=tile)
     if args.upscale < 1:
         raise ValueError(f"--upscale {args.upscale} must be a whole factor of at least 1 (2 doubles width and height)")
@@ -399,8 +392,7 @@ def cmd_generate(args):
     if args.upscale > 1:
         with on_device(models.vae, device, args.offload), on_device(models.dit, device, args.offload):
             small = decode_latent(models.vae, latent.to(device, dtype))
-            refine_tiles = ((height // VAE_SPATIAL, width // VAE_SPATIAL), min(height, width) // 2 // VAE_SPATIAL)
-            plan = with_tiles(windows, refine_tiles, frames)
+            plan = with_tiles(windows, tiles_in_pixels(height, width, min(height, width) // 16 * 8), frames)
             latent = refine(models, small, cond, uncond, config, args.upscale, args.refine_start, args.seed, plan)
         width, height = args.upscale * width, args.upscale * height
         stages["refine"], started = time.perf_counter() - started, time.perf_counter()

@@ -143,12 +143,13 @@ class ComfyNextDiT(MultiScaleNextDiT):
         return -velocity
 
     def windowed(self, forward, plan: WindowPlan, schedule: Optional[TimeAware], sigmas) -> WindowedModel:
-        """``forward`` run on the plan's windows of latent frames and fused (the engine's MultiDiffusion), aligned to
-        the largest temporal patch the schedule uses; the windows shift along the run's sigmas, which ComfyUI's
-        sampling puts in the transformer options (without them they stay in place)."""
+        """``forward`` run on the plan's windows of latent frames (and tiles) and fused (the engine's MultiDiffusion),
+        aligned to the largest temporal (and spatial) patch the schedule uses; the windows shift along the run's
+        sigmas, which ComfyUI's sampling puts in the transformer options (without them they stay in place)."""
         patches = [self.finest_patch] if schedule is None else [PatchSize.parse(p) for p in schedule_values(schedule)]
         times = [0.0] if sigmas is None else (1.0 - sigmas.double()).tolist()
-        return WindowedModel(forward, plan, times, align=max(p.temporal for p in patches))
+        align, spatial_align = max(p.temporal for p in patches), max(p.spatial for p in patches)
+        return WindowedModel(forward, plan, times, align=align, spatial_align=spatial_align)
 
 
 def schedule_values(schedule: TimeAware) -> list:

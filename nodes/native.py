@@ -15,9 +15,10 @@ from dataclasses import replace
 from ..lumina_core import embedded
 from ..lumina_core.lora import load_lora
 from ..lumina_core.pipeline import longest_window
+from ..lumina_core.request import MAX_SIDE
 from ..lumina_core.sampling import DEFAULT_PRESET, FUSES, PRESETS, scale_and_cutoff, time_grid
 from ..lumina_core.sampling import preset as named_preset
-from ..lumina_core.sampling.windows import plan_in_video_frames
+from ..lumina_core.sampling.windows import plan_in_video_frames, tiles_in_pixels
 from . import _comfy, _comfy_model
 from ._comfy import io
 from .sampling import FROM_PRESET, PATCH_CHOICES, resolve_patch_schedule
@@ -188,16 +189,48 @@ class LuminaVideoWindows(io.ComfyNode):
                 io.Boolean.Input(
                     "shift", default=True, tooltip="Move the windows by one temporal patch each step (no fixed seams)."
                 ),
+                io.Int.Input(
+                    "tile_height",
+                    default=0,
+                    min=0,
+                    max=MAX_SIDE,
+                    step=8,
+                    tooltip="Large frames: the model also runs on spatial tiles this many pixels high (with "
+                    "tile_width), fused the same way; 0 = whole frames. At most the model's size (embedded: 64).",
+                ),
+                io.Int.Input("tile_width", default=0, min=0, max=MAX_SIDE, step=8, tooltip="See tile_height."),
+                io.Int.Input(
+                    "tile_overlap",
+                    default=32,
+                    min=0,
+                    max=MAX_SIDE,
+                    step=8,
+                    tooltip="Pixels neighbouring tiles share, below the tile (with the multi-scale schedule a multiple "
+                    "of 32).",
+                ),
             ],
             outputs=[io.Model.Output(display_name="model")],
         )
 
     @classmethod
-    def execute(cls, model, window: int = 16, overlap: int = 8, fuse: str = "pyramid", shift: bool = True):
+    def execute(
+        cls,
+        model,
+        window: int = 16,
+        overlap: int = 8,
+        fuse: str = "pyramid",
+        shift: bool = True,
+        tile_height: int = 0,
+        tile_width: int = 0,
+        tile_overlap: int = 32,
+    ):
         source = _comfy_model.require_lumina_video(model)
         limit = longest_window(model.model.diffusion_model, source.size_limits)
-        plan = plan_in_video_frames(window, overlap, fuse, limit)
-        return io.NodeOutput(_comfy_model.with_windows(model, replace(plan, shift=shift)))
+        plan = replace(plan_in_video_frames(window, overlap, fuse, limit), shift=shift)
+        if tile_height or tile_width:
+            names = ("tile_height x tile_width", "tile_overlap")
+            plan = replace(plan, **tiles_in_pixels(tile_height, tile_width, tile_overlap, source.size_limits, names))
+        return io.NodeOutput(_comfy_model.with_windows(model, plan))
 
 
 EMBEDDED_STYLE = "embedded: sway style (toy world)"

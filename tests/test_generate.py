@@ -35,8 +35,8 @@ def test_generate_writes_a_video_with_sound(tmp_path, capsys):
     [
         (["--width", "100"], "width 100 must be a multiple of 32"),
         (["--frames", "12"], "try 8 or 16"),
-        (["--width", "128", "--tile", "64", "128"], "tile width 128 is outside what the embedded default was trained"),
-        (["--width", "128", "--tile", "60", "60"], "--tile 60 60 must be two multiples of 8 pixels"),
+        (["--width", "128", "--tile", "64", "128"], "--tile 64x128 is larger than the model takes (64x64)"),
+        (["--width", "128", "--tile", "60", "60"], "--tile 60x60 (height x width) must be multiples of 8 pixels"),
         (["--width", "128", "--tile-overlap", "64"], "--tile-overlap 64 must be a multiple of 8 from 0 to 56"),
         (["--width", "128", "--tile", "64", "64", "--tile-overlap", "8"], "multiples of the spatial patch 4"),
         (["--upscale", "0"], "--upscale 0 must be a whole factor of at least 1"),

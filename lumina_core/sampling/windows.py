@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 
 from ..models.nextdit import PatchSize, call_time
-from ..request import VAE_TEMPORAL
+from ..request import VAE_SPATIAL, VAE_TEMPORAL
 
 FUSES = ("uniform", "pyramid", "gaussian")
 REFINE_START = 0.9
@@ -105,6 +105,31 @@ def plan_in_video_frames(
             f"{names[1]} {overlap} must be a multiple of {step} from 0 to {window - step} (below {names[0]})"
         )
     return WindowPlan(window // VAE_TEMPORAL, overlap // VAE_TEMPORAL, fuse)
+
+
+def tiles_in_pixels(
+    height: int,
+    width: int,
+    overlap: int,
+    limits: Optional[dict] = None,
+    names: tuple[str, str] = ("tile", "tile overlap"),
+) -> dict:
+    """Spatial tiles given in pixels, as users count them -> ``WindowPlan``'s tile and tile_overlap (latent pixels),
+    checked: multiples of 8 above 0, at most the model's size (``limits``: the embedded default's ranges), the overlap
+    below the tile. ``names``: what the tile and the overlap are called where the user typed them."""
+    step = VAE_SPATIAL
+    if height % step or width % step or height < step or width < step:
+        raise ValueError(f"{names[0]} {height}x{width} (height x width) must be multiples of {step} pixels above 0")
+    if limits and (height > limits["height"][1] or width > limits["width"][1]):
+        raise ValueError(
+            f"{names[0]} {height}x{width} is larger than the model takes ({limits['height'][1]}x{limits['width'][1]}): "
+            "make the tile at most that"
+        )
+    if overlap % step or not 0 <= overlap < min(height, width):
+        raise ValueError(
+            f"{names[1]} {overlap} must be a multiple of {step} from 0 to {min(height, width) - step} (below the tile)"
+        )
+    return dict(tile=(height // step, width // step), tile_overlap=overlap // step)
 
 
 def fuse_weights(length: int, fuse: str) -> torch.Tensor:

@@ -64,3 +64,31 @@ def test_the_sampler_takes_a_clip_as_long_as_its_windows_allow(nodes):
     assert torch.equal(node, chain)
     with pytest.raises(ValueError, match="step caching.*can't be combined with Lumina-Video Windows"):
         nodes.sample(model=windowed, latent=long, cache=0.2)
+
+
+def test_large_frames_in_tiles_are_the_engines(nodes):
+    """128x128 (twice the embedded default's 64 each way) in tiles of 64x64 overlapping by 32: the Sampler refuses
+    it without tiles, and with them gives the engine's tiled sampling."""
+    from lumina_video.lumina_core.sampling import WindowPlan, make_noise, preset, sample
+
+    large = nodes.run("LuminaVideoEmptyLatent", width=128, height=128, frames=16, batch_size=1)[0]
+    with pytest.raises(ValueError, match="width 128 is outside what the embedded default was trained for"):
+        nodes.sample(latent=large)
+    tiled = nodes.run("LuminaVideoWindows", model=nodes.model, window=16, overlap=8, fuse="pyramid", shift=True,
+                      tile_height=64, tile_width=64, tile_overlap=32)[0]  # fmt: skip
+    node = nodes.sample(model=tiled, latent=large, seed=4, steps=0)
+    engine = sample(
+        EngineView(nodes.model.model.diffusion_model),
+        make_noise((1, 16, 4, 16, 16), 4),
+        text_condition(nodes.positive),
+        text_condition(nodes.negative),
+        preset("embedded-MultiScale"),
+        windows=WindowPlan(4, 2, "pyramid", tile=(8, 8), tile_overlap=4),
+    )
+    assert node.shape == (1, 16, 4, 16, 16)
+    assert (node - engine).abs().max().item() < 1e-4
+    with pytest.raises(ValueError, match="tile_height x tile_width 128x64 is larger than the model takes"):
+        nodes.run("LuminaVideoWindows", model=nodes.model, window=16, overlap=8, tile_height=128, tile_width=64)
+    with pytest.raises(ValueError, match="tile_overlap 64 must be a multiple of 8 from 0 to 56"):
+        nodes.run("LuminaVideoWindows", model=nodes.model, window=16, overlap=8, tile_height=64, tile_width=64,
+                  tile_overlap=64)  # fmt: skip
