@@ -1,0 +1,31 @@
+"""Large frames on the toy world (lumina_core/toyworld/upscale.py): 128x128 by the refine pass from its default start
+time, a small run. The figures and the 50-prompt run are in docs/long-videos.md; a missed target is a strict xfail
+with the figure measured."""
+
+import pytest
+
+from lumina_core import embedded
+from lumina_core.sampling import REFINE_START
+from lumina_core.toyworld.upscale import checks, evaluate
+
+pytestmark = [pytest.mark.quality, pytest.mark.skipif(not embedded.available(), reason="no embedded default")]
+
+CLIPS = 24
+MISSES = {"seam ratio": "1.60 on 50 prompts (the bicubic video without tiles reads 1.35: shapes sit mid-frame)"}
+
+
+@pytest.fixture(scope="module")
+def verdicts():
+    return checks(evaluate(CLIPS, starts=(REFINE_START,)), f"refine from t={REFINE_START}")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(name, marks=[pytest.mark.xfail(strict=True, reason=MISSES[name])] if name in MISSES else [])
+        for name in ("colour", "shape drop from 64x64", "seam ratio")
+    ],
+)
+def test_the_refine_pass_meets_the_target(verdicts, name):
+    value, target, met = verdicts[name]
+    assert met, f"{name}: {value:.3f}, target {target}"
