@@ -306,7 +306,6 @@ def test_generate_image_to_video_on_the_embedded_default(tmp_path, files, clip, 
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--image", "IMAGE", "--conditioning", "timestep"], "were not fine-tuned with per-token timesteps"),
         (["--video", "VIDEO", "--denoise", "0"], "--denoise 0.0 must lie in (0, 1]"),
     ],
 )
@@ -316,3 +315,20 @@ def test_generate_refuses_bad_conditioning(tmp_path, files, capsys, args, messag
     assert main(["generate", "--prompt", "a red circle moving left", "--out", str(out), "--no-audio", *args]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_generate_holds_known_frames_the_way_the_dit_was_trained_for(tmp_path, files, capsys, monkeypatch):
+    """The embedded DiT was fine-tuned with per-token timesteps, so they are its default; weights without that
+    training (random ones here, the released ones) refuse them and take replacement."""
+    from toy_weights import write_random_embedded
+
+    from lumina_core.io.checkpoints import trained_conditioning
+
+    assert trained_conditioning(embedded.file("dit")) == "timestep"
+    args = ["generate", "--prompt", "a red circle moving left", "--no-audio", "--steps", "4", "--image"]
+    assert main([*args, str(files["image"]), "--out", str(tmp_path / "a.mp4")]) == 0
+    monkeypatch.setenv("LUMINA_VIDEO_EMBEDDED_DIR", str(write_random_embedded(tmp_path / "random")))
+    refused = [*args, str(files["image"]), "--conditioning", "timestep", "--out", str(tmp_path / "b.mp4")]
+    assert main(refused) == 2
+    assert "were not fine-tuned with per-token timesteps" in capsys.readouterr().err
+    assert main([*args, str(files["image"]), "--out", str(tmp_path / "c.mp4")]) == 0  # replacement by default
