@@ -36,6 +36,7 @@ NATIVE_NODE_IDS = (
     "LuminaVideoLoRA",
     "LuminaVideoModelSampling",
     "LuminaVideoWindows",
+    "LuminaVideoConditioningMechanism",
 )
 
 

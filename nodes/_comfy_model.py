@@ -196,6 +196,7 @@ class LuminaVideoNative(comfy.model_base.BaseModel):
     def __init__(self, model_config: LuminaVideoModelConfig, device=None):
         super().__init__(model_config, comfy.model_base.ModelType.FLOW, device=device, unet_model=ComfyNextDiT)
         self.lumina_source = ModelSource("Lumina-Video")
+        self.lumina_conditioning: Optional[str] = None  # the mechanism chosen (an object patch), None: the trained one
 
     def extra_conds(self, **kwargs):
         out = super().extra_conds(**kwargs)
@@ -223,7 +224,7 @@ class LuminaVideoNative(comfy.model_base.BaseModel):
 
     @property
     def per_token_timesteps(self) -> bool:
-        return self.lumina_source.conditioning == "timestep"
+        return (self.lumina_conditioning or self.lumina_source.conditioning) == "timestep"
 
     def process_timestep(self, timestep, x=None, denoise_mask=None, **kwargs):
         """sigma [B] -> per latent cell [B, K, h, w], scaled by the noise mask (kept cells at 0: clean)."""

@@ -288,10 +288,46 @@ class LuminaVideoLoRA(io.ComfyNode):
         return io.NodeOutput(_comfy_model.with_lora(model, lora.state_dict(), strength))
 
 
+class LuminaVideoConditioningMechanism(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LuminaVideoConditioningMechanism",
+            display_name="Lumina-Video Conditioning Mechanism",
+            category="Lumina-Video/native",
+            description=(
+                "How a LATENT's noise_mask (Image To Video, Video To Video, Cinemagraph, SetLatentNoiseMask) holds the "
+                "kept cells while any sampler runs: timestep (LTX-Video's: kept cells clean, their time given per "
+                "token; for weights fine-tuned for it, as the embedded default is) or replace (ComfyUI's inpainting: "
+                "kept cells set to the noised known latent every step; works with any weights). A model loads with "
+                "what its file says it was trained for; on the embedded default replace held cinemagraphs' still "
+                "region better, timestep everything else (docs/conditional.md)."
+            ),
+            inputs=[
+                io.Model.Input("model"),
+                io.Combo.Input("mechanism", options=["timestep", "replace"], default="timestep"),
+            ],
+            outputs=[io.Model.Output(display_name="model")],
+        )
+
+    @classmethod
+    def execute(cls, model, mechanism: str = "timestep"):
+        source = _comfy_model.require_lumina_video(model)
+        if mechanism == "timestep" and source.conditioning != "timestep":
+            raise ValueError(
+                f"mechanism timestep: {source.name} was not fine-tuned with per-token timesteps (its file has no "
+                "lumina_video_conditioning metadata), so kept cells marked clean would confuse it; use replace"
+            )
+        patched = model.clone()
+        patched.add_object_patch("lumina_conditioning", mechanism)  # set while it samples; the trained one stays
+        return io.NodeOutput(patched)
+
+
 NATIVE_NODES = [
     LuminaVideoMultiScale,
     LuminaVideoGuidance,
     LuminaVideoScheduler,
     LuminaVideoLoRA,
     LuminaVideoWindows,
+    LuminaVideoConditioningMechanism,
 ]

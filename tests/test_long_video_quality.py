@@ -43,20 +43,7 @@ def test_windows_join_their_chunks_more_smoothly_than_naive_chunking(report):
     assert report["windows"]["join_jump_median"] < report["naive"]["join_jump_median"]
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "colour_steady",
-        pytest.param(
-            "shape_steady",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="with the look-ahead decoder (2026-12-07) windows read one shape in all four quarters in 3 of "
-                "the 8 clips, naive chunking in 5 (both 3 with the decoder before)",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("name", ["colour_steady", "shape_steady"])
 def test_windows_hold_colour_and_shape_across_the_clip_at_least_as_often_as_naive_chunking(report, name):
     assert report["windows"][name] >= report["naive"][name], name
 

@@ -155,6 +155,32 @@ def test_each_mechanism_is_the_engines(nodes, vae, clip, mechanism, task):
     assert figures["other_mechanism"] > 100 * ENGINE_BOUND  # the model was told something else
 
 
+def test_the_mechanism_node_switches_a_model_to_replacement(nodes, vae, clip):
+    """The embedded DiT loads as trained for per-token timesteps; Conditioning Mechanism (replace) makes any sampler
+    hold the kept cells by replacement instead, and refuses timestep for weights not trained for it."""
+    from lumina_video.lumina_core.conditioning import from_images
+
+    assert nodes.model.model.lumina_source.conditioning == "timestep"
+    image = frames_of(clip)[:1]
+    latent = nodes.run("LuminaVideoImageToVideo", vae=vae, latent=nodes.latent, image=image, frame_index=0,
+                       strength=1.0)[0]  # fmt: skip
+    known = from_images(vae.vae, [(image[0], 0)], 16)
+    replacing = nodes.run("LuminaVideoConditioningMechanism", model=nodes.model, mechanism="replace")[0]
+    node = sampled(nodes, latent, clip.caption, model=replacing)
+    assert difference(node, engine(nodes, known, clip.caption, "replace")) < ENGINE_BOUND
+    assert difference(node, engine(nodes, known, clip.caption, "timestep")) > 100 * ENGINE_BOUND
+    assert difference(sampled(nodes, latent, clip.caption), engine(nodes, known, clip.caption)) < ENGINE_BOUND
+    assert nodes.model.model.lumina_source.conditioning == "timestep"  # the clone's patch left the trained one
+    native = nodes.model.model
+    source = native.lumina_source
+    native.lumina_source = replace(source, conditioning="replace")
+    try:
+        with pytest.raises(ValueError, match="was not fine-tuned with per-token timesteps .* use replace"):
+            nodes.run("LuminaVideoConditioningMechanism", model=nodes.model, mechanism="timestep")
+    finally:
+        native.lumina_source = source
+
+
 def test_keyframes_chain_into_the_engines_conditioning(nodes, vae, clip):
     from lumina_video.lumina_core.conditioning import from_images
 
