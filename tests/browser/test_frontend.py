@@ -82,6 +82,10 @@ def test_ui_workflow_loads_and_builds_its_api_prompt(page, path, screenshots):
     drawn = {"LuminaVideoMotionScore": "lumina_motion_gap", "LuminaVideoSampler": "lumina_patch_schedule"}
     assert sorted(loaded["canvasWidgets"]) == sorted(widget for node, widget in drawn.items() if node in types)
     prompt = page.evaluate(f"return (await {APP}.graphToPrompt()).output;")
+    for (
+        node
+    ) in prompt.values():  # Load Video's preview widget: the frontend sends its empty value, the server ignores it
+        node["inputs"].pop("video-preview", None)
     api = json.loads((REPO / "workflows" / "api" / path.name).read_text())
     assert {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in prompt.items()} == {
         k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in api.items()
