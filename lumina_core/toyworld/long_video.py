@@ -12,8 +12,10 @@ Held-out prompts, the embedded default, its default preset. Each clip j has the 
 Per clip, from the pixels (``metrics.py``), with the clip cut into quarters of 16 frames: colour and shape read
 the same (and not none) in every quarter; the prompted direction in the first quarter; the shape shows in every
 frame; the per-quarter speed's std / mean; the stutter (largest frame-to-frame move over the median) of the
-whole clip, and the largest move at the chunks' joins (frames 15|16, 31|32, 47|48) over the median. Cost: one
-64-frame windowed sample's time against the window count times one 16-frame sample's time, both at batch 1.
+whole clip, and the largest move at the chunks' joins (frames 15|16, 31|32, 47|48) over the median. Sound: the
+video-to-audio model on each windowed clip, whole; its length against frames / fps, and its onsets against the
+bounces seen in the clip within +-1 frame (F1, pooled). Cost: one 64-frame windowed sample's time against the
+window count times one 16-frame sample's time, both at batch 1.
 """
 
 import argparse
@@ -25,10 +27,20 @@ import numpy as np
 import torch
 
 from .. import embedded
-from ..pipeline import decode_latent, encode_prompts
+from ..pipeline import decode_latent, encode_prompts, generate_audio
 from ..request import latent_shape
 from ..sampling import PRESETS, WindowPlan, make_noise, sample, window_spans
-from .metrics import centroid_steps, detect_colour, detect_direction, detect_shape, measure_motion, segment, stutter
+from .metrics import (
+    SyncScore,
+    audio_visual_sync,
+    centroid_steps,
+    detect_colour,
+    detect_direction,
+    detect_shape,
+    measure_motion,
+    segment,
+    stutter,
+)
 from .world import DEFAULT_CONFIG as WORLD
 from .world import heldout_clips, parse_caption
 
@@ -43,6 +55,7 @@ TARGETS = dict(
     speed_cv_median=("<=", 0.2),
     stutter_median=("<=", 2.0),
 )
+SOUND_TARGETS = dict(onset_f1=(">=", 0.8), duration_exact=(">=", 1.0))
 
 
 def default_plan(fuse: str = "pyramid") -> WindowPlan:
@@ -137,12 +150,13 @@ def sampling_cost(models, cond, uncond, config, plan: WindowPlan) -> dict:
 
 def evaluate(clips: int, seed: int = 0, batch: int = 4, fuse: str = "pyramid", cost: bool = True) -> dict:
     """Figures of windows, naive chunking and the 16-frame baseline on ``clips`` held-out prompts."""
-    models = embedded.load(with_audio=False)
+    models = embedded.load()
     config = PRESETS[embedded.PRESET]
     plan = default_plan(fuse)
     captions = [clip.caption for clip in heldout_clips(seed, clips)]
     uncond = encode_prompts(models, [""])
     rows = dict(windows=[], naive=[], baseline=[])
+    sync, exact = SyncScore(0, 0, 0), 0
     for start in range(0, clips, batch):
         group = captions[start : start + batch]
         seeds = [seed + SEEDS_PER_CLIP * j for j in range(start, start + len(group))]
@@ -154,6 +168,11 @@ def evaluate(clips: int, seed: int = 0, batch: int = 4, fuse: str = "pyramid", c
         chunks = sample(models.dit, noise_for(chunk_seeds, embedded.FRAMES), chunk_cond, uncond, config)
         chunk_frames = decode_latent(models.vae, chunks).numpy()  # [N * CHUNKS, 16, H, W, 3]
         naive = chunk_frames.reshape(len(group), CHUNKS * embedded.FRAMES, *chunk_frames.shape[2:])
+        if models.v2a is not None:
+            waveform, rate = generate_audio(models, torch.from_numpy(windowed), embedded.FPS, seeds[0])
+            for j in range(len(group)):
+                sync = sync + audio_visual_sync(windowed[j], waveform[j, 0].numpy(), rate, embedded.FPS)
+                exact += waveform.shape[-1] * embedded.FPS == FRAMES * rate
         for j, caption in enumerate(group):
             rows["windows"].append(clip_figures(windowed[j], caption))
             rows["naive"].append(clip_figures(naive[j], caption))
@@ -166,6 +185,8 @@ def evaluate(clips: int, seed: int = 0, batch: int = 4, fuse: str = "pyramid", c
         preset=embedded.PRESET,
         **{name: Summary.of(values).figures for name, values in rows.items()},
     )
+    if models.v2a is not None:
+        report["sound"] = dict(onset_f1=sync.f1, duration_exact=exact / clips)
     if cost:
         report["cost"] = sampling_cost(models, encode_prompts(models, captions[:1]), uncond, config, plan)
     return report
@@ -188,6 +209,12 @@ def print_report(report: dict):
         print(row)
     for name in ("colour_prompted", "shape_prompted", "join_jump_median"):
         print(f"{name:26} {'':>8} {report['windows'][name]:9.3f} {'':6} {report['naive'][name]:9.3f}")
+    if "sound" in report:
+        sound = report["sound"]
+        verdicts = {name: met(sound[name], target) for name, target in SOUND_TARGETS.items()}
+        print(f"sound of the windowed clips: onset F1 {sound['onset_f1']:.3f} (>= 0.8: "
+              f"{'met' if verdicts['onset_f1'] else 'missed'}), exactly frames / fps long in "
+              f"{sound['duration_exact']:.2f} of clips")  # fmt: skip
     base = report["baseline"]
     print(
         f"16-frame baseline: stutter median {base['stutter_median']:.3f}, colour {base['colour_prompted']:.3f}, "
