@@ -11,7 +11,7 @@ from lumina_core.toyworld.upscale import checks, evaluate
 pytestmark = [pytest.mark.quality, pytest.mark.skipif(not embedded.available(), reason="no embedded default")]
 
 CLIPS = 24
-MISSES = {"seam ratio": "1.60 on 50 prompts (the bicubic video without tiles reads 1.35: shapes sit mid-frame)"}
+MISSES = {"seam ratio": "1.66 on 50 prompts (the bicubic video without tiles reads 1.36: shapes sit mid-frame)"}
 
 
 @pytest.fixture(scope="module")
