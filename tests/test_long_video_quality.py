@@ -9,15 +9,15 @@ import torch
 
 from lumina_core import embedded
 from lumina_core.pipeline import generate_audio
-from lumina_core.toyworld.long_video import FRAMES, TARGETS, checks, evaluate
+from lumina_core.toyworld.long_video import FRAMES, SOUND_TARGETS, TARGETS, checks, evaluate, met
 
 pytestmark = [pytest.mark.quality, pytest.mark.skipif(not embedded.available(), reason="no embedded default")]
 
 CLIPS = 8
 MISSES = {
-    "shape_steady": "0.375 of 8 clips read one shape in all four quarters (naive chunking 0.375; the 16-frame "
-    "baseline reads the prompted shape in 0.5)",
-    "stutter_median": "median stutter 4.48 (naive chunking 6.26, the 16-frame baseline 3.39)",
+    "shape_steady": "0.625 of 8 clips read one shape in all four quarters (naive chunking 0.625; the 16-frame "
+    "baseline reads the prompted shape in 0.625)",
+    "stutter_median": "median stutter 3.83 (naive chunking 5.67, the 16-frame baseline 2.63)",
 }
 """target name -> the figure measured at CLIPS clips (tests/test_long_video_quality.py, docs/long-videos.md)."""
 
@@ -46,6 +46,23 @@ def test_windows_join_their_chunks_more_smoothly_than_naive_chunking(report):
 @pytest.mark.parametrize("name", ["colour_steady", "shape_steady"])
 def test_windows_hold_colour_and_shape_across_the_clip_at_least_as_often_as_naive_chunking(report, name):
     assert report["windows"][name] >= report["naive"][name], name
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            "onset_f1",
+            marks=pytest.mark.xfail(
+                strict=True, reason="0.582 on 8 clips, 0.555 on 50: the video-to-audio model was trained on 16-frame clips"
+            ),
+        ),
+        "duration_exact",
+    ],
+)
+def test_the_sound_of_the_windowed_clips(report, name):
+    sign, bound = SOUND_TARGETS[name]
+    assert met(report["sound"][name], (sign, bound)), f"{name} {report['sound'][name]:.3f}, target {sign} {bound}"
 
 
 def test_the_sound_of_a_long_clip_is_exactly_frames_over_fps_long():
