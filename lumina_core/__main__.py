@@ -84,6 +84,9 @@ BENCH_PARTS = {
         "embedded", "run_embedded_benchmark", ("embedded multi-scale / single-scale sampling time", "passed")
     ),
     "vae": BenchPart("vae", "run_vae_benchmark"),
+    "windows": BenchPart(
+        "windows", "run_windows_benchmark", ("64 frames in windows: time and peak memory against 16", "passed")
+    ),
     "memory": BenchPart("memory", "run_memory_estimate", takes_quick=False),
     "convert": BenchPart("convert", "run_convert_benchmark", ("converter peak memory / output size", "passed")),
 }

@@ -151,3 +151,15 @@ def test_every_bench_part_names_a_function_that_exists():
         module = importlib.import_module(f"lumina_core.bench.{part.module}")
         assert callable(getattr(module, part.function)), name
         assert build_parser().parse_args(["bench", "--part", name]).part == name
+
+
+@pytest.mark.slow
+def test_windows_benchmark_measures_64_frames_against_16_in_fresh_processes():
+    from lumina_core.bench.windows import run_windows_benchmark
+
+    result = run_windows_benchmark()
+    assert result["windows"] == 7
+    for run in (result["short"], result["long"]):
+        assert run["peak_bytes"] >= run["baseline_bytes"] > 0 and run["sampling_seconds"] > 0
+    assert result["long"]["frames"] == 64 and result["short"]["frames"] == 16
+    assert result["time_ratio"] > 0 and result["memory_ratio"] > 0

@@ -54,7 +54,8 @@ def test_windows_hold_colour_and_shape_across_the_clip_at_least_as_often_as_naiv
         pytest.param(
             "onset_f1",
             marks=pytest.mark.xfail(
-                strict=True, reason="0.582 on 8 clips, 0.555 on 50: the video-to-audio model was trained on 16-frame clips"
+                strict=True,
+                reason="0.582 on 8 clips, 0.555 on 50: the video-to-audio model was trained on 16-frame clips",
             ),
         ),
         "duration_exact",
