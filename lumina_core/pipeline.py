@@ -100,19 +100,24 @@ def refine(
     (bicubic), encoded at the new size and redrawn from t = ``start`` (0 noise, 1 data) in the plan's spatial tiles
     (and frame windows) fused by MultiDiffusion, so the layout stays the video's and each tile is drawn at the size
     the model knows. -> model-space latent [B, 16, F/4, scale*H/8, scale*W/8]."""
+    latent = scaled_latent(models.vae, frames, scale)
+    batch, _, count, height, width = latent.shape
+    known = Conditioning(latent, denoise=1.0 - start)
+    return sample_latent(models, positive, negative, width * VAE_SPATIAL, height * VAE_SPATIAL, frames.shape[1], seed,
+                         config, batch, callback, None, known, windows)  # fmt: skip
+
+
+def scaled_latent(vae: CogVideoXVAE, frames: torch.Tensor, scale: int) -> torch.Tensor:
+    """The refine pass's start: frames [B, F, H, W, 3] in [0, 1] scaled ``scale`` times (bicubic, clamped) and
+    encoded -> model-space latent [B, 16, F/4, scale*H/8, scale*W/8]."""
     if scale < 1:
         raise ValueError(f"upscale {scale} must be a whole factor of at least 1")
     batch, count, height, width, _ = frames.shape
-    size = (scale * height, scale * width)
     flat = frames.permute(0, 1, 4, 2, 3).flatten(0, 1).float()  # [B*F, 3, H, W]
-    bigger = F.interpolate(flat, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
-    bigger = bigger.unflatten(0, (batch, count)).permute(0, 1, 3, 4, 2)  # [B, F, sH, sW, 3]
+    bigger = F.interpolate(flat, size=(scale * height, scale * width), mode="bicubic", align_corners=False)
+    bigger = bigger.clamp(0, 1).unflatten(0, (batch, count)).permute(0, 1, 3, 4, 2)  # [B, F, sH, sW, 3]
     with torch.no_grad():
-        latent = torch.cat([encode(models.vae, video) for video in bigger])
-    known = Conditioning(latent, denoise=1.0 - start)
-    return sample_latent(
-        models, positive, negative, size[1], size[0], count, seed, config, batch, callback, None, known, windows
-    )
+        return torch.cat([encode(vae, video) for video in bigger])
 
 
 def longest_window(dit, size_limits: Optional[dict] = None) -> int:

@@ -28,6 +28,7 @@ NODE_IDS = (
     "LuminaVideoImageToVideo",
     "LuminaVideoVideoToVideo",
     "LuminaVideoCinemagraph",
+    "LuminaVideoUpscaleVideo",
 )
 NATIVE_NODE_IDS = (
     "LuminaVideoMultiScale",

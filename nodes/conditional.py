@@ -29,6 +29,7 @@ from ..lumina_core.conditioning import (
     latent_frame,
 )
 from ..lumina_core.models.vae import FrameCountError, frames_for, latent_frames_for
+from ..lumina_core.pipeline import scaled_latent
 from ..lumina_core.request import MAX_FRAMES, VAE_SPATIAL, VAE_TEMPORAL
 from . import _comfy
 from ._comfy import io
@@ -370,4 +371,42 @@ class LuminaVideoCinemagraph(io.ComfyNode):
         return io.NodeOutput(added(latent, conditioning, whole=True))
 
 
-CONDITIONAL_NODES = [LuminaVideoVAEEncode, LuminaVideoImageToVideo, LuminaVideoVideoToVideo, LuminaVideoCinemagraph]
+class LuminaVideoUpscaleVideo(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LuminaVideoUpscaleVideo",
+            display_name="Lumina-Video Upscale Video",
+            category=CATEGORY,
+            description=(
+                "The start of the refine pass, Lumiere's super-resolution stage: frames scaled up (bicubic) and "
+                "encoded at the new size. Sample it with the Sampler at denoise 0.1 (redrawn from t = 0.9, the best "
+                "measured on the toy world) with the model through Lumina-Video Windows with tiles of the size the "
+                "model knows (embedded: 64x64, overlap 32): the layout stays the video's, the detail is redrawn."
+            ),
+            inputs=[
+                LuminaVAE.Input("vae", tooltip=VAE_TOOLTIP),
+                io.Image.Input("images", tooltip="The video's frames [frames, height, width, 3], a multiple of 8."),
+                io.Int.Input("scale", default=2, min=1, max=8, tooltip="How many times wider and higher."),
+            ],
+            outputs=[io.Latent.Output(display_name="latent", tooltip="The scaled video's latent, to redraw.")],
+        )
+
+    @classmethod
+    def execute(cls, vae, images: torch.Tensor, scale: int = 2) -> io.NodeOutput:
+        frames = rgb(images, "images")
+        try:
+            latent_frames_for(len(frames))
+        except FrameCountError as error:
+            raise ValueError(f"images: {error}") from None
+        latent = scaled_latent(prepare_vae(vae), frames[None], scale)
+        return io.NodeOutput({"samples": latent.to(_comfy.intermediate_device())})
+
+
+CONDITIONAL_NODES = [
+    LuminaVideoVAEEncode,
+    LuminaVideoImageToVideo,
+    LuminaVideoVideoToVideo,
+    LuminaVideoCinemagraph,
+    LuminaVideoUpscaleVideo,
+]

@@ -122,10 +122,8 @@ def test_embedded_workflow_runs(comfy_client, comfy_workdir, path, tmp_path):
     sampler_id, sampler = node_of(graph, "LuminaVideoSampler")
     save_id, save = node_of(graph, "LuminaVideoSaveVideo")
     size = node_of(graph, "LuminaVideoEmptyLatent")[1]["inputs"]
-    frames, scale = (
-        size["frames"],
-        next((n["inputs"]["scale_by"] for n in graph.values() if n["class_type"] == "ImageScaleBy"), 1),
-    )
+    scales = [n["inputs"]["scale"] for n in graph.values() if n["class_type"] == "LuminaVideoUpscaleVideo"]
+    frames, scale = size["frames"], scales[0] if scales else 1
     started = time.monotonic()
     result = comfy_client.run(graph, timeout=300)
     seconds = time.monotonic() - started
@@ -145,7 +143,7 @@ def test_embedded_workflow_runs(comfy_client, comfy_workdir, path, tmp_path):
     path_on_disk = comfy_workdir.output / saved["subfolder"] / saved["filename"]
     assert comfy_client.view(saved["filename"], saved["subfolder"]) == path_on_disk.read_bytes()
     video = read_video(path_on_disk)
-    side = round(64 * scale)  # an upscaled workflow's Image Scale By sets the saved size
+    side = 64 * scale  # an upscaled workflow's Upscale Video sets the saved size
     assert video.frames.shape == (frames, side, side, 3) and video.fps == save["inputs"]["fps"]
     if "audio" in save["inputs"]:
         assert video.audio is not None

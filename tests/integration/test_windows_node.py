@@ -3,8 +3,6 @@ ComfyUI's own sampling, against the engine's windowed sampler."""
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import torch
 
@@ -97,18 +95,15 @@ def test_large_frames_in_tiles_are_the_engines(nodes):
 
 
 def test_the_refine_chain_is_the_engines_refine_pass(nodes):
-    """The upscaled workflow's refine pass (Image Scale By bicubic x2, Video To Video, the Sampler at denoise 0.1
-    with Windows in 64x64 tiles) against the engine's ``pipeline.refine`` from t = 0.9 on the same frames."""
+    """The upscaled workflow's refine pass (Upscale Video x2, the Sampler at denoise 0.1 with Windows in 64x64
+    tiles) against the engine's ``pipeline.refine`` from t = 0.9 on the same frames."""
     from lumina_video.lumina_core import embedded
     from lumina_video.lumina_core.pipeline import LuminaVideoModels, decode_latent, refine
     from lumina_video.lumina_core.sampling import WindowPlan, preset
 
     vae = nodes.run("LuminaVideoVAELoader", vae_name="embedded (toy world, CPU)")[0]
     small = decode_latent(vae.vae, nodes.sample(seed=4, steps=0))  # [1, 16, 64, 64, 3]
-    comfy_nodes = sys.modules["nodes"]  # ComfyUI's own nodes.py, imported with ComfyUI in-process
-    (scaled,) = comfy_nodes.ImageScaleBy().upscale(small[0], "bicubic", 2.0)
-    big = nodes.run("LuminaVideoEmptyLatent", width=128, height=128, frames=16, batch_size=1)[0]
-    latent = nodes.run("LuminaVideoVideoToVideo", vae=vae, latent=big, video=scaled, keep_frames=0)[0]
+    latent = nodes.run("LuminaVideoUpscaleVideo", vae=vae, images=small[0], scale=2)[0]
     tiled = nodes.run("LuminaVideoWindows", model=nodes.model, window=16, overlap=8, fuse="pyramid", shift=True,
                       tile_height=64, tile_width=64, tile_overlap=32)[0]  # fmt: skip
     node = nodes.sample(model=tiled, latent=latent, seed=4, steps=0, denoise=0.1)
@@ -118,4 +113,6 @@ def test_the_refine_chain_is_the_engines_refine_pass(nodes):
     engine = refine(models, small, text_condition(nodes.positive), text_condition(nodes.negative),
                     preset("embedded-MultiScale"), 2, 0.9, 4, plan)  # fmt: skip
     assert node.shape == engine.shape == (1, 16, 4, 16, 16)
-    assert (node - engine).abs().max().item() < 1e-3
+    assert (node - engine).abs().max().item() < 1e-4
+    with pytest.raises(ValueError, match="images: 12 video frames"):
+        nodes.run("LuminaVideoUpscaleVideo", vae=vae, images=small[0, :12], scale=2)
