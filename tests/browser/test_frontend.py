@@ -78,9 +78,9 @@ def test_ui_workflow_loads_and_builds_its_api_prompt(page, path, screenshots):
     loaded = load_workflow(page, path)
     assert loaded["missing"] == [], f"missing node types {loaded['missing']}"
     assert not [d for d in loaded["dialogs"] if "missing" in d.lower()], loaded["dialogs"]
-    types = {node["type"] for node in json.loads(path.read_text())["nodes"]}
+    types = [node["type"] for node in json.loads(path.read_text())["nodes"]]
     drawn = {"LuminaVideoMotionScore": "lumina_motion_gap", "LuminaVideoSampler": "lumina_patch_schedule"}
-    assert sorted(loaded["canvasWidgets"]) == sorted(widget for node, widget in drawn.items() if node in types)
+    assert sorted(loaded["canvasWidgets"]) == sorted(drawn[kind] for kind in types if kind in drawn)
     prompt = page.evaluate(f"return (await {APP}.graphToPrompt()).output;")
     for (
         node
