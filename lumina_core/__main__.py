@@ -514,10 +514,10 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--frames", type=int, help="number of frames, a multiple of 8")
     generate.add_argument("--fps", type=float, help="frames per second of the file")
     windows = generate.add_argument_group(
-        "long videos",
-        "a clip longer than the model takes (embedded default: %d-%d frames) is sampled in overlapping windows "
-        "whose predictions are fused at every step (MultiDiffusion); on by itself beyond the limit"
-        % embedded.SIZES["frames"],
+        "long videos and large frames",
+        "a clip longer than the model takes (embedded default: %d-%d frames) is sampled in overlapping windows, "
+        "frames larger than it takes (embedded default: 64x64) in overlapping tiles, whose predictions are fused at "
+        "every step (MultiDiffusion); both on by themselves beyond the limits" % embedded.SIZES["frames"],
     )
     windows.add_argument(
         "--window", type=int, help="video frames per window, a multiple of 8 (default: the model's trained length)"

@@ -113,6 +113,16 @@ def rgb(images: torch.Tensor, name: str) -> torch.Tensor:
     return images[..., :3].float().cpu()
 
 
+def encodable_frames(images: torch.Tensor, name: str) -> torch.Tensor:
+    """``rgb`` frames whose count the VAE takes (1, or a multiple of 8), else an error naming the input."""
+    frames = rgb(images, name)
+    try:
+        latent_frames_for(len(frames))
+    except FrameCountError as error:
+        raise ValueError(f"{name}: {error}") from None
+    return frames
+
+
 def check_size(images: torch.Tensor, name: str, height: int, width: int) -> None:
     """Refuse pixels of another size than the latent's, naming both sizes and the fix."""
     h, w = images.shape[1:3]
@@ -175,11 +185,7 @@ class LuminaVideoVAEEncode(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae, images: torch.Tensor) -> io.NodeOutput:
-        frames = rgb(images, "images")
-        try:
-            latent_frames_for(len(frames))
-        except FrameCountError as error:
-            raise ValueError(f"images: {error}") from None
+        frames = encodable_frames(images, "images")
         h, w = frames.shape[1:3]
         if h % VAE_SPATIAL or w % VAE_SPATIAL:
             raise ValueError(
@@ -394,11 +400,7 @@ class LuminaVideoUpscaleVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae, images: torch.Tensor, scale: int = 2) -> io.NodeOutput:
-        frames = rgb(images, "images")
-        try:
-            latent_frames_for(len(frames))
-        except FrameCountError as error:
-            raise ValueError(f"images: {error}") from None
+        frames = encodable_frames(images, "images")
         latent = scaled_latent(prepare_vae(vae), frames[None], scale)
         return io.NodeOutput({"samples": latent.to(_comfy.intermediate_device())})
 
