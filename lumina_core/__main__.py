@@ -324,9 +324,8 @@ def cmd_generate(args):
     width, height, frames, fps = (args.width or width, args.height or height, args.frames or frames, args.fps or fps)
     windows = window_plan(args, models, frames, trained_frames)
     window = 4 * windows.length if windows is not None and frames > 4 * windows.length else None
-    tiles = tile_plan(args, models, width, height)
-    windows = with_tiles(windows, tiles, frames)
-    tile = None if tiles is None else tuple(VAE_SPATIAL * n for n in tiles["tile"])
+    windows = with_tiles(windows, tile_plan(args, models, width, height), frames)
+    tile = None if windows is None else windows.tile_pixels
     check_video_size(width, height, frames, 1, models.dit.patch_sizes, models.size_limits, window=window, tile=tile)
     if args.upscale < 1:
         raise ValueError(f"--upscale {args.upscale} must be a whole factor of at least 1 (2 doubles width and height)")

@@ -16,7 +16,7 @@ from .models.nextdit import MultiScaleNextDiT
 from .models.text import TextCondition, TinyTextEncoder
 from .models.v2a import V2AGenerator
 from .models.vae import CogVideoXVAE
-from .request import VAE_SPATIAL, VAE_TEMPORAL, check_video_size, latent_shape
+from .request import VAE_TEMPORAL, check_video_size, latent_shape
 from .sampling import SamplingConfig, StepCache, WindowPlan, make_noise, sample
 
 
@@ -76,8 +76,7 @@ def sample_latent(
     (``sampling/windows.py``), where the model's frame limit applies to each window."""
     window = VAE_TEMPORAL * windows.length if windows is not None else None
     window = window if window is not None and frames > window else None  # one window covering the clip: plain
-    tile = None if windows is None or windows.tile is None else tuple(VAE_SPATIAL * n for n in windows.tile)
-    limits = dict(window=window, tile=tile)
+    limits = dict(window=window, tile=None if windows is None else windows.tile_pixels)
     check_video_size(width, height, frames, batch, models.dit.patch_sizes, models.size_limits, **limits)
     device = next(models.dit.parameters()).device
     noise = make_noise(latent_shape(width, height, frames, batch, models.dit.in_channels), seed, device)
@@ -101,10 +100,10 @@ def refine(
     (and frame windows) fused by MultiDiffusion, so the layout stays the video's and each tile is drawn at the size
     the model knows. -> model-space latent [B, 16, F/4, scale*H/8, scale*W/8]."""
     latent = scaled_latent(models.vae, frames, scale)
-    batch, _, count, height, width = latent.shape
+    batch, count, height, width, _ = frames.shape
     known = Conditioning(latent, denoise=1.0 - start)
-    return sample_latent(models, positive, negative, width * VAE_SPATIAL, height * VAE_SPATIAL, frames.shape[1], seed,
-                         config, batch, callback, None, known, windows)  # fmt: skip
+    return sample_latent(models, positive, negative, scale * width, scale * height, count, seed, config, batch,
+                         callback, None, known, windows)  # fmt: skip
 
 
 def scaled_latent(vae: CogVideoXVAE, frames: torch.Tensor, scale: int) -> torch.Tensor:

@@ -415,7 +415,7 @@ class LuminaVideoSampler(io.ComfyNode):
         batch, _, latent_frames, h, w = samples.shape
         frames, windows = frames_for(latent_frames), _comfy_model.windows_of(model)
         window = VAE_TEMPORAL * windows.length if windows is not None and not windows.covers(latent_frames) else None
-        tile = None if windows is None or windows.tile is None else tuple(8 * n for n in windows.tile)
+        tile = None if windows is None else windows.tile_pixels
         check_video_size(
             w * 8, h * 8, frames, batch, dit.patch_sizes, source.size_limits, MAX_BATCH, window=window, tile=tile
         )  # with Lumina-Video Windows each window (and tile) must fit the model, not the clip

@@ -58,6 +58,11 @@ class WindowPlan:
             raise ValueError(f"fuse {self.fuse!r} is not one of {', '.join(FUSES)}")
 
     @property
+    def tile_pixels(self) -> Optional[tuple[int, int]]:
+        """The tiles' (height, width) in pixels, where sizes are checked; None for whole frames."""
+        return None if self.tile is None else (VAE_SPATIAL * self.tile[0], VAE_SPATIAL * self.tile[1])
+
+    @property
     def stride(self) -> int:
         return self.length - self.overlap
 
