@@ -69,18 +69,20 @@ def sample_latent(
     cache: Optional[StepCache] = None,
     known: Optional[Conditioning] = None,
     windows: Optional[WindowPlan] = None,
+    stop: float = 1.0,
 ) -> torch.Tensor:
     """Seeded noise of the right shape, sampled into a model-space latent [B, 16, F/4, H/8, W/8]; ``cache``: step
     caching (``sampling/cache.py``), off when None; ``known``: what is given of the video (``conditioning.py``),
     held by replacement, None for plain text-to-video; ``windows``: a long video in fused windows of latent frames
-    (``sampling/windows.py``), where the model's frame limit applies to each window."""
+    (``sampling/windows.py``), where the model's frame limit applies to each window; ``stop`` < 1: end at that time,
+    for a denoising decoder to finish (decode with ``noise_level`` 1 - stop)."""
     window = VAE_TEMPORAL * windows.length if windows is not None else None
     window = window if window is not None and frames > window else None  # one window covering the clip: plain
     limits = dict(window=window, tile=None if windows is None else windows.tile_pixels)
     check_video_size(width, height, frames, batch, models.dit.patch_sizes, models.size_limits, **limits)
     device = next(models.dit.parameters()).device
     noise = make_noise(latent_shape(width, height, frames, batch, models.dit.in_channels), seed, device)
-    return sample(models.dit, noise, positive, negative, config, callback, cache, known, windows)
+    return sample(models.dit, noise, positive, negative, config, callback, cache, known, windows, stop)
 
 
 def refine(
@@ -129,14 +131,22 @@ def longest_window(dit, size_limits: Optional[dict] = None) -> int:
 
 
 def decode_latent(
-    vae: CogVideoXVAE, latent: torch.Tensor, tiled: bool = True, tile_latent: int = 32, overlap: int = 8
+    vae: CogVideoXVAE,
+    latent: torch.Tensor,
+    tiled: bool = True,
+    tile_latent: int = 32,
+    overlap: int = 8,
+    noise_level: float = 0.0,
 ) -> torch.Tensor:
-    """Model-space latent -> frames [B, F, H, W, 3] in [0, 1] (ComfyUI's IMAGE layout, per video)."""
+    """Model-space latent -> frames [B, F, H, W, 3] in [0, 1] (ComfyUI's IMAGE layout, per video); ``noise_level``:
+    how noisy the latent still is (a sampler stopped at 1 - noise_level), for a denoising decoder."""
     with torch.no_grad():
         if tiled and max(latent.shape[-2:]) > tile_latent:
-            video = vae.decode_model_latent_tiled(latent, tile_latent_hw=(tile_latent, tile_latent), overlap=overlap)
+            video = vae.decode_model_latent_tiled(
+                latent, tile_latent_hw=(tile_latent, tile_latent), overlap=overlap, noise_level=noise_level
+            )
         else:
-            video = vae.decode_model_latent(latent)
+            video = vae.decode_model_latent(latent, noise_level=noise_level)
     return ((video.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 4, 1)
 
 

@@ -8,6 +8,7 @@ from lumina_core.models.text import TextCondition
 from lumina_core.sampling import (
     PRESETS,
     guided_velocity,
+    handoff_times,
     integrate,
     make_noise,
     parse_time_aware,
@@ -232,6 +233,23 @@ def test_callback_sees_every_step_and_can_cancel():
     with pytest.raises(KeyboardInterrupt):
         sample(CountingModel(), torch.zeros(1, 16, 4, 8, 8), cond(), cond(), PRESETS["f24F96R960-MultiScale"], callback)
     assert seen == [(1, 69, (2, 4)), (2, 69, (2, 4)), (3, 69, (2, 4))]
+
+
+def test_a_hand_off_stops_sampling_at_its_time():
+    """stop < 1 cuts the grid there (a denoising decoder finishes); 1 is the plain run; a grid starting after the
+    stop (video-to-video at a low denoise) keeps its start; a stop outside (0, 1] is refused."""
+    times = PRESETS["embedded"].times()
+    assert handoff_times(times, 1.0) == times
+    cut = handoff_times(times, 0.9)
+    assert cut[-1] == 0.9 and cut[:-1] == [t for t in times if t < 0.9] and len(cut) < len(times)
+    assert handoff_times([0.95, 0.97, 1.0], 0.9) == [0.95]
+    with pytest.raises(ValueError, match="stop 0: sampling can end at a time in"):
+        handoff_times(times, 0)
+    model = CountingModel(velocity=1.0)  # x moves by exactly the time it covers
+    config = PRESETS["embedded"].with_(cfg=0.0, motion_cfg=0.0)
+    x = sample(model, torch.zeros(1, 16, 2, 4, 4), cond(), None, config, stop=0.9)
+    assert len(model.calls) == len(cut) - 1
+    assert torch.allclose(x, torch.full_like(x, 0.9))
 
 
 @pytest.mark.parametrize(

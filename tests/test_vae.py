@@ -183,6 +183,41 @@ def test_lookahead_decoder_moves_within_the_first_latent_frame(micro):
     assert CogVideoXVAEConfig.from_diffusers_config(ahead.config.to_dict()).decoder_lookahead
 
 
+def test_denoising_decoder_reads_the_noise_level(micro, tmp_path):
+    """A denoising decoder (decoder_timestep_conditioning) starts as the decoder it was made from at every level,
+    then draws a noisier latent differently once its modulation is trained; one level or one per latent; chunked,
+    tiled with one tile and reloaded decodes agree; a plain decoder refuses noisy latents, naming the input."""
+    from dataclasses import replace
+
+    from lumina_core.toyworld.train import with_decoder_options
+
+    latent = noise(2, 16, 4, 2, 3)
+    denoising = with_decoder_options(micro, decoder_timestep_conditioning=True).eval()
+    with torch.no_grad():
+        plain = micro.decode_model_latent(latent)
+        assert torch.equal(denoising.decode_model_latent(latent, noise_level=0.3), plain)
+        for name, param in denoising.named_parameters():
+            if ".time_" in name:
+                param.copy_(0.5 * noise(*param.shape, seed=len(name)))
+        clean = denoising.decode_model_latent(latent, noise_level=0.0)
+        noisy = denoising.decode_model_latent(latent, noise_level=0.3)
+        mixed = denoising.decode_model_latent(latent, noise_level=torch.tensor([0.0, 0.3]))
+        by_pairs = denoising.decode_model_latent(latent, latent_frames_per_chunk=2, noise_level=0.3)
+        tiled = denoising.decode_model_latent_tiled(latent, tile_latent_hw=(4, 4), overlap=1, noise_level=0.3)
+    assert (noisy - clean).abs().max() > 1e-3
+    assert torch.allclose(mixed[0], clean[0], atol=1e-6) and torch.allclose(mixed[1], noisy[1], atol=1e-6)
+    assert torch.allclose(by_pairs, noisy, atol=1e-5) and torch.allclose(tiled, noisy, atol=1e-5)
+    save_vae(denoising, tmp_path / "denoising.safetensors")
+    reloaded = load_vae(tmp_path / "denoising.safetensors")
+    assert reloaded.config == replace(micro.config, decoder_timestep_conditioning=True)
+    with torch.no_grad():
+        assert torch.equal(reloaded.decode_model_latent(latent, noise_level=0.3), noisy)
+    with pytest.raises(VAEInputError, match="noise_level 0.1: this VAE's decoder has no noise-level input"):
+        micro.decode_model_latent(latent, noise_level=0.1)
+    with pytest.raises(VAEInputError, match=r"noise_level 1.5: give one level in \[0, 1\]"):
+        denoising.decode_model_latent(latent, noise_level=1.5)
+
+
 def test_tiled_decode_is_close_to_untiled():
     torch.manual_seed(0)
     vae = CogVideoXVAE(CogVideoXVAEConfig.tiny()).eval()  # the embedded default's architecture, random weights

@@ -60,12 +60,15 @@ from einops import rearrange
 from safetensors.torch import save_file
 
 from ..io.checkpoints import CheckpointError, open_safetensors
+from .layers import TimestepEmbedder
 
 CONFIG_METADATA_KEY = "lumina_vae_config"  # safetensors metadata: the config as JSON
 DIFFUSERS_CLASS_NAME = "AutoencoderKLCogVideoX"
 LATENT_FRAMES_PER_PAIR, FRAMES_PER_PAIR = 2, 8  # the decoder's unit; the encoder's is the inverse
 FRAME_SLICE_BYTES = 32 * 2**20  # convolution inputs with larger frames go through a few frames at a time
 DEFAULT_TILE_LATENT_HW, DEFAULT_TILE_OVERLAP = (48, 48), 8  # 384x384 px tiles: 8 tiles over 1248x704
+DECODER_TIME_CHANNELS = 64  # width of a denoising decoder's noise-level embedding
+NOISE_LEVEL_SCALE = 1000.0  # noise levels in [0, 1] enter the sinusoid as [0, 1000], as diffusion timesteps do
 
 
 class VAEInputError(ValueError):
@@ -126,6 +129,11 @@ class CogVideoXVAEConfig:
     """This pack's option, off for every CogVideoX VAE: the decoder's latent-conditioned norms move their modulation
     from each latent frame towards the next one across the frames it decodes to (one latent frame of look-ahead), so
     those frames can differ; the causal decoder otherwise draws the frames of the first latent frame alike."""
+    decoder_timestep_conditioning: bool = False
+    """This pack's option, off for every CogVideoX VAE: LTX-Video's denoising decoder. The decoder takes the noise
+    level of the latent it is given (0 clean, 1 pure noise) and each of its resnet blocks scales and shifts its norms'
+    outputs by an embedding of it, so it can finish the last stretch of denoising itself: the sampler stops short of
+    the clean end and hands its still slightly noisy latent over (``decode_model_latent(..., noise_level=...)``)."""
 
     def __post_init__(self):
         object.__setattr__(self, "block_out_channels", tuple(int(c) for c in self.block_out_channels))
@@ -339,6 +347,14 @@ class SpatialNorm3D(nn.Module):
         return out
 
 
+def modulate(h: torch.Tensor, scale_shift: Optional[torch.Tensor]) -> torch.Tensor:
+    """h [B, C, T, H, W] scaled by 1 + scale and shifted, scale_shift [B, 2C] (None: h as it is)."""
+    if scale_shift is None:
+        return h
+    scale, shift = scale_shift[:, :, None, None, None].chunk(2, dim=1)  # [B, C, 1, 1, 1] each
+    return h * (1 + scale) + shift
+
+
 class ResnetBlock3D(nn.Module):
     """Two (norm, SiLU, causal conv) stages and a residual; spatial norms in the decoder."""
 
@@ -350,11 +366,17 @@ class ResnetBlock3D(nn.Module):
         eps,
         latent_channels: Optional[int] = None,
         lookahead: bool = False,
+        time_channels: Optional[int] = None,
         dtype=None,
         device=None,
     ):
         super().__init__()
         factory = dict(dtype=dtype, device=device)
+        self.split = (2 * in_channels, 2 * out_channels)
+        if time_channels is not None:  # a denoising decoder's block: (scale, shift) of each norm from the noise level
+            self.time_modulation = nn.Linear(time_channels, sum(self.split), **factory)
+            nn.init.zeros_(self.time_modulation.weight)  # starts as the block without it
+            nn.init.zeros_(self.time_modulation.bias)
         if latent_channels is None:
             self.norm1 = nn.GroupNorm(groups, in_channels, eps=eps, **factory)
             self.norm2 = nn.GroupNorm(groups, out_channels, eps=eps, **factory)
@@ -369,12 +391,18 @@ class ResnetBlock3D(nn.Module):
     def _norm(self, norm, x, z, cache, segments):
         return group_norm(x, norm, segments) if z is None else norm(x, z, cache, segments)
 
-    def forward(self, x, cache: dict, segments: int, z: Optional[torch.Tensor] = None):
-        """x [B, C_in, T, H, W] -> [B, C_out, T, H, W]; z is the decoder's latent chunk."""
+    def forward(
+        self, x, cache: dict, segments: int, z: Optional[torch.Tensor] = None, time: Optional[torch.Tensor] = None
+    ):
+        """x [B, C_in, T, H, W] -> [B, C_out, T, H, W]; z is the decoder's latent chunk, time [B, E] a denoising
+        decoder's noise-level embedding."""
+        first = second = None
+        if time is not None:
+            first, second = self.time_modulation(time).split(self.split, dim=1)  # [B, 2 C_in], [B, 2 C_out]
         # One statement per stage, so that each intermediate is released as soon as the next exists.
-        h = self._norm(self.norm1, x, z, cache, segments)
+        h = modulate(self._norm(self.norm1, x, z, cache, segments), first)
         h = self.conv1(_silu(h), cache)
-        h = self._norm(self.norm2, h, z, cache, segments)
+        h = modulate(self._norm(self.norm2, h, z, cache, segments), second)
         h = self.conv2(_silu(h), cache)
         shortcut = (
             conv3d(x, self.conv_shortcut.weight, self.conv_shortcut.bias) if hasattr(self, "conv_shortcut") else x
@@ -451,17 +479,27 @@ class DownBlock3D(nn.Module):
 
 class MidBlock3D(nn.Module):
     def __init__(
-        self, channels, groups, eps, latent_channels: Optional[int] = None, lookahead=False, dtype=None, device=None
+        self,
+        channels,
+        groups,
+        eps,
+        latent_channels: Optional[int] = None,
+        lookahead=False,
+        time_channels: Optional[int] = None,
+        dtype=None,
+        device=None,
     ):
         super().__init__()
         self.resnets = nn.ModuleList(
-            ResnetBlock3D(channels, channels, groups, eps, latent_channels, lookahead, dtype=dtype, device=device)
+            ResnetBlock3D(
+                channels, channels, groups, eps, latent_channels, lookahead, time_channels, dtype=dtype, device=device
+            )
             for _ in range(2)
         )
 
-    def forward(self, x, cache, segments, z=None):
+    def forward(self, x, cache, segments, z=None, time=None):
         for resnet in self.resnets:
-            x = resnet(x, cache, segments, z)
+            x = resnet(x, cache, segments, z, time)
         return x
 
 
@@ -477,6 +515,7 @@ class UpBlock3D(nn.Module):
         upsample: bool,
         compress_time: bool,
         lookahead: bool = False,
+        time_channels: Optional[int] = None,
         dtype=None,
         device=None,
     ):
@@ -490,15 +529,16 @@ class UpBlock3D(nn.Module):
                 eps,
                 latent_channels,
                 lookahead,
+                time_channels,
                 **factory,
             )
             for i in range(layers)
         )
         self.upsamplers = nn.ModuleList([Upsample3D(out_channels, compress_time, **factory)]) if upsample else None
 
-    def forward(self, x, cache, segments, z):
+    def forward(self, x, cache, segments, z, time=None):
         for resnet in self.resnets:
-            x = resnet(x, cache, segments, z)
+            x = resnet(x, cache, segments, z, time)
         return self.upsamplers[0](x) if self.upsamplers is not None else x
 
 
@@ -540,7 +580,8 @@ class Encoder3D(nn.Module):
 
 
 class Decoder3D(nn.Module):
-    """latent [B, L, t, h, w] -> frames [B, 3, 4t (1 if t == 1), 8h, 8w]; every norm is conditioned on the latent."""
+    """latent [B, L, t, h, w] -> frames [B, 3, 4t (1 if t == 1), 8h, 8w]; every norm is conditioned on the latent
+    (and, in a denoising decoder, every resnet block on the latent's noise level)."""
 
     def __init__(self, config: CogVideoXVAEConfig, dtype=None, device=None):
         super().__init__()
@@ -548,8 +589,11 @@ class Decoder3D(nn.Module):
         channels = tuple(reversed(config.block_out_channels))
         groups, eps, latent = config.norm_num_groups, config.norm_eps, config.latent_channels
         self.lookahead = config.decoder_lookahead
+        time_channels = DECODER_TIME_CHANNELS if config.decoder_timestep_conditioning else None
+        if time_channels is not None:
+            self.time_embedder = TimestepEmbedder(time_channels, **factory)
         self.conv_in = CausalConv3d(latent, channels[0], 3, **factory)
-        self.mid_block = MidBlock3D(channels[0], groups, eps, latent, self.lookahead, **factory)
+        self.mid_block = MidBlock3D(channels[0], groups, eps, latent, self.lookahead, time_channels, **factory)
         self.up_blocks = nn.ModuleList(
             UpBlock3D(
                 channels[max(i - 1, 0)],
@@ -561,6 +605,7 @@ class Decoder3D(nn.Module):
                 upsample=i < len(channels) - 1,
                 compress_time=i < _temporal_levels(config),
                 lookahead=self.lookahead,
+                time_channels=time_channels,
                 **factory,
             )
             for i in range(len(channels))
@@ -569,15 +614,25 @@ class Decoder3D(nn.Module):
         self.conv_out = CausalConv3d(channels[-1], config.out_channels, 3, **factory)
 
     def forward(
-        self, z: torch.Tensor, cache: dict, segments: int, z_next: Optional[torch.Tensor] = None
+        self,
+        z: torch.Tensor,
+        cache: dict,
+        segments: int,
+        z_next: Optional[torch.Tensor] = None,
+        noise_level: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        """``z_next``: the latent frame after the chunk z (None at the end), read by look-ahead norms only."""
+        """``z_next``: the latent frame after the chunk z (None at the end), read by look-ahead norms only;
+        ``noise_level`` [B]: each latent's noise level, read by a denoising decoder only (None: 0, clean)."""
+        time = None
+        if hasattr(self, "time_embedder"):
+            level = z.new_zeros(z.shape[0]) if noise_level is None else noise_level.to(z)
+            time = self.time_embedder(level * NOISE_LEVEL_SCALE, dtype=z.dtype)  # [B, E]
         x = self.conv_in(z, cache)
         if self.lookahead:  # the norms see the next latent frame too (the last one holds at the end)
             z = torch.cat([z, z[:, :, -1:] if z_next is None else z_next], dim=2)
-        x = self.mid_block(x, cache, segments, z)
+        x = self.mid_block(x, cache, segments, z, time)
         for block in self.up_blocks:
-            x = block(x, cache, segments, z)
+            x = block(x, cache, segments, z, time)
         return self.conv_out(_silu(self.norm_out(x, z, cache, segments)), cache)
 
 
@@ -705,7 +760,27 @@ class CogVideoXVAE(nn.Module):
             raise VAEInputError(f"latent_frames_per_chunk={latent_frames_per_chunk}: must be a positive even number")
         return latent.to(device=self.device, dtype=self.dtype)
 
-    def _decode_chunks(self, latent: torch.Tensor, latent_frames_per_chunk: int) -> Iterator[tuple[int, torch.Tensor]]:
+    def _noise_levels(self, latent: torch.Tensor, noise_level) -> Optional[torch.Tensor]:
+        """``noise_level`` (a float, or one per latent [B]) -> [B] for a denoising decoder, None for clean latents."""
+        levels = torch.as_tensor(noise_level, dtype=torch.float32).flatten()
+        if levels.numel() not in (1, latent.shape[0]) or not bool(((levels >= 0) & (levels <= 1)).all()):
+            raise VAEInputError(
+                f"noise_level {noise_level}: give one level in [0, 1] (0: a clean latent), or one per latent of the "
+                f"batch of {latent.shape[0]}"
+            )
+        if not self.config.decoder_timestep_conditioning:
+            if bool((levels > 0).any()):
+                raise VAEInputError(
+                    f"noise_level {noise_level}: this VAE's decoder has no noise-level input (only a denoising "
+                    "decoder, CogVideoXVAEConfig.decoder_timestep_conditioning, takes noisy latents); sample to the "
+                    "end and decode with noise_level 0"
+                )
+            return None
+        return levels.expand(latent.shape[0]).to(latent.device)
+
+    def _decode_chunks(
+        self, latent: torch.Tensor, latent_frames_per_chunk: int, noise_level: Optional[torch.Tensor] = None
+    ) -> Iterator[tuple[int, torch.Tensor]]:
         """Yield (first frame index, frames [B, 3, f, 8h, 8w]) chunk by chunk, the causal cache carried between them."""
         cache: dict = {}
         first = 0
@@ -713,7 +788,7 @@ class CogVideoXVAE(nn.Module):
         for index, chunk in enumerate(chunks):
             following = chunks[index + 1][:, :, :1] if index + 1 < len(chunks) else None
             segments = max(chunk.shape[2] // LATENT_FRAMES_PER_PAIR, 1)
-            frames = self.decoder(chunk, cache, segments=segments, z_next=following)
+            frames = self.decoder(chunk, cache, segments=segments, z_next=following, noise_level=noise_level)
             yield first, frames
             first += frames.shape[2]
 
@@ -723,17 +798,20 @@ class CogVideoXVAE(nn.Module):
         return latent.new_zeros(b, self.config.out_channels, frames_for(t), h * s, w * s)
 
     def decode_model_latent(
-        self, z_model: torch.Tensor, latent_frames_per_chunk: int = LATENT_FRAMES_PER_PAIR
+        self, z_model: torch.Tensor, latent_frames_per_chunk: int = LATENT_FRAMES_PER_PAIR, noise_level=0.0
     ) -> torch.Tensor:
         """model-space latent [B, 16, K, h, w] (K even, or 1) -> frames [B, 3, 4K (1 if K == 1), 8h, 8w]
         in about [-1, 1].
 
         Decodes ``latent_frames_per_chunk`` latent frames at a time (more: faster, more memory;
-        same result). The frames are written into one preallocated tensor.
+        same result). The frames are written into one preallocated tensor. ``noise_level`` (a float or [B];
+        0 clean, 1 noise): how noisy the latent still is, for a denoising decoder (a sampler stopped short of
+        the end); other decoders take clean latents only.
         """
         latent = self.from_model_latent(self._check_latent(z_model, latent_frames_per_chunk))
+        levels = self._noise_levels(latent, noise_level)
         out = self._output(latent)
-        for first, frames in self._decode_chunks(latent, latent_frames_per_chunk):
+        for first, frames in self._decode_chunks(latent, latent_frames_per_chunk, levels):
             out[:, :, first : first + frames.shape[2]] = frames
         return out
 
@@ -743,6 +821,7 @@ class CogVideoXVAE(nn.Module):
         tile_latent_hw: tuple[int, int] = DEFAULT_TILE_LATENT_HW,
         overlap: int = DEFAULT_TILE_OVERLAP,
         latent_frames_per_chunk: int = LATENT_FRAMES_PER_PAIR,
+        noise_level=0.0,
     ) -> torch.Tensor:
         """``decode_model_latent`` in overlapping spatial tiles, each streamed through time.
 
@@ -758,6 +837,7 @@ class CogVideoXVAE(nn.Module):
                 f"overlap={overlap} with tiles of {tile_h}x{tile_w} latent px: need 0 <= overlap < tile size"
             )
         latent = self.from_model_latent(self._check_latent(z_model, latent_frames_per_chunk))
+        levels = self._noise_levels(latent, noise_level)
         out = self._output(latent)
         s = self.config.spatial_compression
         h, w = latent.shape[3:]
@@ -775,7 +855,7 @@ class CogVideoXVAE(nn.Module):
                 pixels = (slice(y * s, (y + tile_h) * s), slice(x * s, (x + tile_w) * s))
                 blend = (ramp_y[:, None] * ramp_x[None] / weight_sum[pixels]).to(out)  # [tile H, tile W]
                 tile = latent[:, :, :, y : y + tile_h, x : x + tile_w]
-                for first, frames in self._decode_chunks(tile, latent_frames_per_chunk):
+                for first, frames in self._decode_chunks(tile, latent_frames_per_chunk, levels):
                     out[:, :, first : first + frames.shape[2], pixels[0], pixels[1]] += frames.mul_(blend)
         return out
 

@@ -21,7 +21,7 @@ from .schedules import (
     value_at,
     value_from_table,
 )
-from .solvers import check_latent_size, integrate, make_noise, sample
+from .solvers import check_latent_size, handoff_times, integrate, make_noise, sample
 from .time_shift import AUTO, auto_time_shift, parse_time_shift, resolve_time_shift, token_count
 from .windows import FUSES, REFINE_START, WindowedModel, WindowPlan, fuse_weights, tile_spans, window_spans
 
@@ -45,6 +45,7 @@ __all__ = [
     "format_time_aware",
     "fuse_weights",
     "guided_velocity",
+    "handoff_times",
     "integrate",
     "make_noise",
     "parse_time_aware",

@@ -97,6 +97,7 @@ def sample(
     cache: Optional[StepCache] = None,
     known=None,
     windows: Optional[WindowPlan] = None,
+    stop: float = 1.0,
 ) -> torch.Tensor:
     """Sample a video latent [B, C, F, H, W] from noise with the Lumina-Video model under ``config``.
 
@@ -107,6 +108,8 @@ def sample(
     text-to-video.
     ``windows`` (``windows.py``) samples a clip longer than the model takes in fused overlapping windows of latent
     frames; a plan whose window covers the clip, or None, is the plain path.
+    ``stop`` < 1 ends sampling at that time, still noisy at level 1 - stop, for a denoising decoder to finish
+    (LTX-Video's hand-off; ``handoff_times``).
     """
     frames, height, width = noise.shape[2:]
     windowed = windows is not None and not windows.covers(frames, height, width)
@@ -125,6 +128,7 @@ def sample(
     if known is not None:
         known.check_shape(noise.shape)
         known, times = known.to(noise.device), known.times(times)
+    times = handoff_times(times, stop)
     batch = noise.shape[0]
     positive = positive.repeat_to(batch)
     negative = None if negative is None else negative.repeat_to(batch)
@@ -137,6 +141,17 @@ def sample(
         return guided_velocity(model, x, t, positive, negative, config, cell_times)
 
     return integrate(velocity, noise, times, config.solver, callback, known)
+
+
+def handoff_times(times: list[float], stop: float) -> list[float]:
+    """The time grid cut at ``stop`` (0 noise, 1 data): its points before it, then ``stop`` itself. A grid that
+    starts at or after ``stop`` (video-to-video at a low denoise) keeps its start and takes no step."""
+    if not 0 < stop <= 1:
+        raise ValueError(f"stop {stop}: sampling can end at a time in (0, 1] (1: the clean end)")
+    if stop >= times[-1]:
+        return times
+    before = [t for t in times if t < stop]
+    return [*before, stop] if before else times[:1]
 
 
 def check_latent_size(model, shape, config: SamplingConfig):

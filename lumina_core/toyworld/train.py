@@ -472,12 +472,26 @@ def one_step_predictions(models, clips, latents: torch.Tensor, generator) -> tor
     return xt + (1 - t_) * velocity
 
 
-def with_decoder_lookahead(vae: CogVideoXVAE) -> CogVideoXVAE:
-    """The same VAE, weights and all, with the decoder's one latent frame of look-ahead switched on (the encoder and
-    its latents are unchanged; the decoder then learns to use the next latent frame)."""
-    ahead = CogVideoXVAE(replace(vae.config, decoder_lookahead=True)).to(next(vae.parameters()).device)
-    ahead.load_state_dict(vae.state_dict())
-    return ahead
+def with_decoder_options(vae: CogVideoXVAE, **options: bool) -> CogVideoXVAE:
+    """The same VAE, weights and all, with decoder options switched on (``decoder_lookahead``: one latent frame of
+    look-ahead; ``decoder_timestep_conditioning``: a noise-level input, its new layers starting at no effect). The
+    encoder and its latents are unchanged; the decoder then learns to use what it was given."""
+    changed = CogVideoXVAE(replace(vae.config, **options)).to(next(vae.parameters()).device)
+    missing, unexpected = changed.load_state_dict(vae.state_dict(), strict=False)
+    if unexpected or any(".time_" not in key for key in missing):
+        raise ValueError(f"{options} changed more than the decoder's new layers: {missing[:4]} {unexpected[:4]}")
+    return changed
+
+
+def noisy_latents(latents: torch.Tensor, noise_max: float, generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Latents [B, 16, F, h, w] (model space) taken back along the flow path to noise levels in [0, noise_max]
+    (a quarter of them left clean), as a sampler stopped at t = 1 - level hands them to a denoising decoder.
+    -> (noisy latents, levels [B])."""
+    levels = noise_max * torch.rand(latents.shape[0], generator=generator)
+    levels[torch.rand(latents.shape[0], generator=generator) < 0.25] = 0.0
+    noise = torch.randn(latents.shape, generator=generator).to(latents.device)
+    level = levels.view(-1, 1, 1, 1, 1).to(latents.device)
+    return (1 - level) * latents + level * noise, levels
 
 
 def train_decoder(args):
@@ -492,8 +506,10 @@ def train_decoder(args):
     """
     torch.manual_seed(args.seed)
     models = embedded.load(device=args.device, where=args.export, with_audio=False)
-    if args.decoder_lookahead and not models.vae.config.decoder_lookahead:
-        models.vae = with_decoder_lookahead(models.vae)
+    options = dict(decoder_lookahead=args.decoder_lookahead, decoder_timestep_conditioning=args.decoder_noise_max > 0)
+    switched_on = {name: True for name, wanted in options.items() if wanted and not getattr(models.vae.config, name)}
+    if switched_on:
+        models.vae = with_decoder_options(models.vae, **switched_on)
     vae = models.vae.train().requires_grad_(False)
     vae.decoder.requires_grad_(True)
     lr = args.lr or 3e-4
@@ -512,7 +528,10 @@ def train_decoder(args):
             latents = vae.encode_to_model_latent(frames)
             if torch.rand(1, generator=generator).item() < args.decoder_dit_share:
                 latents = one_step_predictions(models, clips, latents, generator)
-        recon = vae.decode_model_latent(latents)
+            levels = 0.0
+            if args.decoder_noise_max > 0:
+                latents, levels = noisy_latents(latents, args.decoder_noise_max, generator)
+        recon = vae.decode_model_latent(latents, noise_level=levels)
         loss = reconstruction_loss(recon, frames, background, args.foreground_weight)
         if args.temporal_weight:
             loss = loss + args.temporal_weight * temporal_difference_loss(recon, frames, args.temporal_early_weight)
@@ -624,6 +643,14 @@ def build_parser() -> argparse.ArgumentParser:
         "decoder_lookahead) before training, so the frames of one latent frame can differ",
     )
     parser.add_argument(
+        "--decoder-noise-max",
+        type=float,
+        default=0.0,
+        help="decoder stage: train a denoising decoder (CogVideoXVAEConfig.decoder_timestep_conditioning, switched "
+        "on if off) on latents taken back to noise levels up to this (0 clean, 1 noise; default 0: clean latents, "
+        "no noise-level input)",
+    )
+    parser.add_argument(
         "--temporal-early-weight",
         type=float,
         default=3.0,
@@ -668,6 +695,8 @@ def check_args(parser: argparse.ArgumentParser, args):
         parser.error(f"argument --conditioning-share: {args.conditioning_share} is not a share in [0, 1]")
     if not 0 <= args.decoder_dit_share <= 1:
         parser.error(f"argument --decoder-dit-share: {args.decoder_dit_share} is not a share in [0, 1]")
+    if not 0 <= args.decoder_noise_max < 1:
+        parser.error(f"argument --decoder-noise-max: {args.decoder_noise_max} is not a noise level in [0, 1)")
     if args.temporal_weight < 0 or args.temporal_early_weight < 0:
         parser.error(
             f"--temporal-weight {args.temporal_weight} --temporal-early-weight {args.temporal_early_weight}: "
