@@ -72,7 +72,10 @@ class FeedForward(nn.Module):
         self.w3 = operations.Linear(dim, hidden_dim, bias=False, dtype=dtype, device=device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        if torch.is_grad_enabled():
+            return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        hidden = F.silu(self.w1(x), inplace=True)  # in place without autograd: no intermediate [B, L, hidden] copies
+        return self.w2(hidden.mul_(self.w3(x)))
 
 
 def init_linears_xavier(module: nn.Module, generator: Optional[torch.Generator] = None):
@@ -135,8 +138,16 @@ class RotaryEmbedding(nn.Module):
         return torch.cos(angles).float(), torch.sin(angles).float()
 
 
+COMPLEX_DEVICES = ("cpu", "cuda")
+"""Devices whose complex64 multiply ``apply_rotary`` uses: one fused op where the real form takes seven, 6x faster
+on the CPU at the DiT's sizes (the reference's own form); other backends (MPS) take the real form."""
+
+
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """x [B, L, H, D] with (even, odd) pairs rotated by cos/sin [L, D/2]; computed in float32."""
+    if x.device.type in COMPLEX_DEVICES:
+        pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)).contiguous())  # [B, L, H, D/2]
+        return torch.view_as_real(pairs * torch.complex(cos, sin)[:, None, :]).flatten(-2).type_as(x)
     xf = x.float().unflatten(-1, (-1, 2))
     x_even, x_odd = xf[..., 0], xf[..., 1]
     cos, sin = cos[:, None, :], sin[:, None, :]

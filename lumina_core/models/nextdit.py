@@ -145,9 +145,9 @@ class NextDiTBlock(nn.Module):
         """x [B, L, dim], c [B, min(dim, 1024)] or per token [B, L, min(dim, 1024)] -> [B, L, dim]."""
         scale_msa, gate_msa, scale_mlp, gate_mlp = per_token(self.adaLN_modulation(c)).chunk(4, dim=-1)
         h = self.attention(self.attention_norm1(x) * (1 + scale_msa), rope, self.attention_y_norm(y), y_mask)
-        x = x + gate_msa.tanh() * self.attention_norm2(h)
+        x = torch.addcmul(x, gate_msa.tanh(), self.attention_norm2(h))  # x + gate * norm(h), one pass
         h = self.feed_forward(self.ffn_norm1(x) * (1 + scale_mlp))
-        return x + gate_mlp.tanh() * self.ffn_norm2(h)
+        return torch.addcmul(x, gate_mlp.tanh(), self.ffn_norm2(h))
 
 
 class FinalLayer(nn.Module):
