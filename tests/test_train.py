@@ -178,6 +178,31 @@ def test_decoder_dit_share_must_be_a_share(capsys):
     assert "argument --decoder-dit-share: 2.0 is not a share in [0, 1]" in capsys.readouterr().err
 
 
+def test_decoder_noise_max_trains_a_denoising_decoder_on_noisy_latents(tmp_path, monkeypatch):
+    """--decoder-noise-max switches the noise-level input on and decodes latents taken back to levels within it;
+    the encoder stays as it was."""
+    from lumina_core.models.vae import CogVideoXVAE, load_vae
+
+    write_random_embedded(tmp_path / "export")
+    before = load_vae(tmp_path / "export" / "vae.safetensors").state_dict()
+    levels = []
+    decode = CogVideoXVAE.decode_model_latent
+
+    def recording_decode(self, z, latent_frames_per_chunk=2, noise_level=0.0):
+        levels.append(torch.as_tensor(noise_level).flatten().tolist())
+        return decode(self, z, latent_frames_per_chunk, noise_level)
+
+    monkeypatch.setattr(CogVideoXVAE, "decode_model_latent", recording_decode)
+    run(tmp_path, "decoder", "--steps", "3", "--batch", "4", "--decoder-dit-share", "0", "--decoder-noise-max", "0.2")
+    assert len(levels) == 3 and all(len(step) == 4 and all(0 <= x <= 0.2 for x in step) for step in levels)
+    assert any(x > 0 for step in levels for x in step)
+    after = load_vae(tmp_path / "export" / "vae.safetensors")
+    assert after.config.decoder_timestep_conditioning
+    assert all(torch.equal(before[k], after.state_dict()[k]) for k in before if k.startswith("encoder"))
+    with pytest.raises(SystemExit):
+        train.main(["decoder", "--steps", "1", "--decoder-noise-max", "1"])
+
+
 def test_dit_from_export_fine_tunes_the_exported_weights(tmp_path):
     from lumina_core.io.checkpoints import read_state_dict
 
@@ -358,3 +383,23 @@ def test_all_trains_the_set_in_order_and_resumes_where_it_stopped(tmp_path, monk
     run_all()
     assert calls == []
     assert exported == {name: (export / name).read_bytes() for name in embedded.FILES.values()}
+
+
+def test_handoff_measures_a_denoising_decoder_beside_the_shipped_one(tmp_path, capsys):
+    """``toyworld.handoff`` on a denoising decoder fresh from the shipped VAE (its new layers at no effect): the
+    candidate's row at level 0 reads as the shipped decoder's, a hand-off row names its model calls, and a VAE
+    without the noise-level input is refused by name."""
+    from lumina_core.models.vae import save_vae
+    from lumina_core.toyworld import handoff
+
+    vae = embedded.load(with_audio=False).vae
+    save_vae(train.with_decoder_options(vae, decoder_timestep_conditioning=True), tmp_path / "denoising.safetensors")
+    handoff.main([str(tmp_path / "denoising.safetensors"), "--clips", "2", "--levels", "0.1"])
+    lines = capsys.readouterr().out.splitlines()
+    shipped, level_zero = (line.split(": ", 1)[1] for line in lines[:2])
+    assert shipped == level_zero
+    assert "embedded, candidate, hand-off at 0.1 (28 calls): {'colour'" in lines[2]
+    save_vae(vae, tmp_path / "plain.safetensors")
+    with pytest.raises(SystemExit):
+        handoff.main([str(tmp_path / "plain.safetensors"), "--clips", "1"])
+    assert "is not a denoising decoder" in capsys.readouterr().err
