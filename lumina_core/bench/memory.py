@@ -5,11 +5,11 @@ the two high points of one block under no-grad eager inference (the sampler batc
 2 on the 1x2 steps that still have guidance); every other block's tensors are gone by then:
 
 * RoPE of q: the embedded tokens (``DiTInputs.h``, kept for the whole forward), the block's input, its modulated
-  input, q and k before RoPE, v, and RoPE's float32 working set for q (the copy, the two rotated halves, the
-  stacked result: 3 x dim float32 values);
+  input, q and k before RoPE, v, RoPE's float32 working set for q (the copy and its complex product: 2 x dim
+  float32 values) and the rotated q;
 * the SwiGLU product: the embedded tokens, the block's input (its caller still holds it), the residual after
-  attention, the attention's output (still bound to ``h``), the feed-forward's input, silu(w1 x), w3 x and their
-  product (3 x the hidden width).
+  attention, the attention's output (still bound to ``h``), the feed-forward's input, silu(w1 x) and w3 x (2 x the
+  hidden width; without autograd the SiLU and the product are taken in place).
 
 Attention itself is smaller: SDPA's flash and memory-efficient kernels keep no L x L matrix. ``LiveTensorPeak``
 checks this arithmetic against a real forward on the CPU (bf16, a small config): it follows every tensor the
@@ -84,11 +84,11 @@ def block_peak_bytes(config: NextDiTConfig = RELEASED, value_bytes: int = 2) -> 
     return {
         "RoPE of q": dict(
             embedded_tokens=dim * v, block_input=dim * v, modulated_input=dim * v, q=dim * v, k=kv * v, v=kv * v,
-            rope_float32=3 * dim * 4,
+            rope_float32=2 * dim * 4, rotated_q=dim * v,
         ),
         "SwiGLU product": dict(
             embedded_tokens=dim * v, block_input=dim * v, residual=dim * v, attention_output=dim * v,
-            ffn_input=dim * v, silu_w1=hidden * v, w3=hidden * v, product=hidden * v,
+            ffn_input=dim * v, silu_w1=hidden * v, w3=hidden * v,
         ),
     }  # fmt: skip
 
