@@ -403,3 +403,19 @@ def test_handoff_measures_a_denoising_decoder_beside_the_shipped_one(tmp_path, c
     with pytest.raises(SystemExit):
         handoff.main([str(tmp_path / "plain.safetensors"), "--clips", "1"])
     assert "is not a denoising decoder" in capsys.readouterr().err
+
+
+def test_flow_loss_compares_dits_on_the_same_clips(tmp_path, capsys):
+    """Two folders holding the same DiT read the same losses; a folder without a DiT is refused by name."""
+    from lumina_core.toyworld import flow_loss
+
+    write_random_embedded(tmp_path / "random")
+    flow_loss.main(["embedded", str(tmp_path / "random"), str(embedded.folder()), "--clips", "3"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "flow loss at the finest patch size, 3 clips per set"
+    shipped, random_weights, again = (line.split("): ", 1)[1] for line in lines[1:])
+    assert shipped == again and shipped != random_weights
+    assert "fresh training clips" in shipped and "held-out clips" in shipped
+    with pytest.raises(SystemExit):
+        flow_loss.main([str(tmp_path / "nothing"), "--clips", "1"])
+    assert "no DiT in" in capsys.readouterr().err
