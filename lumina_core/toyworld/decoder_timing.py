@@ -51,13 +51,14 @@ def round_trip(vae, clips, batch: int) -> tuple:
     return ((decoded.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 4, 1), psnr(decoded, truth)
 
 
-def dit_latents(models, captions, preset: str, seed: int, batch: int) -> torch.Tensor:
-    """The shipped DiT's model-space latents for ``captions`` under ``preset``, as the evaluation samples them."""
+def dit_latents(models, captions, preset: str, seed: int, batch: int, stop: float = 1.0) -> torch.Tensor:
+    """The shipped DiT's model-space latents for ``captions`` under ``preset``, as the evaluation samples them
+    (``stop`` < 1: sampled only to that time)."""
     uncond = encode_prompts(models, [""])
     return torch.cat(
         [
             sample_world_latent(
-                models, encode_prompts(models, captions[s : s + batch]), uncond, seed + s, PRESETS[preset]
+                models, encode_prompts(models, captions[s : s + batch]), uncond, seed + s, PRESETS[preset], stop
             )
             for s in range(0, len(captions), batch)
         ]

@@ -76,11 +76,21 @@ def spearman(x, y) -> float:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
-def sample_world_latent(models, cond, uncond, seed: int, config) -> torch.Tensor:
-    """One latent per caption of ``cond``, at the toy world's size and length."""
+def sample_world_latent(models, cond, uncond, seed: int, config, stop: float = 1.0) -> torch.Tensor:
+    """One latent per caption of ``cond``, at the toy world's size and length; ``stop`` < 1 ends sampling there (a
+    denoising decoder's hand-off)."""
     world = DEFAULT_CONFIG
     return sample_latent(
-        models, cond, uncond, world.width, world.height, world.num_frames, seed, config, batch=cond.features.shape[0]
+        models,
+        cond,
+        uncond,
+        world.width,
+        world.height,
+        world.num_frames,
+        seed,
+        config,
+        batch=cond.features.shape[0],
+        stop=stop,
     )
 
 

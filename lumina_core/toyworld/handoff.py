@@ -16,27 +16,13 @@ import torch
 
 from .. import embedded
 from ..models.vae import load_vae
-from ..pipeline import decode_latent, encode_prompts, sample_latent
+from ..pipeline import decode_latent
 from ..sampling.presets import PRESETS
 from ..sampling.solvers import handoff_times
-from .decoder_timing import timing_rows
+from .decoder_timing import dit_latents, timing_rows
 from .evaluate import accuracy
 from .metrics import score_clip
-from .world import DEFAULT_CONFIG, heldout_clips
-
-
-def world_latents(models, captions, preset: str, seed: int, batch: int, stop: float) -> torch.Tensor:
-    """The shipped DiT's model-space latents for ``captions`` under ``preset``, sampled to time ``stop``."""
-    world, uncond = DEFAULT_CONFIG, encode_prompts(models, [""])
-    return torch.cat(
-        [
-            sample_latent(
-                models, encode_prompts(models, captions[s : s + batch]), uncond, world.width, world.height,
-                world.num_frames, seed + s, PRESETS[preset], batch=len(captions[s : s + batch]), stop=stop,
-            )
-            for s in range(0, len(captions), batch)
-        ]
-    )  # fmt: skip
+from .world import heldout_clips
 
 
 def renoised(latents: torch.Tensor, level: float, seed: int) -> torch.Tensor:
@@ -75,11 +61,11 @@ def main(argv=None):
     captions = [clip.caption for clip in heldout_clips(args.seed, args.clips)]
     for preset in embedded.PRESETS:
         calls = len(PRESETS[preset].times()) - 1
-        full = world_latents(models, captions, preset, args.seed, args.batch, 1.0)
+        full = dit_latents(models, captions, preset, args.seed, args.batch, 1.0)
         print(f"{preset}, shipped decoder, full run ({calls} calls): {row(models.vae, full, captions, 0.0)}")
         print(f"{preset}, candidate, full run, level 0: {row(candidate, full, captions, 0.0)}")
         for level in args.levels:
-            stopped = world_latents(models, captions, preset, args.seed, args.batch, 1.0 - level)
+            stopped = dit_latents(models, captions, preset, args.seed, args.batch, 1.0 - level)
             steps = len(handoff_times(PRESETS[preset].times(), 1.0 - level)) - 1
             scores = row(candidate, stopped, captions, level)
             print(f"{preset}, candidate, hand-off at {level} ({steps} calls): {scores}")
