@@ -38,6 +38,14 @@ def timing_rows(frames: torch.Tensor, fps) -> dict:
     )
 
 
+def decoded_accuracy(vae, latents: torch.Tensor, captions, noise_level: float = 0.0) -> tuple[dict, torch.Tensor]:
+    """``latents`` decoded by ``vae`` (at ``noise_level``) and scored against ``captions``: (colour, shape and
+    direction accuracy rounded to 2 places, frames [N, F, H, W, 3])."""
+    frames = decode_latent(vae, latents, noise_level=noise_level)
+    scores = accuracy([score_clip(f.numpy(), c, embedded.FPS) for f, c in zip(frames, captions)])
+    return {key: round(value, 2) for key, value in scores.items()}, frames
+
+
 def round_trip(vae, clips, batch: int) -> tuple:
     """Held-out clips through ``vae``: (frames [N, F, H, W, 3] in [0, 1], PSNR in dB against the clips)."""
     truth = clip_batch(clips)
@@ -87,9 +95,7 @@ def main(argv=None):
     for preset in embedded.PRESETS if captions else ():
         latents = dit_latents(models, captions, preset, args.seed, args.batch)
         for name, vae in decoders.items():
-            frames = decode_latent(vae, latents)
-            scores = accuracy([score_clip(f.numpy(), c, embedded.FPS) for f, c in zip(frames, captions)])
-            rounded = {key: round(value, 2) for key, value in scores.items()}
+            rounded, frames = decoded_accuracy(vae, latents, captions)
             print(f"DiT {preset}, {name} decoder: {rounded}, {timing_rows(frames, embedded.FPS)}")
 
 

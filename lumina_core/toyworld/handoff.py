@@ -16,12 +16,9 @@ import torch
 
 from .. import embedded
 from ..models.vae import load_vae
-from ..pipeline import decode_latent
 from ..sampling.presets import PRESETS
 from ..sampling.solvers import handoff_times
-from .decoder_timing import dit_latents, timing_rows
-from .evaluate import accuracy
-from .metrics import score_clip
+from .decoder_timing import decoded_accuracy, dit_latents, timing_rows
 from .world import heldout_clips
 
 
@@ -33,11 +30,10 @@ def renoised(latents: torch.Tensor, level: float, seed: int) -> torch.Tensor:
 
 def row(vae, latents, captions, level: float) -> dict:
     """Scores of ``latents`` decoded by ``vae`` at ``level``."""
-    frames = decode_latent(vae, latents, noise_level=level)
-    scores = accuracy([score_clip(f.numpy(), c, embedded.FPS) for f, c in zip(frames, captions)])
+    scores, frames = decoded_accuracy(vae, latents, captions, level)
     timing = timing_rows(frames, embedded.FPS)
     return {
-        **{key: round(value, 2) for key, value in scores.items()},
+        **scores,
         "moving_start": round(timing["moving_start"], 2),
         "stutter": timing["stutter"],
     }
