@@ -419,3 +419,25 @@ def test_flow_loss_compares_dits_on_the_same_clips(tmp_path, capsys):
     with pytest.raises(SystemExit):
         flow_loss.main([str(tmp_path / "nothing"), "--clips", "1"])
     assert "no DiT in" in capsys.readouterr().err
+
+
+def test_compile_trains_compiled_blocks_into_the_same_checkpoint_keys(tmp_path):
+    from safetensors import safe_open
+
+    dit_args = ("dit", "--clips", "2", "--batch", "2", "--scale-cycle", "2x4", "--dit-width", "32", "--dit-depth", "1")
+    for run_name in ("eager", "compiled"):
+        write_random_embedded(tmp_path / run_name / "export")
+    run(tmp_path / "eager", *dit_args, "--steps", "1")
+    torch._dynamo.reset()
+    run(tmp_path / "compiled", *dit_args, "--steps", "1", "--compile")
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0  # the blocks ran compiled, not eager
+
+    def keys(root):
+        with safe_open(root / "export" / "dit.safetensors", "pt") as f:
+            return set(f.keys())
+
+    assert keys(tmp_path / "compiled") == keys(tmp_path / "eager")  # no torch.compile prefixes in the export
+    checkpoint = torch.load(tmp_path / "compiled" / "runs" / "dit" / "checkpoint.pt", weights_only=True)
+    assert not [key for key in checkpoint["modules"]["dit"] if "_orig_mod" in key]
+    run(tmp_path / "compiled", *dit_args, "--steps", "2")  # an eager run resumes the compiled one
+    assert torch.load(tmp_path / "compiled" / "runs" / "dit" / "checkpoint.pt", weights_only=True)["step"] == 2

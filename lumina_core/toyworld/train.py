@@ -47,6 +47,7 @@ from ..io.checkpoints import (
 from ..models.nextdit import NextDiTConfig, PatchSize
 from ..models.text import TinyTextEncoder, TinyTextEncoderConfig
 from ..models.vae import CogVideoXVAE, CogVideoXVAEConfig, load_vae, psnr, save_vae
+from ..pipeline import compile_blocks
 from .world import DEFAULT_CONFIG, VOCABULARY, train_clips
 
 TOY_DIT_CONFIG = NextDiTConfig(
@@ -380,6 +381,8 @@ def train_dit(args):
         model = dit_config.build(device=args.device)
         model.initialize_weights(torch.Generator().manual_seed(args.seed))
         text = TinyTextEncoder(TOY_TEXT_CONFIG, device=args.device)
+    if args.compile:
+        compile_blocks(model)  # in place: the state dict keeps its keys, so checkpoints and exports are unchanged
     modules = {"dit": model, "text": text}
     params = list(model.parameters()) + list(text.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.lr or 5e-4, weight_decay=0.0, betas=(0.9, 0.95))
@@ -655,6 +658,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=3.0,
         help=f"decoder stage: extra weight of that loss on the steps into frames 1-{STILL_GROUP_FRAMES} (default 3)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="DiT stage: torch.compile the DiT's blocks (about 1.2x faster steps on a CPU after a few minutes of "
+        "compiling; needs a C++ compiler there); checkpoints are the same either way",
     )
     parser.add_argument("--save-every", type=int, default=200)
     parser.add_argument("--runs", type=Path, default=default_runs(), help=runs_help("checkpoints and caches"))
