@@ -164,6 +164,23 @@ def test_a_token_takes_the_mean_time_of_its_cells_and_the_times_matter(tiny_mode
     assert not torch.allclose(by_cells, scalar, atol=1e-3)
 
 
+def test_per_token_conditioning_keeps_each_clips_rows_apart_and_computes_each_row_once(tiny_model):
+    x = torch.randn(2, 16, 4, 8, 8)
+    cap, mask = caption()
+    motion, patch = torch.tensor([6.0, 2.0]), PatchSize(1, 2)
+    times = torch.full((2, 4, 8, 8), 0.4)
+    times[0, 0], times[1, :, :4] = 1.0, 0.7  # the same times in both clips, under other captions and motions
+    with torch.no_grad():
+        both = tiny_model(x, times, cap, mask, motion, patch)
+        alone = [
+            tiny_model(x[i : i + 1], times[i : i + 1], cap[i : i + 1], mask[i : i + 1], motion[i : i + 1], patch)
+            for i in range(2)
+        ]
+        c = tiny_model.embed(x, times, cap, mask, motion, patch).c
+    assert_same(both, torch.cat(alone))
+    assert c.rows.shape[0] == 4 and c.index.shape == (2, 64)  # (clip 0: 1.0, 0.4; clip 1: 0.7, 0.4), not 128 rows
+
+
 def test_per_cell_times_of_another_grid_are_refused(tiny_model):
     x = torch.randn(1, 16, 4, 8, 8)
     cap, mask = caption(batch=1)

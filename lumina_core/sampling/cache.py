@@ -18,13 +18,13 @@ from typing import Callable, Optional
 
 import torch
 
-from ..models.nextdit import DiTInputs, PatchSize, call_time, per_token
+from ..models.nextdit import DiTInputs, PatchSize, adaln, call_time
 
 
 def first_block_input(model, inputs: DiTInputs) -> torch.Tensor:
     """The first block's modulated attention input, norm(h) * (1 + scale): TeaCache's signal."""
     block = model.layers[0]
-    scale = per_token(block.adaLN_modulation(inputs.c)).chunk(4, dim=-1)[0]
+    scale = adaln(block.adaLN_modulation, inputs.c).chunk(4, dim=-1)[0]
     return block.attention_norm1(inputs.h) * (1 + scale)
 
 
@@ -98,5 +98,5 @@ class CachedModel:
         if same_grid:
             self.change += relative_l1(signal, self.signal)
         self.key, self.signal = key, signal
-        before_end = now < float(torch.tensor(self.full_from, dtype=inputs.c.dtype))  # t arrives in the model's dtype
+        before_end = now < float(torch.tensor(self.full_from, dtype=inputs.h.dtype))  # t arrives in the model's dtype
         return same_grid and before_end and self.change < self.settings.threshold
