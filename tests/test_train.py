@@ -62,6 +62,22 @@ def test_dit_steps_follow_the_scale_cycle_and_resume(tmp_path, monkeypatch):
     assert used == ["2x4"]  # step 4 of the cycle, resumed rather than restarted
 
 
+def test_export_now_writes_the_last_checkpoints_ema_and_trains_nothing(tmp_path):
+    from safetensors.torch import load_file
+
+    write_random_embedded(tmp_path / "export")
+    dit_args = ("dit", "--clips", "4", "--batch", "2", "--steps")
+    with pytest.raises(SystemExit, match="holds no checkpoint to export yet"):
+        run(tmp_path, *dit_args, "10", "--export-now")
+    run(tmp_path, *dit_args, "2")
+    (tmp_path / "export" / "dit.safetensors").unlink()
+    run(tmp_path, *dit_args, "10", "--export-now")
+    assert torch.load(tmp_path / "runs" / "dit" / "checkpoint.pt", weights_only=True)["step"] == 2
+    shadow = torch.load(tmp_path / "runs" / "dit" / "ema.pt", weights_only=True)["dit"]
+    exported = load_file(tmp_path / "export" / "dit.safetensors")
+    assert exported.keys() == shadow.keys() and all(torch.equal(exported[k], shadow[k]) for k in shadow)
+
+
 def test_scale_cycle_must_name_the_models_patch_sizes(tmp_path):
     write_random_embedded(tmp_path / "export")
     with pytest.raises(SystemExit, match=r"--scale-cycle names 1x4, which the model lacks"):

@@ -350,25 +350,6 @@ def train_dit(args):
     """Rectified flow on VAE latents, all patch sizes, motion and caption dropout; text encoder trained jointly.
     From scratch, or with ``--from-export`` fine-tuning the DiT and text encoder found in ``--export``."""
     torch.manual_seed(args.seed)
-    data_path = args.runs / "dit" / "latents.pt"
-    if data_path.is_file():
-        data = torch.load(data_path, weights_only=True)
-    else:
-        vae_path = args.export / "vae.safetensors"
-        if not vae_path.is_file():
-            raise SystemExit(
-                f"no {data_path} to train on and no {vae_path} to encode clips with: copy the VAE there "
-                f"(cp {embedded.PACKAGE_DIR / embedded.FILES['vae']} {args.export}/) "
-                "or link latents.pt from an earlier run"
-            )
-        vae = load_vae(vae_path, device=args.device).eval()
-        data = encode_dataset(vae, args.clips, args.seed, args.device)
-        data_path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(data, data_path)
-        del vae
-    latents, captions, motion = data["latents"], data["captions"], data["motion"]
-    print(f"{len(captions)} clips, latent {tuple(latents.shape[1:])}, latent std {latents.std():.3f}")
-
     conditioning = "timestep" if args.conditioning_share else "replace"
     if args.from_export:
         if trained_conditioning(args.export / "dit.safetensors") == "timestep":
@@ -393,6 +374,31 @@ def train_dit(args):
     if start and ema_path.is_file():
         for name, shadow in torch.load(ema_path, weights_only=True).items():
             emas[name].shadow = shadow
+    if args.export_now:
+        if not start:
+            raise SystemExit(f"--export-now: {checkpoint.path} holds no checkpoint to export yet")
+        print(f"EMA weights at step {start} of {args.steps}")
+        export_dit(emas, args.export, dit_config, text.config, conditioning)
+        return
+
+    data_path = args.runs / "dit" / "latents.pt"
+    if data_path.is_file():
+        data = torch.load(data_path, weights_only=True)
+    else:
+        vae_path = args.export / "vae.safetensors"
+        if not vae_path.is_file():
+            raise SystemExit(
+                f"no {data_path} to train on and no {vae_path} to encode clips with: copy the VAE there "
+                f"(cp {embedded.PACKAGE_DIR / embedded.FILES['vae']} {args.export}/) "
+                "or link latents.pt from an earlier run"
+            )
+        vae = load_vae(vae_path, device=args.device).eval()
+        data = encode_dataset(vae, args.clips, args.seed, args.device)
+        data_path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(data, data_path)
+        del vae
+    latents, captions, motion = data["latents"], data["captions"], data["motion"]
+    print(f"{len(captions)} clips, latent {tuple(latents.shape[1:])}, latent std {latents.std():.3f}")
 
     generator = torch.Generator().manual_seed(args.seed + start)
     scales = args.scale_cycle or model.patch_sizes
@@ -436,7 +442,9 @@ def train_dit(args):
         progress.set_postfix(loss=f"{loss.item():.4f}")
         if (step + 1) % args.save_every == 0 or step + 1 == args.steps:
             checkpoint.save(modules, optimizer, step + 1)
-            torch.save({n: e.shadow for n, e in emas.items()}, ema_path)
+            partial = ema_path.with_suffix(".partial")  # replaced whole, so --export-now never reads half a file
+            torch.save({n: e.shadow for n, e in emas.items()}, partial)
+            partial.replace(ema_path)
     export_dit(emas, args.export, dit_config, text.config, conditioning)
 
 
@@ -664,6 +672,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="DiT stage: torch.compile the DiT's blocks (steps 1.06x faster at 192 x 6 on a CPU after about a minute "
         "of compiling; needs a C++ compiler there); checkpoints are the same either way",
+    )
+    parser.add_argument(
+        "--export-now",
+        action="store_true",
+        help="DiT stage: export the EMA weights of the last checkpoint into --export and stop, to evaluate a run in "
+        "progress (the same command without it carries on training)",
     )
     parser.add_argument("--save-every", type=int, default=200)
     parser.add_argument("--runs", type=Path, default=default_runs(), help=runs_help("checkpoints and caches"))
