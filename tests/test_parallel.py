@@ -51,6 +51,9 @@ def inputs(shape, seed):
     mask = torch.ones(batch, 5, dtype=torch.long)
     mask[-1, 3:] = 0  # a padded caption
     t = torch.rand(batch, generator=generator)
+    if seed % 2:  # per-token times (TokenConditioning, its index sharded with the tokens): latent frame 0 clean
+        t = t.view(-1, 1, 1, 1).expand(batch, *shape[2:]).clone()
+        t[:, 0] = 1.0
     motion = torch.tensor([3.0, -1.0][:batch])
     return torch.randn(shape, generator=generator), t, cap, mask, motion
 
