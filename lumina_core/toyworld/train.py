@@ -114,6 +114,13 @@ def toy_dit_config(width: int, depth: int) -> NextDiTConfig:
     return replace(TOY_DIT_CONFIG, dim=width, n_layers=depth, n_heads=heads, n_kv_heads=kv_heads)
 
 
+def save_whole(state, path: Path):
+    """torch.save to a partial file, then replace ``path``: a run stopped mid-write leaves the last whole file."""
+    partial = path.with_suffix(".partial")
+    torch.save(state, partial)
+    partial.replace(path)
+
+
 class Checkpoint:
     """Resumable training state in one file: modules, optimizer, step and RNG, read back with weights_only=True."""
 
@@ -145,9 +152,7 @@ class Checkpoint:
             step=step,
             torch_rng=torch.get_rng_state(),
         )
-        partial = self.path.with_suffix(".partial")
-        torch.save(state, partial)
-        partial.replace(self.path)
+        save_whole(state, self.path)
 
 
 def clip_batch(clips) -> torch.Tensor:
@@ -442,9 +447,7 @@ def train_dit(args):
         progress.set_postfix(loss=f"{loss.item():.4f}")
         if (step + 1) % args.save_every == 0 or step + 1 == args.steps:
             checkpoint.save(modules, optimizer, step + 1)
-            partial = ema_path.with_suffix(".partial")  # replaced whole, so --export-now never reads half a file
-            torch.save({n: e.shadow for n, e in emas.items()}, partial)
-            partial.replace(ema_path)
+            save_whole({n: e.shadow for n, e in emas.items()}, ema_path)  # --export-now never reads half a file
     export_dit(emas, args.export, dit_config, text.config, conditioning)
 
 
