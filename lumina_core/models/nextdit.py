@@ -381,10 +381,10 @@ class MultiScaleNextDiT(nn.Module):
         if t.shape != (batch, *grid):
             raise ValueError(f"per-cell times {tuple(t.shape)} don't match the latent's [B, F, H, W] {(batch, *grid)}")
         cells = self.patchify(t[:, None], patch)[0].mean(-1)  # [B, L]
-        clips = torch.arange(batch, device=cells.device)[:, None].expand_as(cells)
-        keys = torch.stack([clips.double(), cells.double()], dim=-1).flatten(0, 1)  # [B * L, 2], exact in float64
-        pairs, index = torch.unique(keys, dim=0, return_inverse=True)
-        return pairs[:, 1].to(cells.dtype), pairs[:, 0].long(), index.view(cells.shape)
+        times, time_index = torch.unique(cells, return_inverse=True)  # [T], [B, L]
+        keys = torch.arange(batch, device=cells.device)[:, None] * len(times) + time_index  # (clip, time) as one int
+        pairs, index = torch.unique(keys, return_inverse=True)  # [U], [B, L]
+        return times[pairs % len(times)], pairs // len(times), index
 
     def run_blocks(self, inputs: "DiTInputs") -> torch.Tensor:
         """The transformer blocks on the embedded tokens -> tokens [B, L, dim]."""
