@@ -400,7 +400,7 @@ def train_dit(args):
         vae = load_vae(vae_path, device=args.device).eval()
         data = encode_dataset(vae, args.clips, args.seed, args.device)
         data_path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(data, data_path)
+        save_whole(data, data_path)
         del vae
     latents, captions, motion = data["latents"], data["captions"], data["motion"]
     print(f"{len(captions)} clips, latent {tuple(latents.shape[1:])}, latent std {latents.std():.3f}")

@@ -37,6 +37,7 @@ from .train import (
     default_runs,
     drop_words,
     patch_list,
+    save_whole,
     shifted_times,
     warmup_lr,
 )
@@ -133,7 +134,7 @@ def train_lora(args):
     if data is None or len(data["captions"]) != args.clips:
         data = encode_styled(models.vae, args.clips, args.seed, args.device)
         data_path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(data, data_path)
+        save_whole(data, data_path)
     latents, captions, motion = data["latents"], data["captions"], data["motion"]
     print(f"{len(captions)} swaying clips, latent {tuple(latents.shape[1:])}")
 
@@ -175,7 +176,7 @@ def train_lora(args):
         progress.set_postfix(loss=f"{loss.item():.4f}")
         if (step + 1) % args.save_every == 0 or step + 1 == args.steps:
             checkpoint.save({"adapters": trained}, optimizer, step + 1)
-            torch.save(ema.shadow, ema_path)
+            save_whole(ema.shadow, ema_path)
     lora = export_lora(list(adapters), ema.shadow, args.rank, args.alpha, dit_config.to_json())
     path = lora.save(args.export)
     print(f"exported {path} ({path.stat().st_size / 1e6:.2f} MB, {len(lora.modules)} modules, rank {args.rank})")

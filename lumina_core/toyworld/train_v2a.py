@@ -50,7 +50,7 @@ from .. import embedded
 from ..models.audio import MelAutoencoder, MelAutoencoderConfig, VocoderConfig, log_mel_spectrogram
 from ..models.v2a import V2AConfig, V2AGenerator, resample_to_tokens, save_v2a
 from .metrics import SyncScore, audio_visual_sync, detect_onsets
-from .train import EMA, Checkpoint, checkpoint_path, default_runs, runs_help, warmup_lr
+from .train import EMA, Checkpoint, checkpoint_path, default_runs, runs_help, save_whole, warmup_lr
 from .world import SHAPE_PITCH_HZ, SHAPES, heldout_clips, sample_clip
 
 TOY_V2A_CONFIG = V2AConfig(
@@ -212,7 +212,7 @@ def train_autoencoder(args, config: V2AConfig, bank: ClipBank) -> tuple[MelAutoe
     ae_config = replace(config.autoencoder, latent_shift=means.mean().item(), latent_scale=1.0 / means.std().item())
     weights = autoencoder.state_dict()
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save(dict(config=json.dumps(ae_config.to_dict()), weights=weights), done)
+    save_whole(dict(config=json.dumps(ae_config.to_dict()), weights=weights), done)
     print(
         f"stage 1: latent mean {means.mean().item():.4f}, std {means.std().item():.4f} -> "
         f"shift {ae_config.latent_shift:.4f}, scale {ae_config.latent_scale:.4f}"
@@ -357,7 +357,7 @@ def train_generator(args, config: V2AConfig, bank: ClipBank, ae_weights: dict) -
             refresh=False,
         )
         if (step + 1) % args.save_every == 0 or step + 1 == args.steps:
-            torch.save(ema.shadow, ema_path)
+            save_whole(ema.shadow, ema_path)
             checkpoint.save(modules, optimizer, step + 1)
     generator.load_state_dict(ema.shadow)
     return generator.eval().requires_grad_(False), history
