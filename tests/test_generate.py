@@ -4,8 +4,12 @@ import re
 
 import pytest
 
+from lumina_core import embedded
 from lumina_core.__main__ import main
 from lumina_core.io.media import read_video
+
+EMBEDDED_BUDGET_BYTES = 30e6
+"""Issue 27: the embedded default's weights, the style LoRA included, at most 30 MB in all."""
 
 
 def test_generate_writes_a_video_with_sound(tmp_path, capsys):
@@ -28,6 +32,12 @@ def test_generate_writes_a_video_with_sound(tmp_path, capsys):
     assert timings, out_text
     text, sampling, decode, sound, total, clip = map(float, timings.groups())
     assert clip == 2.0 and min(text, sampling, decode, sound) >= 0 and total >= text + sampling + decode + sound
+
+
+def test_the_embedded_default_ships_within_its_size_budget():
+    names = [*embedded.FILES.values(), embedded.STYLE_LORA]
+    sizes = {name: (embedded.PACKAGE_DIR / name).stat().st_size for name in names}
+    assert sum(sizes.values()) <= EMBEDDED_BUDGET_BYTES, sizes
 
 
 @pytest.mark.parametrize(
