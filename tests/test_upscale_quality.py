@@ -12,8 +12,8 @@ pytestmark = [pytest.mark.quality, pytest.mark.skipif(not embedded.available(), 
 
 CLIPS = 12
 MISSES: dict = {}
-"""target name -> the figure measured at CLIPS prompts where the embedded default misses it (none since the 192 x 6
-DiT of 2026-12-07 met the seam ratio)."""
+"""target name -> the figure measured at CLIPS prompts where the embedded default misses it: none with the 192 x 6 DiT
+(20bfe8a), whose seam ratio is met on these prompts and missed on 50 (1.62; docs/long-videos.md)."""
 
 
 @pytest.fixture(scope="module")
