@@ -300,8 +300,9 @@ class LuminaVideoConditioningMechanism(io.ComfyNode):
                 "kept cells while any sampler runs: timestep (LTX-Video's: kept cells clean, their time given per "
                 "token; for weights fine-tuned for it, as the embedded default is) or replace (ComfyUI's inpainting: "
                 "kept cells set to the noised known latent every step; works with any weights). A model loads with "
-                "what its file says it was trained for; on the embedded default replace held cinemagraphs' still "
-                "region better, timestep everything else (docs/conditional.md)."
+                "what its file says it was trained for; on the embedded default timestep does better in "
+                "every task but inpainting with a prompt that names a new colour, which replace follows "
+                "(docs/conditional.md)."
             ),
             inputs=[
                 io.Model.Input("model"),

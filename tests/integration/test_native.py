@@ -286,7 +286,7 @@ def test_easycache_skips_steps_and_keeps_the_prompt(comfy_client, comfy_workdir,
     for prompt in PROMPTS:
         g, model, positive, negative, latent = native_chain(prompt, "embedded")
         cached = g.add(
-            "EasyCache", model=model, reuse_threshold=0.1, start_percent=0.15, end_percent=0.95, verbose=False
+            "EasyCache", model=model, reuse_threshold=0.05, start_percent=0.15, end_percent=0.95, verbose=False
         )
         sampled = custom_advanced(g, out(cached), positive, negative, latent, "embedded")
         latent_out = run_latent(comfy_client, comfy_workdir, g, out(sampled), "easycache")
