@@ -42,16 +42,6 @@ NOT_YET = "target missed by the current embedded weights (README quality table):
 NOT_YET_IN_TIME = "target missed by the current embedded weights (docs/embedded-default.md, motion in time): {}"
 
 
-def per_preset(misses: dict, strict: bool) -> list:
-    """The presets as test parameters, each one the weights miss marked xfail with its measured figure."""
-    return [
-        pytest.param(preset, marks=pytest.mark.xfail(strict=strict, reason=misses[preset]))
-        if preset in misses
-        else preset
-        for preset in PRESETS
-    ]
-
-
 @pytest.fixture(scope="module")
 def models():
     return embedded.load(with_audio=True)
@@ -82,20 +72,15 @@ def test_colour_follows_the_prompt(accuracies, preset):
     assert accuracies[preset]["colour"] >= TARGETS["colour"], accuracies[preset]
 
 
-@pytest.mark.parametrize(
-    "preset",
-    per_preset(
-        {
-            preset: NOT_YET.format(
-                "shape 0.79 single-scale, 0.74 multi-scale here (0.76 / 0.74 in evaluate; 0.54 / 0.57 here with the "
-                "128 x 4 DiT before 2026-12-07), of 0.90: squares and triangles come out with rounded corners and "
-                "read as circles"
-            )
-            for preset in PRESETS
-        },
-        strict=False,
+@pytest.mark.xfail(
+    reason=NOT_YET.format(
+        "shape 0.79 single-scale, 0.74 multi-scale here (0.76 / 0.74 in evaluate; 0.54 / 0.57 here with the "
+        "128 x 4 DiT before 2026-12-07), of 0.90: squares and triangles come out with rounded corners and "
+        "read as circles"
     ),
+    strict=False,
 )
+@pytest.mark.parametrize("preset", PRESETS)
 def test_shape_follows_the_prompt(accuracies, preset):
     assert accuracies[preset]["shape"] >= TARGETS["shape"], accuracies[preset]
 
@@ -175,19 +160,14 @@ def test_videos_start_moving(timing, preset):
     assert starts_moving(timing[preset]), timing[preset]
 
 
-@pytest.mark.parametrize(
-    "preset",
-    per_preset(
-        {
-            preset: NOT_YET_IN_TIME.format(
-                "the median video's stutter is 2.81 single-scale, 2.61 multi-scale here, 2.48 / 2.36 in evaluate "
-                "(3.06 / 3.03 with the 128 x 4 DiT, 5.41 / 5.08 before the decoder's look-ahead), of at most 2.0: the "
-                "largest moves still come at latent-frame borders"
-            )
-            for preset in PRESETS
-        },
-        strict=True,
+@pytest.mark.xfail(
+    reason=NOT_YET_IN_TIME.format(
+        "the median video's stutter is 2.81 single-scale, 2.61 multi-scale here, 2.48 / 2.36 in evaluate "
+        "(3.06 / 3.03 with the 128 x 4 DiT, 5.41 / 5.08 before the decoder's look-ahead), of at most 2.0: the "
+        "largest moves still come at latent-frame borders"
     ),
+    strict=True,
 )
+@pytest.mark.parametrize("preset", PRESETS)
 def test_videos_run_steadily(timing, preset):
     assert runs_steadily(timing[preset]), timing[preset]
