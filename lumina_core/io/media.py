@@ -204,17 +204,20 @@ def read_video(path: Union[str, os.PathLike]) -> DecodedVideo:
         if not pictures:
             raise ValueError(f"read_video: {str(path)!r} has a video stream but no decodable frames.")
         fps = _stream_frame_rate(video_stream, len(pictures))
+        if audio_stream is not None:  # read while the container is open: PyAV 18.1.1 refuses stream fields after
+            channels, rate = audio_stream.codec_context.channels, int(audio_stream.rate)
+            declared = None
+            if audio_stream.duration and audio_stream.time_base:
+                # MP4 declares the true length; AAC's last frame is decoded whole, padding included.
+                declared = round(audio_stream.duration * audio_stream.time_base * audio_stream.rate)
 
     frames = torch.from_numpy(np.stack(pictures)).float().div_(255.0)
     if audio_stream is None:
         return DecodedVideo(frames, fps, None, None)
-    channels = audio_stream.codec_context.channels
     samples = np.concatenate(sound, axis=1) if sound else np.zeros((channels, 0), np.float32)
-    if audio_stream.duration and audio_stream.time_base:
-        # MP4 declares the true length; AAC's last frame is decoded whole, padding included.
-        declared = round(audio_stream.duration * audio_stream.time_base * audio_stream.rate)
+    if declared is not None:
         samples = samples[:, :declared]
-    return DecodedVideo(frames, fps, torch.from_numpy(samples.astype(np.float32)), int(audio_stream.rate))
+    return DecodedVideo(frames, fps, torch.from_numpy(samples.astype(np.float32)), rate)
 
 
 def _stream_frame_rate(stream, frame_count: int) -> Fraction:
