@@ -182,9 +182,42 @@ def test_decoder_stage_adds_the_temporal_loss_when_weighted(tmp_path, monkeypatc
     assert weights == [5.0]
 
 
+def test_latent_frame_difference_loss_counts_only_error_that_changes_between_latent_frames():
+    steady = torch.full((2, 4, 4, 3, 3), 0.5)  # [B, C, F, h, w]: the same error in every latent frame
+    assert train.latent_frame_difference_loss(steady) == 0
+    jump = steady.clone()
+    jump[:, :, 2:] = -0.5  # a jump between latent frames 1 and 2 only: 1 on one of the three steps
+    assert train.latent_frame_difference_loss(jump) == pytest.approx(1 / 3)
+    kept_first = torch.ones_like(jump)
+    kept_first[:, :, :2] = 0  # latent frames 0-1 given clean: the step into frame 2 leaves the loss
+    assert train.latent_frame_difference_loss(jump, kept_first) == 0
+    kept_last = torch.ones_like(jump)
+    kept_last[:, :, 3] = 0  # frame 3 given: steps 0-1 and 1-2 count, the jump is one of two
+    assert train.latent_frame_difference_loss(jump, kept_last) == pytest.approx(1 / 2)
+
+
+@pytest.mark.parametrize("share", ["0", "0.5"])
+def test_dit_stage_adds_the_latent_frame_difference_loss_when_weighted(tmp_path, monkeypatch, share):
+    write_random_embedded(tmp_path / "export")
+    masks = []
+    loss = train.latent_frame_difference_loss
+    monkeypatch.setattr(
+        train, "latent_frame_difference_loss", lambda error, mask=None: masks.append(mask) or loss(error, mask)
+    )
+    dit_args = ("dit", "--clips", "2", "--batch", "2", "--steps", "1", "--conditioning-share", share)
+    run(tmp_path, *dit_args)
+    assert masks == []
+    write_random_embedded(tmp_path / "weighted" / "export")
+    run(tmp_path / "weighted", *dit_args, "--dit-temporal-weight", "2")
+    assert len(masks) == 1 and (masks[0] is None) == (share == "0")
+
+
 def test_temporal_weights_must_not_be_negative(capsys):
     with pytest.raises(SystemExit):
         train.main(["decoder", "--steps", "1", "--temporal-weight", "-1"])
+    assert "loss weights can't be negative" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.main(["dit", "--steps", "1", "--dit-temporal-weight", "-1"])
     assert "loss weights can't be negative" in capsys.readouterr().err
 
 

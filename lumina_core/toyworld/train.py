@@ -28,6 +28,7 @@ import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -211,6 +212,17 @@ def temporal_difference_loss(recon: torch.Tensor, frames: torch.Tensor, early_we
     weight = torch.ones(error.shape[2], device=error.device)
     weight[:STILL_GROUP_FRAMES] += early_weight
     return (error * weight.view(1, 1, -1, 1, 1)).mean() * error.shape[2] / weight.sum()
+
+
+def latent_frame_difference_loss(error: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mean square of the velocity error's change from each latent frame to the next, error [B, C, F, h, w] (mask
+    alike: 1 where the loss counts). It weighs the part of the error that differs between latent frames, which
+    shows in the decoded video as uneven motion (a jump at a latent-frame border), more than the flow loss does."""
+    change = error[:, :, 1:] - error[:, :, :-1]
+    if mask is None:
+        return (change**2).mean()
+    pairs = mask[:, :, 1:] * mask[:, :, :-1]
+    return (change**2 * pairs).sum() / pairs.sum().clamp(min=1)
 
 
 def train_vae(args):
@@ -442,6 +454,10 @@ def train_dit(args):
             loss = ((v - (x1 - x0)) ** 2 * generated).sum() / generated.sum()
         else:
             loss = F.mse_loss(v, x1 - x0)
+        if args.dit_temporal_weight:
+            loss = loss + args.dit_temporal_weight * latent_frame_difference_loss(
+                v - (x1 - x0), generated if args.conditioning_share else None
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -642,6 +658,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"DiT stage from scratch: transformer layers (default {TOY_DIT_CONFIG.n_layers}, the shipped size)",
     )
     parser.add_argument(
+        "--dit-temporal-weight",
+        type=float,
+        default=0.0,
+        help="DiT stage: weight of a squared loss on the velocity error's change between latent frames "
+        "(default 0: the flow loss alone)",
+    )
+    parser.add_argument(
         "--decoder-dit-share",
         type=float,
         default=0.5,
@@ -727,6 +750,8 @@ def check_args(parser: argparse.ArgumentParser, args):
         parser.error(f"argument --decoder-dit-share: {args.decoder_dit_share} is not a share in [0, 1]")
     if not 0 <= args.decoder_noise_max < 1:
         parser.error(f"argument --decoder-noise-max: {args.decoder_noise_max} is not a noise level in [0, 1)")
+    if args.dit_temporal_weight < 0:
+        parser.error(f"--dit-temporal-weight {args.dit_temporal_weight}: loss weights can't be negative")
     if args.temporal_weight < 0 or args.temporal_early_weight < 0:
         parser.error(
             f"--temporal-weight {args.temporal_weight} --temporal-early-weight {args.temporal_early_weight}: "
