@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -276,3 +278,37 @@ def test_layers_are_built_from_the_operations_given(tiny_model):
         got, expected = run(model, x, cap, mask, scale=(2, 2)), run(tiny_model, x, cap, mask, scale=(2, 2))
     assert got.dtype == torch.float32
     assert (got - expected).abs().max() <= 0.05 * expected.abs().max()
+
+
+def test_rope_time_in_frames_centres_two_frame_tokens_and_leaves_one_frame_tokens(tiny_model):
+    """Released: patch-grid positions at every scale. In frames: a 2-frame token sits at the centre of its latent
+    frames (0.5, 2.5 for four), a 1-frame token where it was; height and width stay in patch-grid units."""
+    from dataclasses import replace
+
+    assert tiny_model.rope_placement(PatchSize(2, 4)) == ((1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    in_frames = randomized(replace(TINY, rope_time_in_frames=True))
+    assert in_frames.rope_placement(PatchSize(1, 2)) == ((1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    assert in_frames.rope_placement(PatchSize(2, 2)) == ((2.0, 1.0, 1.0), (0.5, 0.0, 0.0))
+    rope = in_frames.rope
+    cos, sin = rope((2, 1, 1), "cpu", *in_frames.rope_placement(PatchSize(2, 2)))
+    frames_dim = rope.axes_dims[0] // 2
+    expected = rope.axis_angles(0, 6, "cpu", 0.5, 0.0)[[1, 5]].cos().float()  # positions 0.5 and 2.5
+    assert torch.equal(cos[:, :frames_dim], expected)
+    assert torch.equal(rope((2, 1, 1), "cpu")[0][:, :frames_dim], rope.axis_angles(0, 2, "cpu").cos().float())
+
+    x = torch.randn(1, 16, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    cap, mask = caption(batch=1)
+    plain = randomized()
+    assert torch.equal(run(in_frames, x, cap, mask, scale=(1, 2)), run(plain, x, cap, mask, scale=(1, 2)))
+    assert not torch.allclose(run(in_frames, x, cap, mask, scale=(2, 2)), run(plain, x, cap, mask, scale=(2, 2)))
+
+
+def test_rope_time_in_frames_is_stored_with_the_config():
+    from dataclasses import replace
+
+    from lumina_core.models.nextdit import NextDiTConfig
+
+    config = replace(TINY, rope_time_in_frames=True)
+    assert NextDiTConfig.from_json(config.to_json()) == config
+    older = {k: v for k, v in json.loads(TINY.to_json()).items() if k != "rope_time_in_frames"}
+    assert NextDiTConfig.from_json(json.dumps(older)).rope_time_in_frames is False  # files written before it

@@ -212,6 +212,19 @@ def test_dit_stage_adds_the_latent_frame_difference_loss_when_weighted(tmp_path,
     assert len(masks) == 1 and (masks[0] is None) == (share == "0")
 
 
+def test_rope_time_in_frames_is_trained_and_exported(tmp_path):
+    from lumina_core.io.checkpoints import load_nextdit
+
+    write_random_embedded(tmp_path / "export")
+    dit_args = ("dit", "--clips", "2", "--batch", "2", "--steps", "1")
+    run(tmp_path, *dit_args, "--from-export", "--rope-time-in-frames")
+    assert load_nextdit(tmp_path / "export" / "dit.safetensors")[1].rope_time_in_frames
+    write_random_embedded(tmp_path / "again" / "export")
+    run(tmp_path / "again", *dit_args, "--rope-time-in-frames")  # from scratch
+    model, config, _ = load_nextdit(tmp_path / "again" / "export" / "dit.safetensors")
+    assert config.rope_time_in_frames and model.rope_time_in_frames
+
+
 def test_temporal_weights_must_not_be_negative(capsys):
     with pytest.raises(SystemExit):
         train.main(["decoder", "--steps", "1", "--temporal-weight", "-1"])

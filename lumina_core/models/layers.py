@@ -112,15 +112,23 @@ class RotaryEmbedding(nn.Module):
         self.axes_lens = tuple(axes_lens)
         self.theta = theta
 
-    def axis_angles(self, axis: int, length: int, device) -> torch.Tensor:
-        """[length, dim/2] float64 angles position * 1/theta^(2i/d), as the reference computes them."""
+    def axis_angles(self, axis: int, length: int, device, step: float = 1.0, offset: float = 0.0) -> torch.Tensor:
+        """[length, dim/2] float64 angles position * 1/theta^(2i/d), as the reference computes them; the i-th
+        token's position is i * step + offset (the reference's: i)."""
         dim = self.axes_dims[axis]
         freqs = 1.0 / (self.theta ** (torch.arange(0, dim, 2, dtype=torch.float64, device=device) / dim))
-        positions = torch.arange(length, dtype=torch.float64, device=device)
+        positions = torch.arange(length, dtype=torch.float64, device=device) * step + offset
         return torch.outer(positions, freqs)
 
-    def forward(self, grid: Sequence[int], device) -> tuple[torch.Tensor, torch.Tensor]:
-        """grid (n0, n1, ...) -> cos, sin [prod(grid), head_dim/2] float32, token order row-major over the grid."""
+    def forward(
+        self,
+        grid: Sequence[int],
+        device,
+        steps: Optional[Sequence[float]] = None,
+        offsets: Optional[Sequence[float]] = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """grid (n0, n1, ...) -> cos, sin [prod(grid), head_dim/2] float32, token order row-major over the grid.
+        ``steps`` and ``offsets`` place each axis's tokens (``axis_angles``); None: at 0, 1, 2, ..."""
         for axis, (n, limit) in enumerate(zip(grid, self.axes_lens)):
             if n > limit:
                 raise ValueError(
@@ -128,8 +136,9 @@ class RotaryEmbedding(nn.Module):
                     f"({n} > {limit}); use fewer frames or a smaller size, or a coarser patch size"
                 )
         parts = []
+        steps, offsets = steps or [1.0] * len(grid), offsets or [0.0] * len(grid)
         for axis, n in enumerate(grid):
-            angles = self.axis_angles(axis, n, device)
+            angles = self.axis_angles(axis, n, device, steps[axis], offsets[axis])
             shape = [1] * len(grid) + [angles.shape[-1]]
             shape[axis] = n
             parts.append(angles.view(shape).expand(*grid, angles.shape[-1]))

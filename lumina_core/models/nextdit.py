@@ -185,6 +185,9 @@ class NextDiTConfig:
     rope_theta: float = 256.0
     t_scale: float = 1000.0
     motion_scale: float = 20.0
+    rope_time_in_frames: bool = False
+    """Temporal RoPE positions in latent frames at every patch size (``MultiScaleNextDiT.rope_placement``); the
+    released model counts them in patch-grid units (False)."""
 
     def build(self, dtype=None, device=None, operations=nn) -> "MultiScaleNextDiT":
         return MultiScaleNextDiT(**asdict(self), dtype=dtype, device=device, operations=operations)
@@ -229,6 +232,7 @@ class MultiScaleNextDiT(nn.Module):
         rope_theta: float = RELEASED.rope_theta,
         t_scale: float = RELEASED.t_scale,
         motion_scale: float = RELEASED.motion_scale,
+        rope_time_in_frames: bool = RELEASED.rope_time_in_frames,
         dtype: Optional[torch.dtype] = None,
         device=None,
         operations=nn,
@@ -249,6 +253,7 @@ class MultiScaleNextDiT(nn.Module):
         self.all_patch_size = tuple(all_patch_size)
         self.all_f_patch_size = tuple(all_f_patch_size)
         self.rope_theta, self.t_scale, self.motion_scale = rope_theta, t_scale, motion_scale
+        self.rope_time_in_frames = rope_time_in_frames
         self.dim, self.cap_feat_dim = dim, cap_feat_dim
 
         self.all_x_embedder = nn.ModuleDict()
@@ -353,7 +358,7 @@ class MultiScaleNextDiT(nn.Module):
         patch = PatchSize(*patch)
         self.check_input_size(x, patch)
         tokens, grid = self.patchify(x, patch)
-        rope = self.rope(grid, x.device)
+        rope = self.rope(grid, x.device, *self.rope_placement(patch))
         h = self.all_x_embedder[patch.checkpoint_key](tokens)
 
         motion = motion_score * self.motion_scale
@@ -369,6 +374,18 @@ class MultiScaleNextDiT(nn.Module):
             rows = self.t_embedder(times * self.t_scale, dtype=h.dtype) + caption[clip] + motion_emb[clip]
             c = TokenConditioning(rows, index)
         return DiTInputs(h, c, rope, cap_feats, cap_mask.bool(), grid, patch, x.shape[2])
+
+    def rope_placement(self, patch: PatchSize) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Step and offset of the tokens' RoPE positions along (frames, height, width) at ``patch``.
+
+        The released model counts positions in patch-grid units, so position 1 is latent frame 1 for a 1-frame
+        patch but latent frames 2-3 for a 2-frame one. With ``rope_time_in_frames`` a token's temporal position
+        is the centre of its latent frames at every patch size (0.5 and 2.5 for the two 2-frame tokens of four
+        latent frames), so that the scales, which share every other weight, share one time axis as well.
+        """
+        if not self.rope_time_in_frames:
+            return (1.0, 1.0, 1.0), (0.0, 0.0, 0.0)
+        return (float(patch.temporal), 1.0, 1.0), ((patch.temporal - 1) / 2, 0.0, 0.0)
 
     def token_times(self, t: torch.Tensor, shape, patch: PatchSize) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """A time per latent cell [B, F, H, W] -> the distinct (clip, token time) pairs: times [U], their clips [U]

@@ -378,8 +378,13 @@ def train_dit(args):
         model, dit_config, _ = load_nextdit(args.export / "dit.safetensors", device=args.device)
         text = load_text_encoder(args.export / "text_encoder.safetensors", device=args.device)
         model, text = model.train().requires_grad_(True), text.train().requires_grad_(True)
+        if args.rope_time_in_frames:  # switched on for the fine-tune; a DiT that has it keeps it
+            dit_config = replace(dit_config, rope_time_in_frames=True)
+            model.rope_time_in_frames = True
     else:
-        dit_config = toy_dit_config(args.dit_width, args.dit_depth)
+        dit_config = replace(
+            toy_dit_config(args.dit_width, args.dit_depth), rope_time_in_frames=args.rope_time_in_frames
+        )
         model = dit_config.build(device=args.device)
         model.initialize_weights(torch.Generator().manual_seed(args.seed))
         text = TinyTextEncoder(TOY_TEXT_CONFIG, device=args.device)
@@ -663,6 +668,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="DiT stage: weight of a squared loss on the velocity error's change between latent frames "
         "(default 0: the flow loss alone)",
+    )
+    parser.add_argument(
+        "--rope-time-in-frames",
+        action="store_true",
+        help="DiT stage: temporal RoPE positions in latent frames at every patch size (NextDiTConfig."
+        "rope_time_in_frames; switched on with --from-export) instead of the released model's patch-grid units",
     )
     parser.add_argument(
         "--decoder-dit-share",
