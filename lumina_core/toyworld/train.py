@@ -79,7 +79,7 @@ RECIPE = (
     (
         "dit",
         "--steps 65000 --clips 10000 --batch 32 --lr 5e-4 --seed 2024 --dit-width 192 --dit-depth 6 "
-        "--scale-cycle 1x2,2x2,1x2,2x4 --word-dropout 0.2 --conditioning-share 0.3",
+        "--scale-cycle 1x2,2x2,1x2,2x4 --word-dropout 0.2 --conditioning-share 0.3 --rope-time-in-frames",
     ),
     ("decoder", "--steps 2400 --batch 2 --lr 3e-4 --seed 11 --foreground-weight 3"),
     ("v2a", "--steps 3400"),
