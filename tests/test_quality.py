@@ -74,7 +74,7 @@ def test_colour_follows_the_prompt(accuracies, preset):
 
 @pytest.mark.xfail(
     reason=NOT_YET.format(
-        "shape 0.79 single-scale, 0.74 multi-scale here (0.76 / 0.74 in evaluate; 0.54 / 0.57 here with the "
+        "shape 0.81 single-scale, 0.73 multi-scale here (0.75 / 0.75 in evaluate; 0.54 / 0.57 here with the "
         "128 x 4 DiT before 2026-12-07), of 0.90: triangles in the two held-out triangle combinations (blue moving "
         "right, white moving up) come out as circles, docs/embedded-default.md"
     ),
@@ -92,7 +92,7 @@ def test_direction_follows_the_prompt(accuracies, preset):
 
 @pytest.mark.xfail(
     reason=NOT_YET.format(
-        "shape 0.79 single-scale, 0.74 multi-scale here, a drop of 0.05 (0.02 in evaluate, within the 0.03; met here "
+        "shape 0.81 single-scale, 0.73 multi-scale here, a drop of 0.08 (0.00 in evaluate, within the 0.03; met here "
         "by the 128 x 4 DiT before 2026-12-07, whose shape read 0.54 / 0.57)"
     ),
     strict=True,
@@ -162,7 +162,7 @@ def test_videos_start_moving(timing, preset):
 
 @pytest.mark.xfail(
     reason=NOT_YET_IN_TIME.format(
-        "the median video's stutter is 2.81 single-scale, 2.61 multi-scale here, 2.48 / 2.36 in evaluate "
+        "the median video's stutter is 2.56 single-scale, 2.30 multi-scale here, 2.34 / 2.28 in evaluate "
         "(3.06 / 3.03 with the 128 x 4 DiT, 5.41 / 5.08 before the decoder's look-ahead), of at most 2.0: the "
         "largest moves still come at latent-frame borders"
     ),
