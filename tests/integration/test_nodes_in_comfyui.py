@@ -181,7 +181,7 @@ def test_step_caching_skips_block_runs_only_when_asked(nodes, monkeypatch):
     full = nodes.sample(steps=0)
     assert len(runs) == 29
     runs.clear()
-    cached = nodes.sample(steps=0, cache=0.2)
+    cached = nodes.sample(steps=0, cache=0.1)
     assert 0 < len(runs) < 29
     assert (cached - full).abs().mean() < 0.1 * full.abs().mean()
 
