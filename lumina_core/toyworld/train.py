@@ -32,7 +32,6 @@ from typing import Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import save_file
 from tqdm import tqdm
 
@@ -455,13 +454,14 @@ def train_dit(args):
         )
         cond = text.encode(prompts)
         v = model(xt, t, cond.features, cond.mask, scores, patch)
+        error = v - (x1 - x0)
         if args.conditioning_share:
-            loss = ((v - (x1 - x0)) ** 2 * generated).sum() / generated.sum()
+            loss = (error**2 * generated).sum() / generated.sum()
         else:
-            loss = F.mse_loss(v, x1 - x0)
+            loss = (error**2).mean()
         if args.dit_temporal_weight:
             loss = loss + args.dit_temporal_weight * latent_frame_difference_loss(
-                v - (x1 - x0), generated if args.conditioning_share else None
+                error, generated if args.conditioning_share else None
             )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
