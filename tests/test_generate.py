@@ -1,6 +1,8 @@
 """The README's main job: a video with sound from the embedded default, on a CPU."""
 
 import re
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -38,6 +40,18 @@ def test_the_embedded_default_ships_within_its_size_budget():
     names = [*embedded.FILES.values(), embedded.STYLE_LORA]
     sizes = {name: (embedded.PACKAGE_DIR / name).stat().st_size for name in names}
     assert sum(sizes.values()) <= EMBEDDED_BUDGET_BYTES, sizes
+
+
+def test_the_repository_carries_weights_only_in_the_embedded_folder():
+    """The 30 MB budget counts the embedded folder: a weight file committed anywhere else (a stray copy) is a
+    defect that the budget test alone would not see."""
+    root = Path(embedded.PACKAGE_DIR).parents[1]
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=False)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    tracked = [root / name for name in listed.stdout.decode().split("\0") if name]
+    weights = [path for path in tracked if path.suffix in {".safetensors", ".pt", ".pth", ".ckpt", ".bin"}]
+    assert weights and all(path.parent == Path(embedded.PACKAGE_DIR) for path in weights), weights
 
 
 @pytest.mark.parametrize(
