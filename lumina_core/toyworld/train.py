@@ -36,6 +36,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from .. import embedded
+from ..conditioning import Conditioning
 from ..io.checkpoints import (
     CONDITIONING_METADATA_KEY,
     CONFIG_METADATA_KEY,
@@ -48,6 +49,8 @@ from ..models.nextdit import NextDiTConfig, PatchSize
 from ..models.text import TinyTextEncoder, TinyTextEncoderConfig
 from ..models.vae import CogVideoXVAE, CogVideoXVAEConfig, load_vae, psnr, save_vae
 from ..pipeline import compile_blocks
+from ..sampling.presets import PRESETS
+from ..sampling.solvers import sample
 from .world import DEFAULT_CONFIG, VOCABULARY, train_clips
 
 TOY_DIT_CONFIG = NextDiTConfig(
@@ -511,6 +514,29 @@ def one_step_predictions(models, clips, latents: torch.Tensor, generator) -> tor
     return xt + (1 - t_) * velocity
 
 
+REDRAW_DENOISE = (0.3, 0.7)
+"""The denoise range of ``redrawn_latents``: from 0.3 the DiT's own detail replaces the encoder's, up to 0.7 the
+clip's layout still holds, so its frames remain the right target."""
+
+
+def redrawn_latents(models, clips, latents: torch.Tensor, generator) -> torch.Tensor:
+    """The DiT's redraw of ``latents`` [B, 16, F, h, w] (model space): video-to-video from a denoise drawn from
+    ``REDRAW_DENOISE``, sampled to the end with the single-scale embedded preset (its guidance), each clip under
+    its caption and measured motion. Unlike a one-step estimate this is what sampling makes of the clip, with the
+    detail the DiT draws in its last steps, such as how it spreads a latent frame's motion."""
+    low, high = REDRAW_DENOISE
+    denoise = low + (high - low) * torch.rand(1, generator=generator).item()
+    noise = torch.randn(latents.shape, generator=generator).to(latents.device)
+    uncond = models.text_encoder.encode([""])
+    redrawn = []
+    for index, clip in enumerate(clips):
+        config = PRESETS["embedded"].with_(motion=float(clip.motion_score))
+        known = Conditioning(latents[index : index + 1], denoise=denoise)
+        cond = models.text_encoder.encode([clip.caption])
+        redrawn.append(sample(models.dit, noise[index : index + 1], cond, uncond, config, known=known))
+    return torch.cat(redrawn)
+
+
 def with_decoder_options(vae: CogVideoXVAE, **options: bool) -> CogVideoXVAE:
     """The same VAE, weights and all, with decoder options switched on (``decoder_lookahead``: one latent frame of
     look-ahead; ``decoder_timestep_conditioning``: a noise-level input, its new layers starting at no effect). The
@@ -565,7 +591,10 @@ def train_decoder(args):
         frames = clip_batch(clips).to(args.device)
         with torch.no_grad():
             latents = vae.encode_to_model_latent(frames)
-            if torch.rand(1, generator=generator).item() < args.decoder_dit_share:
+            source = torch.rand(1, generator=generator).item()
+            if source < args.decoder_redraw_share:
+                latents = redrawn_latents(models, clips, latents, generator)
+            elif source < args.decoder_redraw_share + args.decoder_dit_share:
                 latents = one_step_predictions(models, clips, latents, generator)
             levels = 0.0
             if args.decoder_noise_max > 0:
@@ -683,6 +712,14 @@ def build_parser() -> argparse.ArgumentParser:
         "instead of the encoder's latents (default 0.5)",
     )
     parser.add_argument(
+        "--decoder-redraw-share",
+        type=float,
+        default=0.0,
+        help="decoder stage: share of steps that decode the DiT's video-to-video redraw of the clip (denoise "
+        f"{REDRAW_DENOISE[0]} to {REDRAW_DENOISE[1]}, the embedded preset), drawn apart from --decoder-dit-share "
+        "(default 0)",
+    )
+    parser.add_argument(
         "--temporal-weight",
         type=float,
         default=0.0,
@@ -759,6 +796,11 @@ def check_args(parser: argparse.ArgumentParser, args):
         parser.error(f"argument --conditioning-share: {args.conditioning_share} is not a share in [0, 1]")
     if not 0 <= args.decoder_dit_share <= 1:
         parser.error(f"argument --decoder-dit-share: {args.decoder_dit_share} is not a share in [0, 1]")
+    if not 0 <= args.decoder_redraw_share <= 1 - args.decoder_dit_share:
+        parser.error(
+            f"argument --decoder-redraw-share: {args.decoder_redraw_share} and --decoder-dit-share "
+            f"{args.decoder_dit_share} are shares of the same steps; together they can't exceed 1"
+        )
     if not 0 <= args.decoder_noise_max < 1:
         parser.error(f"argument --decoder-noise-max: {args.decoder_noise_max} is not a noise level in [0, 1)")
     if args.dit_temporal_weight < 0:
