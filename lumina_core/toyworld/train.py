@@ -49,9 +49,10 @@ from ..models.nextdit import NextDiTConfig, PatchSize
 from ..models.text import TinyTextEncoder, TinyTextEncoderConfig
 from ..models.vae import CogVideoXVAE, CogVideoXVAEConfig, load_vae, psnr, save_vae
 from ..pipeline import compile_blocks
+from ..request import VAE_TEMPORAL
 from ..sampling.presets import PRESETS
 from ..sampling.solvers import sample
-from .world import DEFAULT_CONFIG, VOCABULARY, train_clips
+from .world import DEFAULT_CONFIG, VOCABULARY, still_group_frames, train_clips
 
 TOY_DIT_CONFIG = NextDiTConfig(
     all_patch_size=(2, 2, 4),
@@ -164,8 +165,12 @@ class Checkpoint:
 
 def clip_batch(clips) -> torch.Tensor:
     """Toy clips -> frames [B, 3, F, H, W] in [-1, 1], the VAE's input."""
-    frames = torch.from_numpy(np.stack([c.frames for c in clips]))
-    return frames.permute(0, 4, 1, 2, 3) * 2 - 1
+    return frames_batch([c.frames for c in clips])
+
+
+def frames_batch(videos) -> torch.Tensor:
+    """Videos [F, H, W, 3] in [0, 1] (numpy) -> frames [B, 3, F, H, W] in [-1, 1], the VAE's input."""
+    return torch.from_numpy(np.stack(videos)).permute(0, 4, 1, 2, 3) * 2 - 1
 
 
 def warmup_lr(step: int, base: float, warmup: int, total: int) -> float:
@@ -596,6 +601,9 @@ def train_decoder(args):
                 latents = redrawn_latents(models, clips, latents, generator)
             elif source < args.decoder_redraw_share + args.decoder_dit_share:
                 latents = one_step_predictions(models, clips, latents, generator)
+            elif source < args.decoder_redraw_share + args.decoder_dit_share + args.decoder_still_group_share:
+                held = frames_batch([still_group_frames(c, VAE_TEMPORAL) for c in clips])
+                latents = vae.encode_to_model_latent(held.to(args.device))
             levels = 0.0
             if args.decoder_noise_max > 0:
                 latents, levels = noisy_latents(latents, args.decoder_noise_max, generator)
@@ -720,6 +728,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(default 0)",
     )
     parser.add_argument(
+        "--decoder-still-group-share",
+        type=float,
+        default=0.0,
+        help="decoder stage: share of steps that decode the latent of the clip redrawn with the shape still within "
+        "each latent frame (at its mean position), the clip as drawn the target: the motion within a latent frame "
+        "then has to come from its neighbours (default 0)",
+    )
+    parser.add_argument(
         "--temporal-weight",
         type=float,
         default=0.0,
@@ -796,11 +812,12 @@ def check_args(parser: argparse.ArgumentParser, args):
         parser.error(f"argument --conditioning-share: {args.conditioning_share} is not a share in [0, 1]")
     if not 0 <= args.decoder_dit_share <= 1:
         parser.error(f"argument --decoder-dit-share: {args.decoder_dit_share} is not a share in [0, 1]")
-    if not 0 <= args.decoder_redraw_share <= 1 - args.decoder_dit_share:
-        parser.error(
-            f"argument --decoder-redraw-share: {args.decoder_redraw_share} and --decoder-dit-share "
-            f"{args.decoder_dit_share} are shares of the same steps; together they can't exceed 1"
-        )
+    shares = dict(
+        redraw=args.decoder_redraw_share, dit=args.decoder_dit_share, still_group=args.decoder_still_group_share
+    )
+    if min(shares.values()) < 0 or sum(shares.values()) > 1:
+        given = ", ".join(f"--decoder-{name.replace('_', '-')}-share {value}" for name, value in shares.items())
+        parser.error(f"{given}: shares of the same steps, each at least 0 and together at most 1")
     if not 0 <= args.decoder_noise_max < 1:
         parser.error(f"argument --decoder-noise-max: {args.decoder_noise_max} is not a noise level in [0, 1)")
     if args.dit_temporal_weight < 0:

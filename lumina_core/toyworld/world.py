@@ -288,6 +288,16 @@ def click_track(event_times: Sequence[float], shape: str, config: WorldConfig = 
     return np.clip(audio, -1.0, 1.0)
 
 
+def still_group_frames(clip: Clip, group: int, config: WorldConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """``clip``'s frames [F, H, W, 3] redrawn with the shape held still within each ``group`` of frames, at the
+    group's mean position: the motion between groups is the clip's, the motion within them is gone."""
+    frames = len(clip.positions)
+    if frames % group:
+        raise ValueError(f"{frames} frames don't split into groups of {group}")
+    held = clip.positions.reshape(frames // group, group, 2).mean(axis=1).repeat(group, axis=0)
+    return render_frames(clip.colour, shape_coverage(clip.shape, held, config), config)
+
+
 def coverage_motion(coverage: np.ndarray) -> float:
     """Mean per-frame displacement of the coverage-weighted centroid, in pixels."""
     height, width = coverage.shape[1:]
