@@ -544,8 +544,9 @@ def redrawn_latents(models, clips, latents: torch.Tensor, generator) -> torch.Te
 
 def with_decoder_options(vae: CogVideoXVAE, **options: bool) -> CogVideoXVAE:
     """The same VAE, weights and all, with decoder options switched on (``decoder_lookahead``: one latent frame of
-    look-ahead; ``decoder_timestep_conditioning``: a noise-level input, its new layers starting at no effect). The
-    encoder and its latents are unchanged; the decoder then learns to use what it was given."""
+    look-ahead; ``decoder_centred``: the previous one as well; ``decoder_timestep_conditioning``: a noise-level
+    input, its new layers starting at no effect). The encoder and its latents are unchanged; the decoder then learns
+    to use what it was given."""
     changed = CogVideoXVAE(replace(vae.config, **options)).to(next(vae.parameters()).device)
     missing, unexpected = changed.load_state_dict(vae.state_dict(), strict=False)
     if unexpected or any(".time_" not in key for key in missing):
@@ -576,7 +577,11 @@ def train_decoder(args):
     """
     torch.manual_seed(args.seed)
     models = embedded.load(device=args.device, where=args.export, with_audio=False)
-    options = dict(decoder_lookahead=args.decoder_lookahead, decoder_timestep_conditioning=args.decoder_noise_max > 0)
+    options = dict(
+        decoder_lookahead=args.decoder_lookahead or args.decoder_centred,
+        decoder_centred=args.decoder_centred,
+        decoder_timestep_conditioning=args.decoder_noise_max > 0,
+    )
     switched_on = {name: True for name, wanted in options.items() if wanted and not getattr(models.vae.config, name)}
     if switched_on:
         models.vae = with_decoder_options(models.vae, **switched_on)
@@ -746,6 +751,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="decoder stage: switch on the decoder's look-ahead of one latent frame (CogVideoXVAEConfig."
         "decoder_lookahead) before training, so the frames of one latent frame can differ",
+    )
+    parser.add_argument(
+        "--decoder-centred",
+        action="store_true",
+        help="decoder stage: switch on CogVideoXVAEConfig.decoder_centred (with the look-ahead) before training: the "
+        "frames of a latent frame sit around its centre, between the previous latent frame and the next",
     )
     parser.add_argument(
         "--decoder-noise-max",
