@@ -354,3 +354,19 @@ def test_true_clips_run_steadily_but_for_their_bounces(train_clips):
     assert measured.frozen_start == 1 and measured.stutter == pytest.approx(stutters[0])
     blank = metrics.measure_video(np.full_like(train_clips[0].frames, 0.2), train_clips[0].fps)
     assert blank.frozen_start is None and blank.stutter is None
+
+
+def test_still_group_frames_hold_the_shape_at_each_groups_mean_position(train_clips):
+    """The decoder's still-group input: within each group of 4 frames one still picture, the shape where the clip's
+    shape is on average over the group, so the motion between groups is the clip's."""
+    clip = train_clips[0]
+    held = world.still_group_frames(clip, 4)
+    assert held.shape == clip.frames.shape
+    groups = held.reshape(4, 4, *held.shape[1:])
+    assert np.array_equal(groups, np.repeat(groups[:, :1], 4, axis=1))
+    track = metrics.centroid_track(held)[::4]  # [4, 2]
+    expected = clip.positions.reshape(4, 4, 2).mean(axis=1)
+    assert np.abs(track - expected).max() < 1.0
+    assert metrics.detect_shape(held) == clip.shape
+    with pytest.raises(ValueError, match="don't split into groups of 3"):
+        world.still_group_frames(clip, 3)

@@ -162,6 +162,29 @@ def test_decoder_redraw_share_decodes_the_dits_redraw_of_each_clip(tmp_path, mon
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder"))
 
 
+def test_decoder_still_group_share_decodes_clips_held_still_within_latent_frames(tmp_path, monkeypatch):
+    """--decoder-still-group-share 1: every step encodes the clips redrawn still within each latent frame (4
+    frames) and decodes that, the clips as drawn the target; the DiT is not called."""
+    write_random_embedded(tmp_path / "export")
+    groups = []
+    held = train.still_group_frames
+    monkeypatch.setattr(train, "still_group_frames", lambda clip, group: groups.append(group) or held(clip, group))
+    monkeypatch.setattr(MultiScaleNextDiT, "forward", lambda *args: pytest.fail("the DiT was called"))
+    run(
+        tmp_path,
+        "decoder",
+        "--steps",
+        "2",
+        "--batch",
+        "2",
+        "--decoder-still-group-share",
+        "1",
+        "--decoder-dit-share",
+        "0",
+    )
+    assert groups == [4] * 4
+
+
 def test_decoder_latent_source_shares_split_the_same_steps(capsys):
     with pytest.raises(SystemExit):
         train.main(["decoder", "--steps", "1", "--decoder-redraw-share", "0.6"])
