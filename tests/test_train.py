@@ -159,30 +159,6 @@ def test_decoder_stage_trains_only_the_decoder_on_the_dits_predictions(tmp_path,
     assert torch.load(tmp_path / "runs" / "decoder" / "checkpoint.pt", weights_only=True)["step"] == 2
 
 
-def test_decoder_redraw_share_decodes_the_dits_redraw_of_each_clip(tmp_path, monkeypatch):
-    """--decoder-redraw-share 1: every step samples the DiT from the clip's latent noised to a time in the redraw
-    range to the end (many calls, times rising), and only the decoder learns."""
-    from lumina_core.models.vae import load_vae
-
-    write_random_embedded(tmp_path / "export")
-    before = load_vae(tmp_path / "export" / "vae.safetensors").state_dict()
-    times = []
-    forward = MultiScaleNextDiT.forward
-
-    def recording_forward(self, x, t, cap_feats, cap_mask, motion_score, patch):
-        times.append(t.min().item())
-        return forward(self, x, t, cap_feats, cap_mask, motion_score, patch)
-
-    monkeypatch.setattr(MultiScaleNextDiT, "forward", recording_forward)
-    run(tmp_path, "decoder", "--steps", "1", "--batch", "1", "--decoder-redraw-share", "1", "--decoder-dit-share", "0")
-    low, high = train.REDRAW_DENOISE
-    assert 1 - high <= times[0] <= 1 - low
-    assert len(times) > 5 and times == sorted(times) and times[-1] < 1
-    after = load_vae(tmp_path / "export" / "vae.safetensors").state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("encoder"))
-    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder"))
-
-
 def test_decoder_still_group_share_decodes_clips_held_still_within_latent_frames(tmp_path, monkeypatch):
     """--decoder-still-group-share 1: every step encodes the clips redrawn still within each latent frame (4
     frames) and decodes that, the clips as drawn the target; the DiT is not called."""
@@ -208,10 +184,9 @@ def test_decoder_still_group_share_decodes_clips_held_still_within_latent_frames
 
 def test_decoder_latent_source_shares_split_the_same_steps(capsys):
     with pytest.raises(SystemExit):
-        train.main(["decoder", "--steps", "1", "--decoder-redraw-share", "0.6"])
+        train.main(["decoder", "--steps", "1", "--decoder-still-group-share", "0.6"])
     err = capsys.readouterr().err
-    assert "--decoder-redraw-share 0.6, --decoder-dit-share 0.5, --decoder-still-group-share 0.0" in err
-    assert "shares of the same steps, each at least 0 and together at most 1" in err
+    assert "--decoder-dit-share 0.5, --decoder-still-group-share 0.6: shares of the same steps" in err
 
 
 def test_temporal_difference_loss_sees_a_still_start_and_weights_the_first_steps():

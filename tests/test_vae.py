@@ -183,43 +183,6 @@ def test_lookahead_decoder_moves_within_the_first_latent_frame(micro):
     assert CogVideoXVAEConfig.from_diffusers_config(ahead.config.to_dict()).decoder_lookahead
 
 
-def test_centred_decoder_reads_both_neighbours_and_chunks_alike(micro):
-    """decoder_centred (same weights): a chunk's frames read the latent frame before it (a look-ahead decoder's
-    don't), chunked decoding (the neighbours taken from the chunks around) equals decoding at once, the config
-    round-trips, and it is refused without the look-ahead."""
-    from dataclasses import replace
-
-    latent = noise(1, 16, 6, 2, 3)
-    centred = CogVideoXVAE(replace(micro.config, decoder_lookahead=True, decoder_centred=True)).eval()
-    centred.load_state_dict(micro.state_dict())
-    ahead = CogVideoXVAE(replace(micro.config, decoder_lookahead=True)).eval()
-    ahead.load_state_dict(micro.state_dict())
-    chunk, previous = (micro.from_model_latent(part) for part in (latent[:, :, 2:4], latent[:, :, 1:2]))
-    with torch.no_grad():
-        by_pairs = centred.decode_model_latent(latent, latent_frames_per_chunk=2)
-        at_once = centred.decode_model_latent(latent, latent_frames_per_chunk=6)
-        for vae, reads_previous in ((centred, True), (ahead, False)):
-            alone = vae.decoder(chunk, {}, 1, z_previous=None)
-            after = vae.decoder(chunk, {}, 1, z_previous=previous)
-            assert ((alone - after).abs().max() > 1e-3) == reads_previous
-    assert torch.allclose(by_pairs, at_once, atol=1e-5)
-    assert centred.config.decoder_neighbours == "both" and ahead.config.decoder_neighbours == "next"
-    assert CogVideoXVAEConfig.from_diffusers_config(centred.config.to_dict()).decoder_centred
-    with pytest.raises(ValueError, match="decoder_centred .* needs decoder_lookahead"):
-        replace(micro.config, decoder_centred=True)
-
-
-def test_around_centre_spaces_a_steady_ramp_evenly():
-    """A latent value rising by 1 per latent frame becomes frames rising by 1 / steps, evenly across the borders
-    between latent frames, each latent frame's value at its frames' centre."""
-    from lumina_core.models.vae import around_centre
-
-    ramp = torch.arange(5.0).view(1, 1, 5, 1, 1)  # previous, 3 latent frames, next
-    frames = around_centre(ramp, 12).flatten()
-    assert torch.allclose(frames.diff(), torch.full((11,), 0.25))
-    assert torch.allclose(frames.view(3, 4).mean(dim=1), torch.tensor([1.0, 2.0, 3.0]))
-
-
 def test_denoising_decoder_reads_the_noise_level(micro, tmp_path):
     """A denoising decoder (decoder_timestep_conditioning) starts as the decoder it was made from at every level,
     then draws a noisier latent differently once its modulation is trained; one level or one per latent; chunked,

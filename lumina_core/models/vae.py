@@ -129,10 +129,6 @@ class CogVideoXVAEConfig:
     """This pack's option, off for every CogVideoX VAE: the decoder's latent-conditioned norms move their modulation
     from each latent frame towards the next one across the frames it decodes to (one latent frame of look-ahead), so
     those frames can differ; the causal decoder otherwise draws the frames of the first latent frame alike."""
-    decoder_centred: bool = False
-    """This pack's option, off for every CogVideoX VAE, with ``decoder_lookahead``: the frames of a latent frame sit
-    around its centre instead of starting at it, the first half moving from the previous latent frame, the second
-    towards the next (the encoder summarises frames 4k to 4k + 3, whose centre is 4k + 1.5)."""
     decoder_timestep_conditioning: bool = False
     """This pack's option, off for every CogVideoX VAE: LTX-Video's denoising decoder. The decoder takes the noise
     level of the latent it is given (0 clean, 1 pure noise) and each of its resnet blocks scales and shifts its norms'
@@ -151,18 +147,9 @@ class CogVideoXVAEConfig:
                 "block_out_channels needs at least 3 entries: "
                 "the two temporal downsamplers live in the first two blocks"
             )
-        if self.decoder_centred and not self.decoder_lookahead:
-            raise ValueError(
-                "decoder_centred places frames between neighbouring latent frames: it needs decoder_lookahead"
-            )
         odd = [c for c in self.block_out_channels if c % self.norm_num_groups]
         if odd:
             raise ValueError(f"norm_num_groups={self.norm_num_groups} does not divide block_out_channels {odd}")
-
-    @property
-    def decoder_neighbours(self) -> str:
-        """Which neighbouring latent frames the decoder's norms read: "none", "next" or "both"."""
-        return "both" if self.decoder_centred else "next" if self.decoder_lookahead else "none"
 
     @property
     def spatial_compression(self) -> int:
@@ -325,20 +312,6 @@ def towards_next(p: torch.Tensor, frames: int) -> torch.Tensor:
     return moved.flatten(2, 3)
 
 
-def around_centre(p: torch.Tensor, frames: int) -> torch.Tensor:
-    """p [B, C, t + 2, h, w] (the previous latent frame, t latent frames, the next one) -> [B, C, frames, h, w]: the
-    ``frames // t`` frames of each latent frame at their times around its centre (offsets (j + 1/2) / steps - 1/2 of a
-    latent frame), each value moved linearly towards the previous latent frame's before the centre and the next
-    one's after it."""
-    before, now, after = p[:, :, :-2, None], p[:, :, 1:-1, None], p[:, :, 2:, None]  # [B, C, t, 1, h, w]
-    t = now.shape[2]
-    steps = frames // t
-    offsets = (torch.arange(steps, device=p.device, dtype=p.dtype) + 0.5) / steps - 0.5  # [steps]
-    neighbour = torch.where((offsets < 0)[:, None, None], before, after)  # [B, C, t, steps, h, w]
-    moved = now + offsets.abs()[:, None, None] * (neighbour - now)
-    return moved.flatten(2, 3)
-
-
 class SpatialNorm3D(nn.Module):
     """GroupNorm modulated by the latent: ``norm(f) * conv_y(z) + conv_b(z)``, z upsampled (nearest) to f.
 
@@ -348,24 +321,22 @@ class SpatialNorm3D(nn.Module):
     """
 
     def __init__(
-        self, channels: int, latent_channels: int, groups: int, neighbours: str = "none", dtype=None, device=None
+        self, channels: int, latent_channels: int, groups: int, lookahead: bool = False, dtype=None, device=None
     ):
         super().__init__()
         factory = dict(dtype=dtype, device=device)
-        self.neighbours = neighbours
+        self.lookahead = lookahead
         self.norm_layer = nn.GroupNorm(groups, channels, eps=1e-6, **factory)
         self.conv_y = CausalConv3d(latent_channels, channels, 1, **factory)
         self.conv_b = CausalConv3d(latent_channels, channels, 1, **factory)
 
     def forward(self, f: torch.Tensor, z: torch.Tensor, cache: dict, segments: int) -> torch.Tensor:
         """f [B, C, T, H, W], z [B, L, t, h, w] with T, H, W integer multiples of t, h, w -> [B, C, T, H, W].
-        With ``neighbours`` "next", z holds one more frame, the next latent frame, and t counts the others; with
-        "both", the previous latent frame first as well."""
-        scale, shift = self.conv_y(z, cache), self.conv_b(z, cache)  # [B, C, t (+1 or 2), h, w]
+        With ``lookahead``, z holds one more frame, the next latent frame, and t counts the others."""
+        scale, shift = self.conv_y(z, cache), self.conv_b(z, cache)  # [B, C, t (+1), h, w]
         out = group_norm(f, self.norm_layer, segments)
-        if self.neighbours != "none":
-            spread = towards_next if self.neighbours == "next" else around_centre
-            scale, shift = (spread(p, out.shape[2]) for p in (scale, shift))
+        if self.lookahead:
+            scale, shift = (towards_next(p, out.shape[2]) for p in (scale, shift))
         b, c, t, h, w = scale.shape
         T, H, W = out.shape[2:]
         blocks = out.view(b, c, t, T // t, h, H // h, w, W // w)
@@ -394,7 +365,7 @@ class ResnetBlock3D(nn.Module):
         groups,
         eps,
         latent_channels: Optional[int] = None,
-        neighbours: str = "none",
+        lookahead: bool = False,
         time_channels: Optional[int] = None,
         dtype=None,
         device=None,
@@ -410,8 +381,8 @@ class ResnetBlock3D(nn.Module):
             self.norm1 = nn.GroupNorm(groups, in_channels, eps=eps, **factory)
             self.norm2 = nn.GroupNorm(groups, out_channels, eps=eps, **factory)
         else:
-            self.norm1 = SpatialNorm3D(in_channels, latent_channels, groups, neighbours, **factory)
-            self.norm2 = SpatialNorm3D(out_channels, latent_channels, groups, neighbours, **factory)
+            self.norm1 = SpatialNorm3D(in_channels, latent_channels, groups, lookahead, **factory)
+            self.norm2 = SpatialNorm3D(out_channels, latent_channels, groups, lookahead, **factory)
         self.conv1 = CausalConv3d(in_channels, out_channels, 3, **factory)
         self.conv2 = CausalConv3d(out_channels, out_channels, 3, **factory)
         if in_channels != out_channels:
@@ -513,7 +484,7 @@ class MidBlock3D(nn.Module):
         groups,
         eps,
         latent_channels: Optional[int] = None,
-        neighbours: str = "none",
+        lookahead=False,
         time_channels: Optional[int] = None,
         dtype=None,
         device=None,
@@ -521,7 +492,7 @@ class MidBlock3D(nn.Module):
         super().__init__()
         self.resnets = nn.ModuleList(
             ResnetBlock3D(
-                channels, channels, groups, eps, latent_channels, neighbours, time_channels, dtype=dtype, device=device
+                channels, channels, groups, eps, latent_channels, lookahead, time_channels, dtype=dtype, device=device
             )
             for _ in range(2)
         )
@@ -543,7 +514,7 @@ class UpBlock3D(nn.Module):
         latent_channels,
         upsample: bool,
         compress_time: bool,
-        neighbours: str = "none",
+        lookahead: bool = False,
         time_channels: Optional[int] = None,
         dtype=None,
         device=None,
@@ -557,7 +528,7 @@ class UpBlock3D(nn.Module):
                 groups,
                 eps,
                 latent_channels,
-                neighbours,
+                lookahead,
                 time_channels,
                 **factory,
             )
@@ -617,12 +588,12 @@ class Decoder3D(nn.Module):
         factory = dict(dtype=dtype, device=device)
         channels = tuple(reversed(config.block_out_channels))
         groups, eps, latent = config.norm_num_groups, config.norm_eps, config.latent_channels
-        self.neighbours = config.decoder_neighbours
+        self.lookahead = config.decoder_lookahead
         time_channels = DECODER_TIME_CHANNELS if config.decoder_timestep_conditioning else None
         if time_channels is not None:
             self.time_embedder = TimestepEmbedder(time_channels, **factory)
         self.conv_in = CausalConv3d(latent, channels[0], 3, **factory)
-        self.mid_block = MidBlock3D(channels[0], groups, eps, latent, self.neighbours, time_channels, **factory)
+        self.mid_block = MidBlock3D(channels[0], groups, eps, latent, self.lookahead, time_channels, **factory)
         self.up_blocks = nn.ModuleList(
             UpBlock3D(
                 channels[max(i - 1, 0)],
@@ -633,13 +604,13 @@ class Decoder3D(nn.Module):
                 latent,
                 upsample=i < len(channels) - 1,
                 compress_time=i < _temporal_levels(config),
-                neighbours=self.neighbours,
+                lookahead=self.lookahead,
                 time_channels=time_channels,
                 **factory,
             )
             for i in range(len(channels))
         )
-        self.norm_out = SpatialNorm3D(channels[-1], latent, groups, self.neighbours, **factory)
+        self.norm_out = SpatialNorm3D(channels[-1], latent, groups, self.lookahead, **factory)
         self.conv_out = CausalConv3d(channels[-1], config.out_channels, 3, **factory)
 
     def forward(
@@ -649,20 +620,16 @@ class Decoder3D(nn.Module):
         segments: int,
         z_next: Optional[torch.Tensor] = None,
         noise_level: Optional[torch.Tensor] = None,
-        z_previous: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """``z_next``: the latent frame after the chunk z (None at the end), read by look-ahead norms only;
-        ``z_previous``: the one before it (None at the start), read by centred norms only;
         ``noise_level`` [B]: each latent's noise level, read by a denoising decoder only (None: 0, clean)."""
         time = None
         if hasattr(self, "time_embedder"):
             level = z.new_zeros(z.shape[0]) if noise_level is None else noise_level.to(z)
             time = self.time_embedder(level * NOISE_LEVEL_SCALE, dtype=z.dtype)  # [B, E]
         x = self.conv_in(z, cache)
-        if self.neighbours != "none":  # the norms see the next latent frame too (the last one holds at the end)
+        if self.lookahead:  # the norms see the next latent frame too (the last one holds at the end)
             z = torch.cat([z, z[:, :, -1:] if z_next is None else z_next], dim=2)
-        if self.neighbours == "both":  # and the previous one (the first holds at the start)
-            z = torch.cat([z[:, :, :1] if z_previous is None else z_previous, z], dim=2)
         x = self.mid_block(x, cache, segments, z, time)
         for block in self.up_blocks:
             x = block(x, cache, segments, z, time)
@@ -820,9 +787,8 @@ class CogVideoXVAE(nn.Module):
         chunks = latent.split(latent_frames_per_chunk, dim=2)
         for index, chunk in enumerate(chunks):
             following = chunks[index + 1][:, :, :1] if index + 1 < len(chunks) else None
-            previous = chunks[index - 1][:, :, -1:] if index > 0 else None
             segments = max(chunk.shape[2] // LATENT_FRAMES_PER_PAIR, 1)
-            frames = self.decoder(chunk, cache, segments, following, noise_level, previous)
+            frames = self.decoder(chunk, cache, segments=segments, z_next=following, noise_level=noise_level)
             yield first, frames
             first += frames.shape[2]
 

@@ -36,7 +36,6 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from .. import embedded
-from ..conditioning import Conditioning
 from ..io.checkpoints import (
     CONDITIONING_METADATA_KEY,
     CONFIG_METADATA_KEY,
@@ -50,8 +49,6 @@ from ..models.text import TinyTextEncoder, TinyTextEncoderConfig
 from ..models.vae import CogVideoXVAE, CogVideoXVAEConfig, load_vae, psnr, save_vae
 from ..pipeline import compile_blocks
 from ..request import VAE_TEMPORAL
-from ..sampling.presets import PRESETS
-from ..sampling.solvers import sample
 from .world import DEFAULT_CONFIG, VOCABULARY, still_group_frames, train_clips
 
 TOY_DIT_CONFIG = NextDiTConfig(
@@ -529,34 +526,10 @@ def one_step_predictions(models, clips, latents: torch.Tensor, generator) -> tor
     return xt + (1 - t_) * velocity
 
 
-REDRAW_DENOISE = (0.3, 0.7)
-"""The denoise range of ``redrawn_latents``: from 0.3 the DiT's own detail replaces the encoder's, up to 0.7 the
-clip's layout still holds, so its frames remain the right target."""
-
-
-def redrawn_latents(models, clips, latents: torch.Tensor, generator) -> torch.Tensor:
-    """The DiT's redraw of ``latents`` [B, 16, F, h, w] (model space): video-to-video from a denoise drawn from
-    ``REDRAW_DENOISE``, sampled to the end with the single-scale embedded preset (its guidance), each clip under
-    its caption and measured motion. Unlike a one-step estimate this is what sampling makes of the clip, with the
-    detail the DiT draws in its last steps, such as how it spreads a latent frame's motion."""
-    low, high = REDRAW_DENOISE
-    denoise = low + (high - low) * torch.rand(1, generator=generator).item()
-    noise = torch.randn(latents.shape, generator=generator).to(latents.device)
-    uncond = models.text_encoder.encode([""])
-    redrawn = []
-    for index, clip in enumerate(clips):
-        config = PRESETS["embedded"].with_(motion=float(clip.motion_score))
-        known = Conditioning(latents[index : index + 1], denoise=denoise)
-        cond = models.text_encoder.encode([clip.caption])
-        redrawn.append(sample(models.dit, noise[index : index + 1], cond, uncond, config, known=known))
-    return torch.cat(redrawn)
-
-
 def with_decoder_options(vae: CogVideoXVAE, **options: bool) -> CogVideoXVAE:
     """The same VAE, weights and all, with decoder options switched on (``decoder_lookahead``: one latent frame of
-    look-ahead; ``decoder_centred``: the previous one as well; ``decoder_timestep_conditioning``: a noise-level
-    input, its new layers starting at no effect). The encoder and its latents are unchanged; the decoder then learns
-    to use what it was given."""
+    look-ahead; ``decoder_timestep_conditioning``: a noise-level input, its new layers starting at no effect). The
+    encoder and its latents are unchanged; the decoder then learns to use what it was given."""
     changed = CogVideoXVAE(replace(vae.config, **options)).to(next(vae.parameters()).device)
     missing, unexpected = changed.load_state_dict(vae.state_dict(), strict=False)
     if unexpected or any(".time_" not in key for key in missing):
@@ -587,11 +560,7 @@ def train_decoder(args):
     """
     torch.manual_seed(args.seed)
     models = embedded.load(device=args.device, where=args.export, with_audio=False)
-    options = dict(
-        decoder_lookahead=args.decoder_lookahead or args.decoder_centred,
-        decoder_centred=args.decoder_centred,
-        decoder_timestep_conditioning=args.decoder_noise_max > 0,
-    )
+    options = dict(decoder_lookahead=args.decoder_lookahead, decoder_timestep_conditioning=args.decoder_noise_max > 0)
     switched_on = {name: True for name, wanted in options.items() if wanted and not getattr(models.vae.config, name)}
     if switched_on:
         models.vae = with_decoder_options(models.vae, **switched_on)
@@ -612,11 +581,9 @@ def train_decoder(args):
         with torch.no_grad():
             latents = vae.encode_to_model_latent(frames)
             source = torch.rand(1, generator=generator).item()
-            if source < args.decoder_redraw_share:
-                latents = redrawn_latents(models, clips, latents, generator)
-            elif source < args.decoder_redraw_share + args.decoder_dit_share:
+            if source < args.decoder_dit_share:
                 latents = one_step_predictions(models, clips, latents, generator)
-            elif source < args.decoder_redraw_share + args.decoder_dit_share + args.decoder_still_group_share:
+            elif source < args.decoder_dit_share + args.decoder_still_group_share:
                 held = frames_batch([still_group_frames(c, VAE_TEMPORAL) for c in clips])
                 latents = vae.encode_to_model_latent(held.to(args.device))
             levels = 0.0
@@ -742,14 +709,6 @@ def build_parser() -> argparse.ArgumentParser:
         "instead of the encoder's latents (default 0.5)",
     )
     parser.add_argument(
-        "--decoder-redraw-share",
-        type=float,
-        default=0.0,
-        help="decoder stage: share of steps that decode the DiT's video-to-video redraw of the clip (denoise "
-        f"{REDRAW_DENOISE[0]} to {REDRAW_DENOISE[1]}, the embedded preset), drawn apart from --decoder-dit-share "
-        "(default 0)",
-    )
-    parser.add_argument(
         "--decoder-still-group-share",
         type=float,
         default=0.0,
@@ -768,12 +727,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="decoder stage: switch on the decoder's look-ahead of one latent frame (CogVideoXVAEConfig."
         "decoder_lookahead) before training, so the frames of one latent frame can differ",
-    )
-    parser.add_argument(
-        "--decoder-centred",
-        action="store_true",
-        help="decoder stage: switch on CogVideoXVAEConfig.decoder_centred (with the look-ahead) before training: the "
-        "frames of a latent frame sit around its centre, between the previous latent frame and the next",
     )
     parser.add_argument(
         "--decoder-noise-max",
@@ -840,12 +793,11 @@ def check_args(parser: argparse.ArgumentParser, args):
         parser.error(f"argument --conditioning-share: {args.conditioning_share} is not a share in [0, 1]")
     if not 0 <= args.decoder_dit_share <= 1:
         parser.error(f"argument --decoder-dit-share: {args.decoder_dit_share} is not a share in [0, 1]")
-    shares = dict(
-        redraw=args.decoder_redraw_share, dit=args.decoder_dit_share, still_group=args.decoder_still_group_share
-    )
-    if min(shares.values()) < 0 or sum(shares.values()) > 1:
-        given = ", ".join(f"--decoder-{name.replace('_', '-')}-share {value}" for name, value in shares.items())
-        parser.error(f"{given}: shares of the same steps, each at least 0 and together at most 1")
+    if not 0 <= args.decoder_still_group_share <= 1 - args.decoder_dit_share:
+        parser.error(
+            f"--decoder-dit-share {args.decoder_dit_share}, --decoder-still-group-share "
+            f"{args.decoder_still_group_share}: shares of the same steps, each at least 0 and together at most 1"
+        )
     if not 0 <= args.decoder_noise_max < 1:
         parser.error(f"argument --decoder-noise-max: {args.decoder_noise_max} is not a noise level in [0, 1)")
     if not 0 <= args.pair_offset_share <= 1:
