@@ -116,27 +116,6 @@ def test_word_dropout_must_be_a_probability(capsys):
     assert "argument --word-dropout: 1.5 is not a probability in [0, 1)" in capsys.readouterr().err
 
 
-def test_pair_offset_share_trains_2_frame_patches_on_windows_at_every_offset(tmp_path, monkeypatch):
-    """--pair-offset-share 1: every 2-frame-patch step sees two latent frames of the clip's four, 1-frame-patch steps
-    the whole clip; offset_pair's windows start anywhere from 0 to K - 2."""
-    write_random_embedded(tmp_path / "export")
-    seen = []
-    forward = MultiScaleNextDiT.forward
-
-    def recording_forward(self, x, t, cap_feats, cap_mask, motion_score, patch):
-        seen.append((str(PatchSize(*patch)), x.shape[2]))
-        return forward(self, x, t, cap_feats, cap_mask, motion_score, patch)
-
-    monkeypatch.setattr(MultiScaleNextDiT, "forward", recording_forward)
-    dit_args = ("dit", "--clips", "4", "--batch", "2", "--scale-cycle", "1x2,2x2,2x4", "--pair-offset-share", "1")
-    run(tmp_path, *dit_args, "--steps", "3")
-    assert seen == [("1x2", 4), ("2x2", 2), ("2x4", 2)]
-    latents = torch.arange(4.0).view(1, 1, 4, 1, 1)
-    generator = torch.Generator().manual_seed(0)
-    starts = {int(train.offset_pair(latents, generator)[0, 0, 0]) for _ in range(60)}
-    assert starts == {0, 1, 2}
-
-
 def test_decoder_stage_trains_only_the_decoder_on_the_dits_predictions(tmp_path, monkeypatch):
     from lumina_core.models.vae import load_vae
 

@@ -218,14 +218,6 @@ def temporal_difference_loss(recon: torch.Tensor, frames: torch.Tensor, early_we
     return (error * weight.view(1, 1, -1, 1, 1)).mean() * error.shape[2] / weight.sum()
 
 
-def offset_pair(latents: torch.Tensor, generator) -> torch.Tensor:
-    """Latents [B, C, K, h, w] -> the two latent frames [B, C, 2, h, w] from a random start in 0 .. K - 2, the same for
-    the batch. A 2-frame patch over a whole clip always pairs latent frames (0, 1), (2, 3), ...; windows at every
-    offset also pair (1, 2), so that no border between latent frames is fixed by the patch grid."""
-    start = int(torch.randint(latents.shape[2] - 1, (1,), generator=generator))
-    return latents[:, :, start : start + 2]
-
-
 def latent_frame_difference_loss(error: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Mean square of the velocity error's change from each latent frame to the next, error [B, C, F, h, w] (mask
     alike: 1 where the loss counts). It weighs the part of the error that differs between latent frames, which
@@ -451,8 +443,6 @@ def train_dit(args):
         index = torch.randint(len(captions), (args.batch,), generator=generator)
         patch = scales[step % len(scales)]
         x1 = latents[index].to(args.device)
-        if patch.temporal > 1 and torch.rand(1, generator=generator).item() < args.pair_offset_share:
-            x1 = offset_pair(x1, generator)
         x0 = torch.randn(x1.shape, generator=generator).to(args.device)
         t = shifted_times(args.batch, TRAIN_TIME_SHIFT[patch], generator).to(args.device)
         if args.conditioning_share:  # per-token timesteps: kept cells ahead of t, clean where kept at strength 1
@@ -689,13 +679,6 @@ def build_parser() -> argparse.ArgumentParser:
         "(default 0: the flow loss alone)",
     )
     parser.add_argument(
-        "--pair-offset-share",
-        type=float,
-        default=0.0,
-        help="DiT stage: share of the 2-frame-patch steps trained on two latent frames at a random offset "
-        "(offset_pair), so that the patches also pair latent frames across the whole-clip grid's borders (default 0)",
-    )
-    parser.add_argument(
         "--rope-time-in-frames",
         action="store_true",
         help="DiT stage: temporal RoPE positions in latent frames at every patch size (NextDiTConfig."
@@ -800,8 +783,6 @@ def check_args(parser: argparse.ArgumentParser, args):
         )
     if not 0 <= args.decoder_noise_max < 1:
         parser.error(f"argument --decoder-noise-max: {args.decoder_noise_max} is not a noise level in [0, 1)")
-    if not 0 <= args.pair_offset_share <= 1:
-        parser.error(f"argument --pair-offset-share: {args.pair_offset_share} is not a share in [0, 1]")
     if args.dit_temporal_weight < 0:
         parser.error(f"--dit-temporal-weight {args.dit_temporal_weight}: loss weights can't be negative")
     if args.temporal_weight < 0 or args.temporal_early_weight < 0:
