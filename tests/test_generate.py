@@ -2,7 +2,6 @@
 
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -45,13 +44,13 @@ def test_the_embedded_default_ships_within_its_size_budget():
 def test_the_repository_carries_weights_only_in_the_embedded_folder():
     """The 30 MB budget counts the embedded folder: a weight file committed anywhere else (a stray copy) is a
     defect that the budget test alone would not see."""
-    root = Path(embedded.PACKAGE_DIR).parents[1]
+    root = embedded.PACKAGE_DIR.parents[1]
     listed = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=False)
     if listed.returncode != 0:
         pytest.skip("not a git checkout")
     tracked = [root / name for name in listed.stdout.decode().split("\0") if name]
     weights = [path for path in tracked if path.suffix in {".safetensors", ".pt", ".pth", ".ckpt", ".bin"}]
-    assert weights and all(path.parent == Path(embedded.PACKAGE_DIR) for path in weights), weights
+    assert weights and all(path.parent == embedded.PACKAGE_DIR for path in weights), weights
 
 
 @pytest.mark.parametrize(
