@@ -48,7 +48,6 @@ from ..models.nextdit import NextDiTConfig, PatchSize
 from ..models.text import TinyTextEncoder, TinyTextEncoderConfig
 from ..models.vae import CogVideoXVAE, CogVideoXVAEConfig, load_vae, psnr, save_vae
 from ..pipeline import compile_blocks
-from ..request import VAE_TEMPORAL
 from .world import DEFAULT_CONFIG, VOCABULARY, still_group_frames, train_clips
 
 TOY_DIT_CONFIG = NextDiTConfig(
@@ -569,13 +568,16 @@ def train_decoder(args):
         clips = train_clips(args.seed * 1_000_003 + step, args.batch)
         frames = clip_batch(clips).to(args.device)
         with torch.no_grad():
-            latents = vae.encode_to_model_latent(frames)
             source = torch.rand(1, generator=generator).item()
-            if source < args.decoder_dit_share:
-                latents = one_step_predictions(models, clips, latents, generator)
-            elif source < args.decoder_dit_share + args.decoder_still_group_share:
-                held = frames_batch([still_group_frames(c, VAE_TEMPORAL) for c in clips])
-                latents = vae.encode_to_model_latent(held.to(args.device))
+            if args.decoder_dit_share <= source < args.decoder_dit_share + args.decoder_still_group_share:
+                group = vae.config.temporal_compression_ratio  # the frames of one latent frame
+                latents = vae.encode_to_model_latent(
+                    frames_batch([still_group_frames(c, group) for c in clips]).to(args.device)
+                )
+            else:
+                latents = vae.encode_to_model_latent(frames)
+                if source < args.decoder_dit_share:
+                    latents = one_step_predictions(models, clips, latents, generator)
             levels = 0.0
             if args.decoder_noise_max > 0:
                 latents, levels = noisy_latents(latents, args.decoder_noise_max, generator)
