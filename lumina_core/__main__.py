@@ -112,17 +112,29 @@ def cmd_bench(args):
         raise SystemExit(f"bench: target missed: {', '.join(missed)}")
 
 
+def block_indices(text: str) -> tuple[int, ...]:
+    """'--skip-layers -1' or '3,4' -> (-1,) or (3, 4)."""
+    try:
+        indices = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a list of block indices: write them comma-separated, e.g. '-1' or '3,4'"
+        ) from None
+    return indices
+
+
 def sampling_config(args, preset_name: str, latent_shape: tuple, patch_sizes):
     """The preset, whole, with the per-step options given on the command line as explicit overrides. --time-shift
     auto is the auto shift of ``latent_shape``, the latent the model sees at once, at its finest of ``patch_sizes``."""
     from .sampling import parse_time_aware, preset, resolve_time_shift
+    from .sampling.presets import TIME_AWARE_KINDS
 
     changes = {}
-    for name, kind in (("cfg", float), ("motion", float), ("neg_motion", float), ("motion_cfg", float), ("patch", str)):
+    for name, kind in TIME_AWARE_KINDS.items():
         text = getattr(args, name)
         if text is not None:
             changes[name] = parse_time_aware(text, f"--{name.replace('_', '-')}", kind)
-    for name in ("steps", "solver"):
+    for name in ("steps", "solver", "skip_layers"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
     if args.time_shift is not None:
@@ -495,6 +507,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--motion-cfg",
         help="motion guidance: a third pass adds this x (cond - cond without its motion score), "
         "so --motion sets the speed more firmly; 0 is the reference's sampling (default from the preset)",
+    )
+    generate.add_argument(
+        "--skip-guidance",
+        help="skip-layer guidance (LTX-Video's STG): a fourth pass runs the model without --skip-layers and the "
+        "output moves this x away from it, sharpening what those blocks add; 0 is the reference's sampling "
+        "(default from the preset; a time-aware value such as '(0, (0.5, 1))' starts it at t = 0.5)",
+    )
+    generate.add_argument(
+        "--skip-layers",
+        type=block_indices,
+        help="the blocks skip-layer guidance leaves out, comma-separated indices, negative from the end "
+        "(default from the preset: -1, the last block)",
     )
     generate.add_argument("--patch", help="patch schedule: one scale ('1x2' for single-scale) or a time-aware schedule")
     generate.add_argument("--solver", choices=SOLVERS, help="ODE solver (default from the preset)")

@@ -196,7 +196,8 @@ def plan_request(body: dict) -> dict:
 
 def schedule_plan(sampler: dict, motion: Optional[dict] = None) -> dict:
     """What a sampler node's widgets will run, step by step, for the web extension's strip and chart:
-    the time of each model call, its patch size, whether CFG and motion guidance run, and the motion values.
+    the time of each model call, its patch size, whether CFG, motion guidance and skip-layer guidance run, and the
+    motion values.
     ``sampler`` holds the Sampler node's widgets by name, ``motion`` the Motion Score node's (or None)."""
     from .motion import motion_condition
 
@@ -216,6 +217,7 @@ def schedule_plan(sampler: dict, motion: Optional[dict] = None) -> dict:
         "motion": [float(value_at(config.motion, t)) for t in times],
         "neg_motion": [float(value_at(config.neg_motion, t)) for t in times],
         "motion_guidance": [float(value_at(config.motion_cfg, t)) for t in times],
+        "skip_guidance": [float(value_at(config.skip_guidance, t)) for t in times],
     }
 
 

@@ -179,3 +179,15 @@ def test_generate_takes_a_cache_threshold(monkeypatch, tmp_path):
         == 0
     )
     assert [c.threshold for c in seen] == [0.1] and out.is_file()
+
+
+def test_skip_layer_guidance_passes_bypass_the_cache(tiny_model):
+    cfg = config(skip_guidance=(0.0, (0.5, 1.0)))
+    plain = sample(tiny_model, noise(), cond(), cond(seed=1), cfg)
+    assert not torch.equal(plain, sample(tiny_model, noise(), cond(), cond(seed=1), config()))
+    wrapped = StepCache(0.0).wrap(tiny_model, cfg.times())
+    assert torch.equal(sample(wrapped, noise(), cond(), cond(seed=1), cfg), plain)
+    assert wrapped.skipped == 0 and wrapped.full == cfg.steps - 1  # the weakened passes neither count nor store
+    reusing = StepCache(1e9).wrap(tiny_model, cfg.times())
+    sample(reusing, noise(), cond(), cond(seed=1), cfg)
+    assert reusing.full + reusing.skipped == cfg.steps - 1

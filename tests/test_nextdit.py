@@ -312,3 +312,19 @@ def test_rope_time_in_frames_is_stored_with_the_config():
     assert NextDiTConfig.from_json(config.to_json()) == config
     older = {k: v for k, v in json.loads(TINY.to_json()).items() if k != "rope_time_in_frames"}
     assert NextDiTConfig.from_json(json.dumps(older)).rope_time_in_frames is False  # files written before it
+
+
+def test_skip_layers_leave_out_those_blocks_and_name_an_index_out_of_range(tiny_model):
+    x, (cap, mask) = torch.randn(2, 16, 2, 8, 8), caption()
+    b = x.shape[0]
+    args = (x, torch.full((b,), 0.3), cap, mask, torch.full((b,), 6.0), PatchSize(1, 2))
+    inputs = tiny_model.embed(*args)
+    h = inputs.h
+    for layer in tiny_model.layers[:-1]:
+        h = layer(h, inputs.rope, inputs.y, inputs.y_mask, inputs.c)
+    last = len(tiny_model.layers) - 1
+    for skip in ((-1,), (last,)):
+        assert torch.equal(tiny_model(*args, skip_layers=skip), tiny_model.final(inputs, h))
+    assert not torch.equal(tiny_model(*args, skip_layers=(0,)), tiny_model(*args))
+    with pytest.raises(ValueError, match=f"skip layer {last + 1}: this model has {last + 1} blocks"):
+        tiny_model(*args, skip_layers=(last + 1,))

@@ -269,3 +269,52 @@ def test_sizes_the_model_cannot_take_are_refused(shape, message):
 def test_empty_caption_is_refused():
     with pytest.raises(ValueError, match="no tokens"):
         TextCondition(torch.zeros(1, 3, 8), torch.zeros(1, 3))
+
+
+class SkipLayerModel(MotionVelocityModel):
+    """MotionVelocityModel whose velocity falls by 0.25 per block left out, and which records the blocks left out."""
+
+    depth = 3
+
+    def forward(self, x, t, cap, mask, motion, patch, skip_layers=()):
+        self.skipped = getattr(self, "skipped", []) + [tuple(skip_layers)]
+        return super().forward(x, t, cap, mask, motion, patch) - 0.25 * len(skip_layers)
+
+    def layer_index(self, index):
+        if not -self.depth <= index < self.depth:
+            raise ValueError(f"skip layer {index}: this model has {self.depth} blocks")
+        return index % self.depth
+
+
+def test_skip_layer_guidance_moves_away_from_the_model_without_its_blocks_in_a_pass_of_its_own():
+    model = SkipLayerModel()
+    config = reference(cfg=2.0, renorm=-1.0, motion=6.0, neg_motion=2.0, motion_cfg=3.0, skip_guidance=2.0)
+    config = config.with_(skip_layers=(-1, 0))
+    v, _ = guided_velocity(model, torch.zeros(2, 16, 2, 8, 8), 0.5, motion_cond(2, 0.5), motion_cond(2, 0.0), config)
+    assert model.calls == [(6, "1x2", [6.0, 6.0, 2.0, 2.0, -1.0, -1.0]), (2, "1x2", [6.0, 6.0])]
+    assert model.skipped == [(), (-1, 0)]
+    # 6.0 as in the motion guidance test, plus 2 * (cond 2.1 - cond without two blocks 1.6) = 7.0
+    assert torch.allclose(v, torch.full_like(v, 7.0))
+
+
+def test_skip_layer_guidance_follows_its_schedule_and_is_off_in_every_reference_preset():
+    model = SkipLayerModel()
+    config = reference(steps=11, time_shift=1.0, cfg=0.0, skip_guidance=(0.0, (0.5, 1.5)))
+    sample(model, torch.zeros(1, 16, 2, 8, 8), motion_cond(1, 0.0), None, config)
+    assert [skip for skip in model.skipped if skip] == [(-1,)] * 5  # t = 0.5 ... 0.9, after the five before it
+    assert all(PRESETS[name].skip_guidance == 0.0 for name in PRESETS if not name.startswith("embedded"))
+
+
+def test_skip_layers_the_model_lacks_are_refused_before_any_step():
+    model = SkipLayerModel()
+    config = reference(steps=5, skip_guidance=1.0, skip_layers=(3,))
+    with pytest.raises(ValueError, match="skip layer 3: this model has 3 blocks"):
+        sample(model, torch.zeros(1, 16, 2, 8, 8), cond(), cond(), config)
+    assert model.calls == []
+    sample(model, torch.zeros(1, 16, 2, 8, 8), cond(), cond(), config.with_(skip_guidance=0.0))  # off: not checked
+
+
+@pytest.mark.parametrize("layers", [(), [-1], (1.0,), (True,), -1])
+def test_skip_layers_must_be_a_tuple_of_block_indices(layers):
+    with pytest.raises(ValueError, match="skip_layers must be a non-empty tuple of block indices"):
+        reference(skip_layers=layers)

@@ -29,7 +29,7 @@ function widgetValues(node, names) {
   return out;
 }
 
-// The plan for these widgets: {times, patch, cfg, motion, neg_motion, motion_guidance} or {error}.
+// The plan for these widgets: {times, patch, cfg, motion, neg_motion, motion_guidance, skip_guidance} or {error}.
 // Answers are cached by their request; a new request is sent once the widgets change, and the node
 // is redrawn when it arrives (null until then).
 const plans = new Map();

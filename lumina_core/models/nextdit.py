@@ -347,11 +347,12 @@ class MultiScaleNextDiT(nn.Module):
                 "use an even latent frame count"
             )
 
-    def forward(self, x, t, cap_feats, cap_mask, motion_score, patch: PatchSize):
+    def forward(self, x, t, cap_feats, cap_mask, motion_score, patch: PatchSize, skip_layers: Sequence[int] = ()):
         """x [B, C, F, H, W], t [B] or a time per latent cell [B, F, H, W], cap_feats [B, Ly, cap_dim],
-        cap_mask [B, Ly], motion_score [B] -> velocity [B, C, F, H, W]."""
+        cap_mask [B, Ly], motion_score [B] -> velocity [B, C, F, H, W]. ``skip_layers`` (indices into the blocks,
+        negative from the end) are left out: the weakened model that skip-layer guidance steers away from."""
         inputs = self.embed(x, t, cap_feats, cap_mask, motion_score, patch)
-        return self.final(inputs, self.run_blocks(inputs))
+        return self.final(inputs, self.run_blocks(inputs, skip_layers))
 
     def embed(self, x, t, cap_feats, cap_mask, motion_score, patch: PatchSize) -> "DiTInputs":
         """The first part of forward: tokens, RoPE and the adaLN conditioning (split out for step caching)."""
@@ -403,16 +404,27 @@ class MultiScaleNextDiT(nn.Module):
         pairs, index = torch.unique(keys, return_inverse=True)  # [U], [B, L]
         return times[pairs % len(times)], pairs // len(times), index
 
-    def run_blocks(self, inputs: "DiTInputs") -> torch.Tensor:
-        """The transformer blocks on the embedded tokens -> tokens [B, L, dim]."""
+    def run_blocks(self, inputs: "DiTInputs", skip_layers: Sequence[int] = ()) -> torch.Tensor:
+        """The transformer blocks on the embedded tokens -> tokens [B, L, dim], the blocks ``skip_layers`` left out."""
         h, rope, c = inputs.h, inputs.rope, inputs.c
+        skipped = {self.layer_index(index) for index in skip_layers}
         with parallel.token_shards(h.shape[1]) as shards:  # None unless sequence parallel is set up
             if shards is not None:
                 h, rope = shards.shard(h), tuple(shards.shard(part, dim=0) for part in rope)
                 c = c._replace(index=shards.shard(c.index)) if isinstance(c, TokenConditioning) else c
-            for layer in self.layers:
-                h = layer(h, rope, inputs.y, inputs.y_mask, c)
+            for index, layer in enumerate(self.layers):
+                if index not in skipped:
+                    h = layer(h, rope, inputs.y, inputs.y_mask, c)
             return h if shards is None else shards.gather(h)
+
+    def layer_index(self, index: int) -> int:
+        """A block index, negative ones counted from the end as in Python; one out of range is refused by name."""
+        depth = len(self.layers)
+        if not -depth <= index < depth:
+            raise ValueError(
+                f"skip layer {index}: this model has {depth} blocks (indices 0 to {depth - 1}, or -1 to -{depth})"
+            )
+        return index % depth
 
     def final(self, inputs: "DiTInputs", h: torch.Tensor) -> torch.Tensor:
         """The final layer and unpatchify: tokens after the blocks -> velocity [B, C, F, H, W]."""

@@ -75,7 +75,9 @@ class CachedModel:
             raise AttributeError(name)
         return getattr(self.model, name)
 
-    def __call__(self, x, t, cap_feats, cap_mask, motion_score, patch: PatchSize) -> torch.Tensor:
+    def __call__(self, x, t, cap_feats, cap_mask, motion_score, patch: PatchSize, **options) -> torch.Tensor:
+        if options.get("skip_layers"):  # skip-layer guidance's weakened pass: other blocks, never cached nor reused
+            return self.model(x, t, cap_feats, cap_mask, motion_score, patch, **options)
         now = call_time(t)
         if now < self.last_t and self.full + self.skipped:
             self.reset()

@@ -1,4 +1,5 @@
-"""One guided model evaluation: classifier-free guidance with renorm, the motion condition, motion guidance."""
+"""One guided model evaluation: classifier-free guidance with renorm, the motion condition, motion guidance,
+skip-layer guidance."""
 
 from typing import Optional
 
@@ -25,7 +26,9 @@ def guided_velocity(
     """One guided model evaluation at time t -> (velocity [B, C, F, H, W] float32, the patch size used).
 
     Up to three passes share one batch: the positive one; the negative one while the CFG scale in
-    force is non-zero; the positive caption without its motion score while motion guidance is.
+    force is non-zero; the positive caption without its motion score while motion guidance is. While
+    skip-layer guidance is non-zero a fourth pass runs the positive one again without the blocks
+    ``config.skip_layers`` (its own call: the blocks differ), and the guided velocity moves away from it.
     ``cell_times`` [B or 1, F, H, W] gives every latent cell its own time (per-token timesteps); the
     schedules still follow t.
     """
@@ -34,6 +37,7 @@ def guided_velocity(
     cfg = float(value_at(config.cfg, t))
     motion_value = float(value_at(config.motion, t))
     motion_cfg = float(value_at(config.motion_cfg, t)) if motion_value >= 0 else 0.0
+    skip_scale = float(value_at(config.skip_guidance, t))
     guided = cfg != 0 and negative is not None
     model_dtype = next(model.parameters()).dtype
     motion = [motion_value] * batch
@@ -50,14 +54,9 @@ def guided_velocity(
         times = torch.full((n,), t, device=x.device, dtype=model_dtype)
     else:
         times = cell_times.to(x.device, model_dtype).expand(batch, *cell_times.shape[1:]).repeat(len(conds), 1, 1, 1)
-    out = model(
-        x.to(model_dtype).repeat(len(conds), 1, 1, 1, 1),
-        times,
-        cond.features.to(device=x.device, dtype=model_dtype),
-        cond.mask.to(x.device),
-        torch.tensor(motion, device=x.device, dtype=model_dtype),
-        patch,
-    ).float()
+    features, mask = cond.features.to(device=x.device, dtype=model_dtype), cond.mask.to(x.device)
+    motion = torch.tensor(motion, device=x.device, dtype=model_dtype)
+    out = model(x.to(model_dtype).repeat(len(conds), 1, 1, 1, 1), times, features, mask, motion, patch).float()
     passes = iter(out.split(batch))
     v_cond = v = next(passes)
     if guided:
@@ -66,6 +65,18 @@ def guided_velocity(
             v = renorm_per_sample(v, v_cond, config.renorm)
     if motion_cfg != 0:
         v = v + motion_cfg * (v_cond - next(passes))
+    if skip_scale != 0:
+        first = slice(0, batch)  # the positive pass's rows
+        weakened = model(
+            x.to(model_dtype),
+            times[first],
+            features[first],
+            mask[first],
+            motion[first],
+            patch,
+            skip_layers=config.skip_layers,
+        ).float()
+        v = v + skip_scale * (v_cond - weakened)
     return v, patch
 
 

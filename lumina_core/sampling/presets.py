@@ -27,6 +27,10 @@ class SamplingConfig:
     third pass: it isolates what the motion score does from what the caption does, so the motion
     input sets the speed even where a caption the model never saw pulls it. 0 (the reference)
     skips that pass.
+    ``skip_guidance`` adds skip-layer guidance (LTX-Video's spatiotemporal skip guidance, STG-R):
+    skip_guidance * (cond - cond without the blocks ``skip_layers``), indices into the transformer's
+    blocks, negative ones from the end. The blocks left out take with them the detail they add, so the
+    guided output leans into that detail. 0 (the reference) skips that pass.
     """
 
     steps: int
@@ -38,6 +42,8 @@ class SamplingConfig:
     motion_cfg: TimeAware
     patch: TimeAware
     solver: str
+    skip_guidance: TimeAware = 0.0
+    skip_layers: tuple[int, ...] = (-1,)
 
     def __post_init__(self):
         if self.steps < 2:
@@ -48,6 +54,9 @@ class SamplingConfig:
             raise ValueError(f"solver {self.solver!r} is not one of {SOLVERS}")
         for name, kind in TIME_AWARE_KINDS.items():
             check_time_aware(getattr(self, name), name, kind)
+        layers = self.skip_layers
+        if not (isinstance(layers, tuple) and layers and all(type(i) is int for i in layers)):
+            raise ValueError(f"skip_layers must be a non-empty tuple of block indices such as (-1,), got {layers!r}")
 
     def with_(self, **changes) -> "SamplingConfig":
         """This config with some values overridden (unknown names are refused by dataclasses.replace)."""
@@ -65,7 +74,14 @@ class SamplingConfig:
         return set(self.patch_schedule())
 
 
-TIME_AWARE_KINDS = {"cfg": float, "motion": float, "neg_motion": float, "motion_cfg": float, "patch": str}
+TIME_AWARE_KINDS = {
+    "cfg": float,
+    "motion": float,
+    "neg_motion": float,
+    "motion_cfg": float,
+    "patch": str,
+    "skip_guidance": float,
+}
 SETTING_NAMES = tuple(f.name for f in fields(SamplingConfig))
 
 # The reference's inference settings (upstream configs/sample): motion 6 against a negative motion of

@@ -9,6 +9,7 @@ from ..models.text import TextCondition
 from .cache import StepCache
 from .guidance import guided_velocity
 from .presets import SOLVERS, SamplingConfig
+from .schedules import value_at
 from .windows import WindowedModel, WindowPlan
 
 StepCallback = Callable[[int, int, PatchSize, torch.Tensor], None]
@@ -155,7 +156,11 @@ def handoff_times(times: list[float], stop: float) -> list[float]:
 
 
 def check_latent_size(model, shape, config: SamplingConfig):
-    """Refuse latent sizes the model can't take under this patch schedule, before any work is done."""
+    """Refuse latent sizes the model can't take under this patch schedule, and skip layers it lacks, before any
+    work is done."""
+    if any(float(value_at(config.skip_guidance, t)) != 0 for t in config.times()[:-1]):
+        for index in config.skip_layers:
+            model.layer_index(index)
     if len(shape) != 5:
         raise ValueError(f"latent must be [B, C, F, H, W], got shape {tuple(shape)}")
     _, channels, frames, height, width = shape

@@ -205,7 +205,8 @@ class WindowedModel:
         grid = torch.tensor(self.times, dtype=t.dtype).tolist()  # t arrives in the model's dtype
         return max(bisect_right(grid, call_time(t)) - 1, 0)
 
-    def __call__(self, x, t, cap_feats, cap_mask, motion_score, patch: PatchSize) -> torch.Tensor:
+    def __call__(self, x, t, cap_feats, cap_mask, motion_score, patch: PatchSize, **options) -> torch.Tensor:
+        """The model's call on each window (``options``, such as skip_layers, passed on), fused."""
         frames, height, width = x.shape[2:]  # x: [N, C, F, H, W]
         step = self.step_at(t)
         windows = [
@@ -216,13 +217,15 @@ class WindowedModel:
         ]
         if len(windows) == 1:
             self.calls += 1
-            return self.model(x, t, cap_feats, cap_mask, motion_score, patch)
+            return self.model(x, t, cap_feats, cap_mask, motion_score, patch, **options)
         total = weight_sum = None
         for (f0, f1), (h0, h1), (w0, w1) in windows:
             self.calls += 1
             cells = (slice(f0, f1), slice(h0, h1), slice(w0, w1))
             window_t = t if t.ndim == 1 else t[(slice(None), *cells)]  # per-cell times [N, F, H, W] follow it
-            v = self.model(x[(slice(None), slice(None), *cells)], window_t, cap_feats, cap_mask, motion_score, patch)
+            v = self.model(
+                x[(slice(None), slice(None), *cells)], window_t, cap_feats, cap_mask, motion_score, patch, **options
+            )
             weights = (
                 fuse_weights(f1 - f0, self.plan.fuse)[:, None, None]
                 * fuse_weights(h1 - h0, self.plan.fuse)[None, :, None]
