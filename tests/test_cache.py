@@ -20,8 +20,9 @@ def noise(seed=0):
 
 
 def config(**changes):
-    """The embedded multi-scale preset, shortened; without motion guidance the batch stays the same throughout."""
-    return PRESETS["embedded-MultiScale"].with_(steps=20, motion_cfg=0.0, **changes)
+    """The embedded multi-scale preset, shortened; without motion or skip-layer guidance every step makes one call
+    of one batch."""
+    return PRESETS["embedded-MultiScale"].with_(**{"steps": 20, "motion_cfg": 0.0, "skip_guidance": 0.0, **changes})
 
 
 def unsplit_forward(model, x, t, cap_feats, cap_mask, motion_score, patch):

@@ -246,7 +246,7 @@ def test_a_hand_off_stops_sampling_at_its_time():
     with pytest.raises(ValueError, match="stop 0: sampling can end at a time in"):
         handoff_times(times, 0)
     model = CountingModel(velocity=1.0)  # x moves by exactly the time it covers
-    config = PRESETS["embedded"].with_(cfg=0.0, motion_cfg=0.0)
+    config = PRESETS["embedded"].with_(cfg=0.0, motion_cfg=0.0, skip_guidance=0.0)
     x = sample(model, torch.zeros(1, 16, 2, 4, 4), cond(), None, config, stop=0.9)
     assert len(model.calls) == len(cut) - 1
     assert torch.allclose(x, torch.full_like(x, 0.9))

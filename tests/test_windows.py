@@ -32,8 +32,9 @@ def noise(frames, seed=0):
 
 
 def config(**changes):
-    """The embedded multi-scale preset (temporal patch 2 at 2x4 and 2x2), shortened; CFG and motion guidance on."""
-    return PRESETS["embedded-MultiScale"].with_(steps=6, **changes)
+    """The embedded multi-scale preset (temporal patch 2 at 2x4 and 2x2), shortened; CFG and motion guidance on,
+    skip-layer guidance off (the stand-in models have no blocks; its pass through windows is tested below)."""
+    return PRESETS["embedded-MultiScale"].with_(**{"steps": 6, "skip_guidance": 0.0, **changes})
 
 
 @pytest.mark.parametrize("frames", [6, 8, 12, 16, 18])
@@ -183,6 +184,21 @@ def test_windows_sample_a_clip_longer_than_a_window(tiny_model):
     out = sample(tiny_model, noise(8), cond(), cond(1), config(), windows=WindowPlan(4, 2, "gaussian"))
     assert out.shape == (1, 16, 8, 8, 8) and torch.isfinite(out).all()
     assert set(calls) == {4} and len(calls) == 3 * (config().steps - 1)  # 3 windows a step
+
+
+def test_skip_layer_guidance_runs_its_pass_in_every_window(tiny_model):
+    skipped = []
+    original = tiny_model.forward
+
+    def recording(x, *args, **options):
+        skipped.append((x.shape[2], tuple(options.get("skip_layers", ()))))
+        return original(x, *args, **options)
+
+    tiny_model.forward = recording
+    guided = config(skip_guidance=1.0, skip_layers=(-1,))
+    out = sample(tiny_model, noise(8), cond(), cond(1), guided, windows=WindowPlan(4, 2, "gaussian"))
+    assert torch.isfinite(out).all()
+    assert skipped == [(4, ()), (4, ()), (4, ()), (4, (-1,)), (4, (-1,)), (4, (-1,))] * (guided.steps - 1)
 
 
 def test_windows_keep_the_known_frames(tiny_model):
