@@ -55,7 +55,8 @@ from ..lumina_core.sampling import (
 
 TRANSFORMER_KEY = "lumina_video"
 """model_options["transformer_options"][TRANSFORMER_KEY]: {"patch": time-aware patch schedule, "cache": the
-engine's step cache (``sampling.cache.CachedModel``) for one run, "windows": a ``WindowPlan`` over latent frames}."""
+engine's step cache (``sampling.cache.CachedModel``) for one run, "windows": a ``WindowPlan`` over latent frames,
+"skip_layers": blocks to leave out (the weakened pass of skip-layer guidance)}."""
 MOTION_KEY = "lumina_motion"
 """A conditioning's motion score (time-aware, the engine's form); absent = no motion condition."""
 MOTION_GUIDANCE_KEY = "lumina_motion_guidance"
@@ -139,7 +140,8 @@ class ComfyNextDiT(MultiScaleNextDiT):
                 raise ValueError("step caching can't be combined with windows yet: set the Sampler's cache to 0")
             forward = self.windowed(forward, options["windows"], schedule, transformer_options.get("sample_sigmas"))
         dtype = x.dtype
-        velocity = forward(x, t.to(dtype), context, attention_mask, motion.to(dtype), patch)
+        skip = {"skip_layers": options["skip_layers"]} if options.get("skip_layers") else {}
+        velocity = forward(x, t.to(dtype), context, attention_mask, motion.to(dtype), patch, **skip)
         return -velocity
 
     def windowed(self, forward, plan: WindowPlan, schedule: Optional[TimeAware], sigmas) -> WindowedModel:
@@ -348,12 +350,25 @@ class ReferenceGuidance:
     data, the velocity up to sigma, as the reference renorms its velocity), and motion guidance adds a third pass
     without the motion score, batched with the others. Conditionings without a motion score get ``motion`` (positive)
     and ``neg_motion`` (negative); the positive's ``lumina_motion_guidance`` overrides ``motion_guidance``.
+    Skip-layer guidance (``skip_guidance``, time-aware; 0 = off) adds a pass of the positive without the blocks
+    ``skip_layers``, as the engine does.
     """
 
-    def __init__(self, cutoff: float, renorm: float, motion: TimeAware, neg_motion: TimeAware, motion_guidance):
+    def __init__(
+        self,
+        cutoff: float,
+        renorm: float,
+        motion: TimeAware,
+        neg_motion: TimeAware,
+        motion_guidance,
+        skip_guidance: TimeAware = 0.0,
+        skip_layers: tuple[int, ...] = (-1,),
+    ):
         self.cutoff, self.renorm = cutoff, renorm
         self.motion, self.neg_motion, self.motion_guidance = motion, neg_motion, motion_guidance
+        self.skip_guidance, self.skip_layers = skip_guidance, skip_layers
         self.pending_motion_guidance: Optional[tuple[float, torch.Tensor]] = None
+        self.pending_skip_guidance: Optional[tuple[float, torch.Tensor]] = None
 
     def install(self, model):
         patched = model.clone()
@@ -387,6 +402,15 @@ class ReferenceGuidance:
             conds.append(with_motion(cond, NO_MOTION))
         out = comfy.samplers.calc_cond_batch(args["model"], conds, args["input"], args["sigma"], args["model_options"])
         self.pending_motion_guidance = (scale, out[2]) if scale else None
+        skip_scale = float(value_at(self.skip_guidance, t))
+        self.pending_skip_guidance = None
+        if skip_scale:
+            options = dict(args["model_options"])
+            transformer = dict(options.get("transformer_options", {}))
+            transformer[TRANSFORMER_KEY] = {**transformer.get(TRANSFORMER_KEY, {}), "skip_layers": self.skip_layers}
+            options["transformer_options"] = transformer
+            weakened = comfy.samplers.calc_cond_batch(args["model"], [cond], args["input"], args["sigma"], options)
+            self.pending_skip_guidance = (skip_scale, weakened[0])
         return [out[0], out[1] if guided else out[0]]
 
     def cfg(self, args: dict) -> torch.Tensor:
@@ -398,12 +422,15 @@ class ReferenceGuidance:
         return renorm_per_sample(guided, cond, self.renorm) if self.renorm > 0 else guided
 
     def add_motion_guidance(self, args: dict) -> torch.Tensor:
-        """Post-CFG: adds scale * (cond - cond without motion) with the pass ``calc_cond_batch`` ran this step."""
-        pending, self.pending_motion_guidance = self.pending_motion_guidance, None
-        if pending is None:
-            return args["denoised"]
-        scale, no_motion = pending
-        return args["denoised"] + scale * (args["cond_denoised"] - no_motion)
+        """Post-CFG: adds scale * (cond - cond without motion) and scale * (cond - cond without the skipped blocks)
+        with the passes ``calc_cond_batch`` ran this step."""
+        denoised = args["denoised"]
+        for pending in (self.pending_motion_guidance, self.pending_skip_guidance):
+            if pending is not None:
+                scale, other = pending
+                denoised = denoised + scale * (args["cond_denoised"] - other)
+        self.pending_motion_guidance = self.pending_skip_guidance = None
+        return denoised
 
 
 def with_motion(conds: Optional[list], motion: TimeAware, only_where_missing: bool = False) -> Optional[list]:

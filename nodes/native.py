@@ -80,14 +80,17 @@ class LuminaVideoGuidance(io.ComfyNode):
             description=(
                 "Classifier-free guidance the reference's way on a native sampler: truncated once t = 1 - sigma "
                 "reaches the preset's cutoff (the negative pass is then skipped), renormed per video on the "
-                "velocity, and motion guidance as a third batched pass. Conditionings without a motion score get the "
-                "preset's. Set the sampler's cfg to the preset's cfg + 1 (embedded presets: 5; f24F96R960: 21). "
+                "velocity, motion guidance as a third batched pass, and the preset's skip-layer guidance (a pass of "
+                "the positive without some blocks). Conditionings without a motion score get the preset's. Set the "
+                "sampler's cfg to the preset's cfg + 1 (embedded presets: 5; f24F96R960: 21). "
                 "ComfyUI's RenormCFG differs: it compares sigma, not t, with its cutoff, and renorms the denoised "
                 "image with one decision for the whole batch."
             ),
             inputs=[
                 io.Model.Input("model"),
-                _preset_input("The preset whose cutoff, renorm, motion scores and motion guidance are used."),
+                _preset_input(
+                    "The preset whose cutoff, renorm, motion scores, motion guidance and skip-layer guidance are used."
+                ),
                 io.Float.Input(
                     "cfg_cutoff", default=-1.0, min=-1.0, max=1.0, step=0.01, tooltip="Override; -1 = the preset's."
                 ),
@@ -109,6 +112,8 @@ class LuminaVideoGuidance(io.ComfyNode):
             motion=config.motion,
             neg_motion=config.neg_motion,
             motion_guidance=config.motion_cfg,
+            skip_guidance=config.skip_guidance,
+            skip_layers=config.skip_layers,
         )
         return io.NodeOutput(guidance.install(model))
 

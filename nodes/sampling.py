@@ -480,5 +480,7 @@ def reference_sampling(model, config: SamplingConfig):
         motion=config.motion,
         neg_motion=config.neg_motion,
         motion_guidance=config.motion_cfg,
+        skip_guidance=config.skip_guidance,
+        skip_layers=config.skip_layers,
     )
     return guidance.install(_comfy_model.with_patch_schedule(model, config.patch)), scale + 1.0
