@@ -512,7 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip-guidance",
         help="skip-layer guidance (LTX-Video's STG): a fourth pass runs the model without --skip-layers and the "
         "output moves this x away from it, sharpening what those blocks add; 0 is the reference's sampling "
-        "(default from the preset; a time-aware value such as '(0, (0.5, 1))' starts it at t = 0.5)",
+        "(default from the preset; a time-aware value such as '(0, (0.5, 1))' starts it at t = 0.5); "
+        "--upscale's refine pass runs without it",
     )
     generate.add_argument(
         "--skip-layers",

@@ -110,3 +110,28 @@ def test_frames_larger_than_the_model_takes_come_in_fused_tiles(tmp_path, capsys
     assert main(["generate", "--prompt", "a red circle moving left", "--no-audio", "--out", str(out), *args]) == 0
     assert read_video(out).frames.shape == (16, 128, 128, 3)
     assert printed in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not embedded.available(), reason="no embedded default")
+def test_the_refine_pass_runs_without_skip_layer_guidance(monkeypatch):
+    """Text-to-video keeps the preset's skip-layer guidance; the refine pass drops it (docs/embedded-default.md)."""
+    import torch
+
+    from lumina_core import pipeline
+    from lumina_core.sampling import PRESETS, WindowPlan
+
+    configs = []
+
+    def recording(model, noise, positive, negative, config, *args):
+        configs.append(config)
+        return torch.zeros_like(noise)
+
+    monkeypatch.setattr(pipeline, "sample", recording)
+    models = embedded.load(with_audio=False)
+    config = PRESETS[embedded.PRESET].with_(skip_guidance=(0.0, (0.5, 1.0)))
+    cond, uncond = pipeline.encode_prompts(models, ["a red circle moving left"]), pipeline.encode_prompts(models, [""])
+    pipeline.sample_latent(models, cond, uncond, 64, 64, 8, 0, config)
+    frames = torch.rand(1, 8, 64, 64, 3)
+    pipeline.refine(models, frames, cond, uncond, config, 2, 0.9, 0, WindowPlan(2, 0, tile=(8, 8), tile_overlap=4))
+    assert [c.skip_guidance for c in configs] == [(0.0, (0.5, 1.0)), 0.0]
+    assert configs[1] == config.with_(skip_guidance=0.0)
