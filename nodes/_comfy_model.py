@@ -22,6 +22,8 @@ Conventions are converted here, once:
 
 from __future__ import annotations
 
+import logging
+import uuid
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
@@ -55,8 +57,9 @@ from ..lumina_core.sampling import (
 
 TRANSFORMER_KEY = "lumina_video"
 """model_options["transformer_options"][TRANSFORMER_KEY]: {"patch": time-aware patch schedule, "cache": the
-engine's step cache (``sampling.cache.CachedModel``) for one run, "windows": a ``WindowPlan`` over latent frames,
-"skip_layers": blocks to leave out (the weakened pass of skip-layer guidance)}."""
+engine's step cache (``sampling.cache.CachedModel``) for one run, "windows": a ``WindowPlan`` over latent frames}."""
+SKIP_LAYERS_KEY = "lumina_skip_layers"
+"""On a conditioning of skip-layer guidance's pass: the blocks to leave out, as integers [1, n]."""
 MOTION_KEY = "lumina_motion"
 """A conditioning's motion score (time-aware, the engine's form); absent = no motion condition."""
 MOTION_GUIDANCE_KEY = "lumina_motion_guidance"
@@ -105,7 +108,17 @@ class ComfyNextDiT(MultiScaleNextDiT):
     def finest_patch(self) -> PatchSize:
         return min(self.patch_sizes, key=lambda p: (p.temporal * p.spatial**2, p))
 
-    def forward(self, x, timesteps, context, attention_mask=None, lumina_motion=None, transformer_options=None, **_):
+    def forward(
+        self,
+        x,
+        timesteps,
+        context,
+        attention_mask=None,
+        lumina_motion=None,
+        transformer_options=None,
+        lumina_skip_layers=None,
+        **_,
+    ):
         transformer_options = transformer_options or {}
         return comfy.patcher_extension.WrapperExecutor.new_class_executor(
             self._forward,
@@ -113,9 +126,19 @@ class ComfyNextDiT(MultiScaleNextDiT):
             comfy.patcher_extension.get_all_wrappers(
                 comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, transformer_options
             ),
-        ).execute(x, timesteps, context, attention_mask, lumina_motion, transformer_options=transformer_options)
+        ).execute(
+            x,
+            timesteps,
+            context,
+            attention_mask,
+            lumina_motion,
+            transformer_options=transformer_options,
+            lumina_skip_layers=lumina_skip_layers,
+        )
 
-    def _forward(self, x, timesteps, context, attention_mask, lumina_motion, transformer_options=None):
+    def _forward(
+        self, x, timesteps, context, attention_mask, lumina_motion, transformer_options=None, lumina_skip_layers=None
+    ):
         transformer_options = transformer_options or {}
         if float(timesteps.max()) > 1.0 + 1e-4:
             raise ValueError(
@@ -140,7 +163,8 @@ class ComfyNextDiT(MultiScaleNextDiT):
                 raise ValueError("step caching can't be combined with windows yet: set the Sampler's cache to 0")
             forward = self.windowed(forward, options["windows"], schedule, transformer_options.get("sample_sigmas"))
         dtype = x.dtype
-        skip = {"skip_layers": options["skip_layers"]} if options.get("skip_layers") else {}
+        # skip-layer guidance's pass: every row of the batch carries the same blocks (its conds batch only together)
+        skip = {} if lumina_skip_layers is None else {"skip_layers": tuple(lumina_skip_layers[0].tolist())}
         velocity = forward(x, t.to(dtype), context, attention_mask, motion.to(dtype), patch, **skip)
         return -velocity
 
@@ -219,6 +243,9 @@ class LuminaVideoNative(comfy.model_base.BaseModel):
         motion = kwargs.get(MOTION_KEY)
         if motion is not None:
             out[MOTION_KEY] = comfy.conds.CONDRegular(schedule_table(motion)[None])
+        skip_layers = kwargs.get(SKIP_LAYERS_KEY)
+        if skip_layers is not None:
+            out[SKIP_LAYERS_KEY] = comfy.conds.CONDRegular(skip_layers)
         denoise_mask = kwargs.get("denoise_mask")
         if denoise_mask is not None and self.per_token_timesteps:
             out["denoise_mask"] = comfy.conds.CONDRegular(denoise_mask[:, :1])  # [B, 1, K, h, w]
@@ -369,6 +396,7 @@ class ReferenceGuidance:
         self.skip_guidance, self.skip_layers = skip_guidance, skip_layers
         self.pending_motion_guidance: Optional[tuple[float, torch.Tensor]] = None
         self.pending_skip_guidance: Optional[tuple[float, torch.Tensor]] = None
+        self.warned_cache = False
 
     def install(self, model):
         patched = model.clone()
@@ -391,6 +419,18 @@ class ReferenceGuidance:
             return 0.0
         return float(value_at(self.motion_guidance if schedule is None else schedule, t))
 
+    def skip_guidance_at(self, model_options: dict, t: float) -> float:
+        """The skip-layer guidance scale at time t; 0 under EasyCache or LazyCache, which key their reused outputs by
+        conditioning and have none for a pass that starts mid-run, and would compare a reused positive with a fresh
+        weakened pass (logged once)."""
+        scale = float(value_at(self.skip_guidance, t))
+        if scale and "easycache" in model_options.get("transformer_options", {}):
+            if not self.warned_cache:
+                logging.warning("Lumina-Video Guidance: skip-layer guidance is off under EasyCache / LazyCache")
+                self.warned_cache = True
+            return 0.0
+        return scale
+
     def calc_cond_batch(self, args: dict) -> list:
         cond, uncond = args["conds"]
         cond = with_default_motion(cond, self.motion)
@@ -400,17 +440,12 @@ class ReferenceGuidance:
         conds = [cond, with_default_motion(uncond, self.neg_motion) if guided else None]
         if scale:
             conds.append(with_motion(cond, NO_MOTION))
+        skip_scale = self.skip_guidance_at(args["model_options"], t)
+        if skip_scale:
+            conds.append(with_skip_layers(cond, self.skip_layers))
         out = comfy.samplers.calc_cond_batch(args["model"], conds, args["input"], args["sigma"], args["model_options"])
         self.pending_motion_guidance = (scale, out[2]) if scale else None
-        skip_scale = float(value_at(self.skip_guidance, t))
-        self.pending_skip_guidance = None
-        if skip_scale:
-            options = dict(args["model_options"])
-            transformer = dict(options.get("transformer_options", {}))
-            transformer[TRANSFORMER_KEY] = {**transformer.get(TRANSFORMER_KEY, {}), "skip_layers": self.skip_layers}
-            options["transformer_options"] = transformer
-            weakened = comfy.samplers.calc_cond_batch(args["model"], [cond], args["input"], args["sigma"], options)
-            self.pending_skip_guidance = (skip_scale, weakened[0])
+        self.pending_skip_guidance = (skip_scale, out[-1]) if skip_scale else None
         return [out[0], out[1] if guided else out[0]]
 
     def cfg(self, args: dict) -> torch.Tensor:
@@ -443,6 +478,18 @@ def with_motion(conds: Optional[list], motion: TimeAware, only_where_missing: bo
         if not (only_where_missing and MOTION_KEY in model_conds):
             model_conds[MOTION_KEY] = comfy.conds.CONDRegular(schedule_table(motion)[None])
         out.append({**cond, "model_conds": model_conds})
+    return out
+
+
+def with_skip_layers(conds: list, layers: tuple[int, ...]) -> list:
+    """Processed conds for skip-layer guidance's pass: the blocks to leave out on each, and uuids of their own, the
+    same at every step, so that caches keyed by uuid (EasyCache) keep this pass's outputs apart from the positive's."""
+    out = []
+    for cond in conds:
+        model_conds = dict(cond.get("model_conds", {}))
+        model_conds[SKIP_LAYERS_KEY] = comfy.conds.CONDRegular(torch.tensor([layers], dtype=torch.long))
+        own = {"uuid": uuid.uuid5(uuid.NAMESPACE_OID, f"{cond['uuid']} skip layers")} if "uuid" in cond else {}
+        out.append({**cond, "model_conds": model_conds, **own})
     return out
 
 

@@ -77,7 +77,8 @@ class CachedModel:
 
     def __call__(self, x, t, cap_feats, cap_mask, motion_score, patch: PatchSize, **options) -> torch.Tensor:
         if options.get("skip_layers"):  # skip-layer guidance's weakened pass: other blocks, never cached nor reused
-            return self.model(x, t, cap_feats, cap_mask, motion_score, patch, **options)
+            inputs = self.model.embed(x, t, cap_feats, cap_mask, motion_score, patch)
+            return self.model.final(inputs, self.model.run_blocks(inputs, options["skip_layers"]))
         now = call_time(t)
         if now < self.last_t and self.full + self.skipped:
             self.reset()

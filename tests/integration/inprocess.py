@@ -37,8 +37,8 @@ class EngineView:
     def __init__(self, dit):
         self.dit = dit
 
-    def __call__(self, x, t, cap_feats, cap_mask, motion_score, patch):
-        return self.dit.reference_forward(x, t, cap_feats, cap_mask, motion_score, patch)
+    def __call__(self, x, t, cap_feats, cap_mask, motion_score, patch, **options):
+        return self.dit.reference_forward(x, t, cap_feats, cap_mask, motion_score, patch, **options)
 
     def __getattr__(self, name):
         if name == "dit":  # not set yet (copy, pickle): don't recurse

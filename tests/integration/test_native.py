@@ -292,6 +292,7 @@ def test_easycache_skips_steps_and_keeps_the_prompt(comfy_client, comfy_workdir,
         latent_out = run_latent(comfy_client, comfy_workdir, g, out(sampled), "easycache")
         assert reads(models, latent_out) == prompted(prompt), prompt
     assert "EasyCache - skipped" in comfy_server.log_text()
+    assert "skip-layer guidance is off under EasyCache" in comfy_server.log_text()  # the embedded preset's, named
 
 
 def test_context_windows_over_frames(comfy_client, comfy_workdir, engine):

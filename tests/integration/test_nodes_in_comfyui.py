@@ -156,26 +156,32 @@ def test_cancel_stops_within_one_step(nodes, progress):
 
 def test_a_fresh_sampler_runs_its_whole_preset(nodes, monkeypatch):
     """A Sampler dropped on the canvas runs the default preset: embedded-MultiScale's 29 model calls split
-    22 / 4 / 3 over 2x4 / 2x2 / 1x2."""
+    22 / 4 / 3 over 2x4 / 2x2 / 1x2, and a call of skip-layer guidance's pass on each step the preset runs it."""
     dit = type(nodes.model.model.diffusion_model)
-    forward, calls = dit.reference_forward, []
+    forward, calls, skipping = dit.reference_forward, [], []
 
-    def recording(self, x, t, cap_feats, cap_mask, motion_score, patch):
-        calls.append(str(patch))
-        return forward(self, x, t, cap_feats, cap_mask, motion_score, patch)
+    def recording(self, x, t, cap_feats, cap_mask, motion_score, patch, **options):
+        (skipping if options.get("skip_layers") else calls).append(str(patch))
+        return forward(self, x, t, cap_feats, cap_mask, motion_score, patch, **options)
 
     monkeypatch.setattr(dit, "reference_forward", recording)
     nodes.sample(seed=0, steps=0)
     assert Counter(calls) == {"2x4": 22, "2x2": 4, "1x2": 3}
+    from lumina_video.lumina_core.sampling import DEFAULT_PRESET, preset, value_at
+
+    config = preset(DEFAULT_PRESET)
+    guided = [t for t in config.times()[:-1] if float(value_at(config.skip_guidance, t))]
+    assert 0 < len(skipping) == len(guided)
 
 
 def test_step_caching_skips_block_runs_only_when_asked(nodes, monkeypatch):
     dit = type(nodes.model.model.diffusion_model)
     run_blocks, runs = dit.run_blocks, []
 
-    def counting(self, inputs):
-        runs.append(1)
-        return run_blocks(self, inputs)
+    def counting(self, inputs, skip_layers=()):
+        if not skip_layers:  # skip-layer guidance's pass runs in full, never cached
+            runs.append(1)
+        return run_blocks(self, inputs, skip_layers)
 
     monkeypatch.setattr(dit, "run_blocks", counting)
     full = nodes.sample(steps=0)
