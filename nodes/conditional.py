@@ -33,7 +33,7 @@ from ..lumina_core.pipeline import scaled_latent
 from ..lumina_core.request import MAX_FRAMES, VAE_SPATIAL, VAE_TEMPORAL
 from . import _comfy
 from ._comfy import io
-from .sockets import LuminaVAE, video_samples
+from .sockets import REFINE_KEY, LuminaVAE, video_samples
 
 CATEGORY = "Lumina-Video/conditioning"
 VAE_TOOLTIP = "The VAE from Lumina-Video VAE Loader (the one the model was trained with)."
@@ -388,7 +388,9 @@ class LuminaVideoUpscaleVideo(io.ComfyNode):
                 "The start of the refine pass, Lumiere's super-resolution stage: frames scaled up (bicubic) and "
                 "encoded at the new size. Sample it with the Sampler at denoise 0.1 (redrawn from t = 0.9, the best "
                 "measured on the toy world) with the model through Lumina-Video Windows with tiles of the size the "
-                "model knows (embedded: 64x64, overlap 32): the layout stays the video's, the detail is redrawn."
+                "model knows (embedded: 64x64, overlap 32): the layout stays the video's, the detail is redrawn. "
+                "The Sampler redraws this latent without the preset's skip-layer guidance, which deforms shapes "
+                "larger than the model draws."
             ),
             inputs=[
                 LuminaVAE.Input("vae", tooltip=VAE_TOOLTIP),
@@ -402,7 +404,7 @@ class LuminaVideoUpscaleVideo(io.ComfyNode):
     def execute(cls, vae, images: torch.Tensor, scale: int = 2) -> io.NodeOutput:
         frames = encodable_frames(images, "images")
         latent = scaled_latent(prepare_vae(vae), frames[None], scale)
-        return io.NodeOutput({"samples": latent.to(_comfy.intermediate_device())})
+        return io.NodeOutput({"samples": latent.to(_comfy.intermediate_device()), REFINE_KEY: True})
 
 
 CONDITIONAL_NODES = [

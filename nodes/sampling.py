@@ -37,7 +37,7 @@ from ..lumina_core.sampling import (
 )
 from . import _comfy
 from ._comfy import io
-from .sockets import video_samples
+from .sockets import REFINE_KEY, video_samples
 
 SIZE_MULTIPLE, FRAME_MULTIPLE = side_multiple(), frame_multiple()
 FROM_PRESET = "preset"
@@ -426,6 +426,8 @@ class LuminaVideoSampler(io.ComfyNode):
         cache = StepCache(overrides.pop("cache", 0.0))
         denoise = overrides.pop("denoise", 1.0)
         config = sampler_config(preset, **overrides)
+        if latent.get(REFINE_KEY):  # Upscale Video's latent: the engine's refine pass runs without it
+            config = config.with_(skip_guidance=0.0)
         missing = sorted(config.patch_sizes() - set(dit.patch_sizes))
         if missing:
             custom = overrides.get("custom_schedule", "")

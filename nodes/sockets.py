@@ -14,6 +14,10 @@ from typing import Any
 from ..lumina_core.models.vae import frames_for
 from ._comfy import io
 
+REFINE_KEY = "lumina_refine"
+"""Set on a LATENT made by Upscale Video: the Sampler redraws it as the engine's refine pass does, without the preset's
+skip-layer guidance (``pipeline.refine``)."""
+
 
 def video_samples(latent: dict):
     """A video LATENT's samples [B, 16, K, h, w]; anything else (an image latent, an odd latent frame count) is refused
