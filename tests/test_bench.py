@@ -88,6 +88,10 @@ def test_model_calls_count_every_step_and_guidance_pass():
         assert sum(calls.values()) == config.steps - 1
         assert {batch for _, batch in calls} == {1, 2}  # CFG until t = 0.2, then the positive pass alone
     assert set(patch for patch, _ in gpu.model_calls(PRESETS["f24F96R960"])) == {PatchSize(1, 2)}
+    embedded = PRESETS["embedded"]  # skip-layer guidance from t = 0.5: one more call of one pass on those steps
+    skipping = sum(1 for t in embedded.times()[:-1] if t >= 0.5)
+    calls = gpu.model_calls(embedded)
+    assert sum(calls.values()) == embedded.steps - 1 + skipping and calls[PatchSize(1, 2), 1] == skipping > 0
 
 
 def test_gpu_benchmark_runs_its_code_on_tiny_configs(capsys):

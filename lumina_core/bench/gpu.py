@@ -83,12 +83,16 @@ def bf16_peak_flops(device: torch.device) -> tuple[str, Optional[float]]:
 
 def model_calls(config: SamplingConfig) -> Counter:
     """(patch size, batch of guidance passes) -> number of model calls, as ``guided_velocity`` batches its
-    passes: the positive one, the negative one while CFG is on, a third while motion guidance is."""
+    passes: the positive one, the negative one while CFG is on, a third while motion guidance is; skip-layer
+    guidance's pass is a call of its own (counted whole, though it runs fewer blocks)."""
     calls = Counter()
     for t in time_grid(config.steps, config.time_shift)[:-1].tolist():
         motion_guided = float(value_at(config.motion, t)) >= 0 and float(value_at(config.motion_cfg, t)) != 0
         passes = 1 + (float(value_at(config.cfg, t)) != 0) + motion_guided
-        calls[PatchSize.parse(value_at(config.patch, t)), passes] += 1
+        patch = PatchSize.parse(value_at(config.patch, t))
+        calls[patch, passes] += 1
+        if float(value_at(config.skip_guidance, t)) != 0:
+            calls[patch, 1] += 1
     return calls
 
 
