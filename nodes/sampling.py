@@ -9,6 +9,7 @@ import torch
 from ..lumina_core import embedded, preview
 from ..lumina_core.conditioning import denoised_times
 from ..lumina_core.models.vae import frames_for
+from ..lumina_core.pipeline import refine_config
 from ..lumina_core.request import (
     MAX_BATCH,
     MAX_FRAMES,
@@ -426,8 +427,8 @@ class LuminaVideoSampler(io.ComfyNode):
         cache = StepCache(overrides.pop("cache", 0.0))
         denoise = overrides.pop("denoise", 1.0)
         config = sampler_config(preset, **overrides)
-        if latent.get(REFINE_KEY):  # Upscale Video's latent: the engine's refine pass runs without it
-            config = config.with_(skip_guidance=0.0)
+        if latent.get(REFINE_KEY):  # Upscale Video's latent: sampled as the engine's refine pass
+            config = refine_config(config)
         missing = sorted(config.patch_sizes() - set(dit.patch_sizes))
         if missing:
             custom = overrides.get("custom_schedule", "")

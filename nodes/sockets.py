@@ -15,8 +15,8 @@ from ..lumina_core.models.vae import frames_for
 from ._comfy import io
 
 REFINE_KEY = "lumina_refine"
-"""Set on a LATENT made by Upscale Video: the Sampler redraws it as the engine's refine pass does, without the preset's
-skip-layer guidance (``pipeline.refine``)."""
+"""Set on a LATENT made by Upscale Video: the Sampler redraws it under ``pipeline.refine_config``, as the engine's
+refine pass does."""
 
 
 def video_samples(latent: dict):
