@@ -45,6 +45,7 @@ from ..lumina_core.models.nextdit import MultiScaleNextDiT, NextDiTConfig, Patch
 from ..lumina_core.models.text import TextCondition
 from ..lumina_core.sampling import (
     NO_MOTION,
+    SamplingConfig,
     StepCache,
     TimeAware,
     WindowedModel,
@@ -397,6 +398,19 @@ class ReferenceGuidance:
         self.pending_motion_guidance: Optional[tuple[float, torch.Tensor]] = None
         self.pending_skip_guidance: Optional[tuple[float, torch.Tensor]] = None
         self.warned_cache = False
+
+    @classmethod
+    def of(cls, config: SamplingConfig, cutoff: float) -> "ReferenceGuidance":
+        """The guidance ``config`` sets (renorm, motion scores, motion and skip-layer guidance), CFG cut at cutoff."""
+        return cls(
+            cutoff,
+            config.renorm,
+            config.motion,
+            config.neg_motion,
+            config.motion_cfg,
+            config.skip_guidance,
+            config.skip_layers,
+        )
 
     def install(self, model):
         patched = model.clone()

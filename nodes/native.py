@@ -106,15 +106,9 @@ class LuminaVideoGuidance(io.ComfyNode):
         _comfy_model.require_lumina_video(model)
         config = named_preset(preset)
         cutoff = cfg_cutoff if cfg_cutoff >= 0 else scale_and_cutoff(config.cfg)[1]
-        guidance = _comfy_model.ReferenceGuidance(
-            cutoff=cutoff,
-            renorm=renorm if renorm >= 0 else config.renorm,
-            motion=config.motion,
-            neg_motion=config.neg_motion,
-            motion_guidance=config.motion_cfg,
-            skip_guidance=config.skip_guidance,
-            skip_layers=config.skip_layers,
-        )
+        if renorm >= 0:
+            config = config.with_(renorm=renorm)
+        guidance = _comfy_model.ReferenceGuidance.of(config, cutoff)
         return io.NodeOutput(guidance.install(model))
 
 

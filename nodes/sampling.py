@@ -477,13 +477,5 @@ def reference_sampling(model, config: SamplingConfig):
     from . import _comfy_model
 
     scale, cutoff = scale_and_cutoff(config.cfg)
-    guidance = _comfy_model.ReferenceGuidance(
-        cutoff=cutoff if scale else 0.0,  # cfg 0 skips the negative pass altogether
-        renorm=config.renorm,
-        motion=config.motion,
-        neg_motion=config.neg_motion,
-        motion_guidance=config.motion_cfg,
-        skip_guidance=config.skip_guidance,
-        skip_layers=config.skip_layers,
-    )
+    guidance = _comfy_model.ReferenceGuidance.of(config, cutoff if scale else 0.0)  # cfg 0: no negative pass at all
     return guidance.install(_comfy_model.with_patch_schedule(model, config.patch)), scale + 1.0
